@@ -1,0 +1,375 @@
+//! The whole API in-process: real SQLite (rusqlite), the local KEK, HS256 dev tokens.
+
+use base64::Engine as _;
+use jwt_simple::prelude::*;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::auth::{AuthConfig, Authenticator, JwksFetcher};
+use crate::config::{tests::MapVars, Config};
+use crate::crypto::rng::Csprng;
+use crate::store::tests::Lite;
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef-dev";
+
+struct NoJwks;
+impl JwksFetcher for NoJwks {
+    fn fetch_jwks(&self, _: &str) -> Result<String, String> {
+        Err("no JWKS in these tests".into())
+    }
+}
+
+struct World {
+    db: Lite,
+    config: Config,
+    auth: Authenticator,
+    seed: u8,
+}
+
+fn world_with(vars: MapVars) -> World {
+    let kek = base64::engine::general_purpose::STANDARD.encode([5u8; 32]);
+    let vars = vars.with("dev_mode", "true").with("local_kek", &kek).with("jwt_hs256_secret", SECRET);
+    let mut config = Config::load(&vars).expect("config");
+    let auth_cfg: AuthConfig = std::mem::take(&mut config.auth);
+    let auth = Authenticator::new(auth_cfg).expect("auth");
+    World { db: Lite::memory(), config, auth, seed: 0 }
+}
+
+fn world() -> World {
+    world_with(MapVars::default())
+}
+
+fn token(tenant: &str, roles: &[&str]) -> String {
+    let key = HS256Key::from_bytes(SECRET.as_bytes());
+    let claims =
+        Claims::with_custom_claims(json!({"tenant": tenant, "roles": roles}), Duration::from_mins(10))
+            .with_subject("tester");
+    format!("Bearer {}", key.authenticate(claims).expect("sign"))
+}
+
+impl World {
+    fn call(&mut self, method: &str, path: &str, auth: Option<&str>, body: Value) -> (u16, Value) {
+        let body = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
+        self.raw(method, path, auth, &body)
+    }
+
+    fn raw(&mut self, method: &str, path: &str, auth: Option<&str>, body: &[u8]) -> (u16, Value) {
+        self.seed = self.seed.wrapping_add(1);
+        let mut ctx = Ctx::new(&self.config, &self.db, Csprng::from_seed([self.seed; 32]), 1_795_388_400);
+        let req =
+            ApiRequest { method, path, content_type: Some("application/json"), authorization: auth, body };
+        let r = handle(Deps { ctx: &mut ctx, auth: Ok(&self.auth), jwks: &NoJwks }, &req);
+        let v: Value = serde_json::from_slice(&r.body).expect("every answer is JSON");
+        if r.status >= 400 {
+            assert!(v["error"]["code"].is_string() && v["error"]["message"].is_string(), "{v}");
+        }
+        (r.status, v)
+    }
+
+    fn scheme(&mut self, tenant: &str, body: Value) -> (u16, Value) {
+        self.call("POST", "/v1/schemes", Some(&token(tenant, &["admin"])), body)
+    }
+}
+
+fn pii(extra: Value) -> Value {
+    let mut b = json!({"name": "pii", "kek": {"provider": "local"},
+        "policy": {"protect": ["app"], "unprotect": ["support"], "mask": ["analyst"]},
+        "mask": {"rule": "keep_last", "n": 4, "char": "*"}});
+    if let (Some(b), Some(e)) = (b.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    b
+}
+
+fn values(v: &Value) -> Vec<Value> {
+    v["results"].as_array().expect("results").iter().map(|r| r["value"].clone()).collect()
+}
+
+#[test]
+fn create_protect_unprotect_mask() {
+    let mut w = world();
+    let (s, v) = w.scheme("acme", pii(json!({})));
+    assert_eq!(s, 201, "{v}");
+    assert_eq!(v["current_version"], 1);
+    assert_eq!(v["created_at"], "2026-11-22T23:00:00Z");
+
+    let app = token("acme", &["app"]);
+    let (s, v) = w.call(
+        "POST",
+        "/v1/protect",
+        Some(&app),
+        json!({"scheme": "pii", "values": ["4111111111111111", "", "ünï"]}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let toks = values(&v);
+    assert!(toks.iter().all(|t| t.as_str().is_some_and(|t| t.starts_with("veil.1.pii.1."))));
+
+    let support = token("acme", &["support"]);
+    let (s, v) = w.call("POST", "/v1/unprotect", Some(&support), json!({"values": toks}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(values(&v), vec![json!("4111111111111111"), json!(""), json!("ünï")]);
+
+    let analyst = token("acme", &["analyst"]);
+    let (s, v) =
+        w.call("POST", "/v1/mask", Some(&analyst), json!({"scheme": "pii", "values": ["4111111111111111"]}));
+    assert_eq!((s, values(&v)), (200, vec![json!("************1111")]));
+}
+
+#[test]
+fn policy_denies_by_default() {
+    let mut w = world();
+    assert_eq!(w.scheme("acme", pii(json!({}))).0, 201);
+    let app = token("acme", &["app"]);
+    let (_, v) = w.call("POST", "/v1/protect", Some(&app), json!({"scheme": "pii", "values": ["x"]}));
+    let toks = values(&v);
+    for (who, path, body) in [
+        (&app, "/v1/unprotect", json!({"values": toks})),
+        (&token("acme", &["support"]), "/v1/protect", json!({"scheme": "pii", "values": ["x"]})),
+        (&app, "/v1/mask", json!({"scheme": "pii", "values": ["x"]})),
+        (&app, "/v1/schemes", pii(json!({"name": "other"}))),
+        (&app, "/v1/schemes/pii/rotate", Value::Null),
+    ] {
+        let (s, v) = w.call("POST", path, Some(who), body);
+        assert_eq!((s, v["error"]["code"].as_str()), (403, Some("forbidden")), "{path}");
+    }
+}
+
+#[test]
+fn tokens_are_bound_to_tenant_subject_and_context() {
+    let mut w = world();
+    for t in ["acme", "evil"] {
+        assert_eq!(w.scheme(t, pii(json!({"policy": {"protect": ["app"], "unprotect": ["app"]}}))).0, 201);
+    }
+    let app = token("acme", &["app"]);
+    let (_, v) = w.call(
+        "POST",
+        "/v1/protect",
+        Some(&app),
+        json!({"scheme": "pii", "values": ["secret"], "subject": "s1", "context": "c1"}),
+    );
+    let tok = values(&v)[0].clone();
+    let ok = json!({"values": [tok], "subject": "s1", "context": "c1"});
+    assert_eq!(values(&w.call("POST", "/v1/unprotect", Some(&app), ok.clone()).1), vec![json!("secret")]);
+    let evil = token("evil", &["app"]);
+    for (who, body) in [
+        (&evil, ok.clone()),
+        (&app, json!({"values": [tok], "subject": "s2", "context": "c1"})),
+        (&app, json!({"values": [tok], "context": "c1"})),
+        (&app, json!({"values": [tok], "subject": "s1"})),
+    ] {
+        let (s, v) = w.call("POST", "/v1/unprotect", Some(who), body);
+        assert_eq!(s, 200);
+        assert_eq!(v["results"][0]["error"]["code"], "decryption_failed", "{v}");
+    }
+}
+
+#[test]
+fn one_bad_item_leaves_the_rest() {
+    let mut w = world_with(MapVars::default().with("max_value_bytes", "8"));
+    w.scheme("acme", pii(json!({"policy": {"protect": ["app"], "unprotect": ["app"]}})));
+    let app = token("acme", &["app"]);
+    let (_, v) = w.call(
+        "POST",
+        "/v1/protect",
+        Some(&app),
+        json!({"scheme": "pii", "values": ["a", "123456789", "b"]}),
+    );
+    assert_eq!(v["results"][1]["error"]["code"], "value_too_large");
+    let a = values(&v)[0].as_str().expect("a").to_string();
+    let b = values(&v)[2].as_str().expect("b").to_string();
+    // flip one payload character to another base64url character
+    let mut chars: Vec<char> = a.chars().collect();
+    let last = chars.len() - 3;
+    chars[last] = if chars[last] == 'A' { 'B' } else { 'A' };
+    let tampered: String = chars.into_iter().collect();
+    let (s, v) = w.call(
+        "POST",
+        "/v1/unprotect",
+        Some(&app),
+        json!({"values": [a, tampered, "garbage", &b[..b.len() - 4], b]}),
+    );
+    assert_eq!(s, 200);
+    let codes: Vec<Value> =
+        v["results"].as_array().expect("r").iter().map(|r| r["error"]["code"].clone()).collect();
+    // "b" seals to 29 bytes; four characters fewer is below nonce + tag, so not a token at all
+    assert_eq!(
+        codes,
+        vec![
+            Value::Null,
+            json!("decryption_failed"),
+            json!("invalid_token"),
+            json!("invalid_token"),
+            Value::Null
+        ]
+    );
+    assert_eq!(v["results"][0]["value"], "a");
+    assert_eq!(v["results"][4]["value"], "b");
+}
+
+#[test]
+fn rotation_keeps_old_tokens() {
+    let mut w = world();
+    w.scheme("acme", pii(json!({"policy": {"protect": ["app"], "unprotect": ["app"]}})));
+    let app = token("acme", &["app"]);
+    let old =
+        values(&w.call("POST", "/v1/protect", Some(&app), json!({"scheme": "pii", "values": ["v1"]})).1);
+    let (s, v) = w.call("POST", "/v1/schemes/pii/rotate", Some(&token("acme", &["admin"])), Value::Null);
+    assert_eq!((s, v["current_version"].clone()), (200, json!(2)));
+    let (_, v) = w.call("POST", "/v1/protect", Some(&app), json!({"scheme": "pii", "values": ["v2"]}));
+    assert_eq!(v["key_version"], 2);
+    let new = values(&v);
+    assert!(new[0].as_str().is_some_and(|t| t.starts_with("veil.1.pii.2.")));
+    let (_, v) = w.call("POST", "/v1/unprotect", Some(&app), json!({"values": [old[0], new[0]]}));
+    assert_eq!(values(&v), vec![json!("v1"), json!("v2")]);
+}
+
+#[test]
+fn bad_requests_get_stable_codes_and_write_nothing() {
+    let mut w = world_with(MapVars::default().with("max_batch", "3"));
+    let admin = token("acme", &["admin"]);
+    let cases: Vec<(&str, &str, Option<&str>, &[u8], u16, &str)> = vec![
+        ("GET", "/nope", None, b"", 404, "not_found"),
+        ("GET", "/v1/protect", Some(&admin), b"", 405, "method_not_allowed"),
+        ("GET", "/v1/schemes", None, b"", 401, "unauthenticated"),
+        ("GET", "/v1/schemes", Some("Bearer nope"), b"", 401, "invalid_credentials"),
+        ("POST", "/v1/schemes", Some(&admin), b"{", 400, "invalid_json"),
+        ("POST", "/v1/schemes", Some(&admin), b"\xff\xfe", 400, "invalid_json"),
+        (
+            "POST",
+            "/v1/schemes",
+            Some(&admin),
+            br#"{"name": 5, "kek": {"provider": "local"}}"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/v1/schemes",
+            Some(&admin),
+            br#"{"name": "x", "kek": {"provider": "local"}, "extra": 1}"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "POST",
+            "/v1/schemes",
+            Some(&admin),
+            br#"{"name": "Bad.Name", "kek": {"provider": "local"}}"#,
+            422,
+            "invalid_field",
+        ),
+        (
+            "POST",
+            "/v1/schemes",
+            Some(&admin),
+            br#"{"name": "x", "algorithm": "des", "kek": {"provider": "local"}}"#,
+            422,
+            "invalid_field",
+        ),
+        (
+            "POST",
+            "/v1/schemes",
+            Some(&admin),
+            br#"{"name": "x", "kek": {"provider": "vault9"}}"#,
+            422,
+            "invalid_field",
+        ),
+        (
+            "POST",
+            "/v1/schemes",
+            Some(&admin),
+            br#"{"name": "x", "kek": {"provider": "local"}, "mask": {"rule": "keep_last"}}"#,
+            422,
+            "invalid_field",
+        ),
+        ("GET", "/v1/schemes/x", Some(&admin), b"", 404, "scheme_not_found"),
+        ("POST", "/v1/protect", Some(&admin), br#"{"scheme": "x", "values": "a"}"#, 400, "invalid_request"),
+        ("POST", "/v1/protect", Some(&admin), br#"{"scheme": "x", "values": [1]}"#, 400, "invalid_request"),
+        (
+            "POST",
+            "/v1/protect",
+            Some(&admin),
+            br#"{"scheme": "x", "values": ["a","b","c","d"]}"#,
+            413,
+            "batch_too_large",
+        ),
+        (
+            "POST",
+            "/v1/protect",
+            Some(&admin),
+            br#"{"scheme": "x", "values": ["a"]}"#,
+            404,
+            "scheme_not_found",
+        ),
+    ];
+    for (method, path, auth, body, status, code) in cases {
+        let (s, v) = w.raw(method, path, auth, body);
+        assert_eq!(
+            (s, v["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{method} {path} {}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    // nothing was created by any of them
+    let (_, v) = w.call("GET", "/v1/schemes", Some(&admin), Value::Null);
+    assert_eq!(v, json!({"schemes": []}));
+    // and a subject over the limit is refused before any work
+    w.scheme("acme", pii(json!({})));
+    let (s, v) = w.call(
+        "POST",
+        "/v1/protect",
+        Some(&token("acme", &["app"])),
+        json!({"scheme": "pii", "values": ["a"], "subject": "s".repeat(257)}),
+    );
+    assert_eq!((s, v["error"]["code"].as_str()), (422, Some("invalid_field")));
+}
+
+#[test]
+fn duplicate_scheme_is_409_and_base64_round_trips() {
+    let mut w = world();
+    assert_eq!(w.scheme("acme", pii(json!({"policy": {"protect": ["app"], "unprotect": ["app"]}}))).0, 201);
+    let (s, v) = w.scheme("acme", pii(json!({})));
+    assert_eq!((s, v["error"]["code"].as_str()), (409, Some("scheme_exists")));
+    let app = token("acme", &["app"]);
+    let bin = base64::engine::general_purpose::STANDARD.encode([0xffu8, 0, 0xfe]);
+    let (_, v) = w.call(
+        "POST",
+        "/v1/protect",
+        Some(&app),
+        json!({"scheme": "pii", "values": [bin, "!!"], "encoding": "base64"}),
+    );
+    assert_eq!(v["results"][1]["error"]["code"], "invalid_encoding");
+    let tok = values(&v)[0].clone();
+    let (_, v) = w.call("POST", "/v1/unprotect", Some(&app), json!({"values": [tok], "encoding": "base64"}));
+    assert_eq!(values(&v), vec![json!(bin)]);
+    let (_, v) = w.call("POST", "/v1/unprotect", Some(&app), json!({"values": [tok]}));
+    assert_eq!(v["results"][0]["error"]["code"], "not_utf8");
+}
+
+#[test]
+fn local_kek_needs_dev_mode() {
+    let mut w = world();
+    w.config.dev_mode = false;
+    let (s, v) = w.scheme("acme", pii(json!({})));
+    assert_eq!((s, v["error"]["code"].as_str()), (422, Some("dev_mode_required")));
+}
+
+#[test]
+fn openapi_lists_every_route() {
+    let doc: Value = serde_json::from_str(OPENAPI).expect("openapi is JSON");
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")));
+    for (path, method) in [
+        ("/healthz", "get"),
+        ("/v1/openapi.json", "get"),
+        ("/v1/schemes", "get"),
+        ("/v1/schemes", "post"),
+        ("/v1/schemes/{name}", "get"),
+        ("/v1/schemes/{name}/rotate", "post"),
+        ("/v1/protect", "post"),
+        ("/v1/unprotect", "post"),
+        ("/v1/mask", "post"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} missing");
+    }
+}

@@ -1,0 +1,408 @@
+//! Authentication: who is calling. Turns the `Authorization` header into a [`Principal`]
+//! (tenant + roles) or an [`AuthError`]. No I/O: a JWKS URL is fetched through [`JwksFetcher`],
+//! which the component implements over outbound HTTP.
+//!
+//! Accepted: `Bearer <JWT>` signed RS256, ES256 or EdDSA (Ed25519) by a configured static key
+//! (inline JWKS, PEM) or a key from the JWKS URL; HS256 only in dev mode with a ≥ 32-byte secret.
+//! The header's `alg` must match the key's type (and its JWK `alg`), so `alg: none` and algorithm
+//! confusion fail by construction.
+
+mod jwks;
+mod jwt;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::ids::TenantId;
+use jwks::{KeySet, Selection, Strictness};
+use jwt::{Alg, Attempt, ClaimRules, UnverifiedToken};
+
+/// Shortest HS256 secret accepted (RFC 7518 §3.2: at least the hash size).
+const MIN_HS256_SECRET_BYTES: usize = 32;
+/// Largest clock leeway accepted in configuration.
+const MAX_LEEWAY_SECS: u64 = 3600;
+
+/// Authentication settings, from the Spin variables of DESIGN §12.
+pub struct AuthConfig {
+    /// `dev_mode`: allows HS256 tokens.
+    pub dev_mode: bool,
+    /// `jwt_hs256_secret`: honoured only when `dev_mode`; ignored (HS256 refused) otherwise.
+    pub hs256_secret: Option<Zeroizing<Vec<u8>>>,
+    /// `jwt_jwks`: a JWK Set of static public keys.
+    pub jwks_inline: Option<String>,
+    /// `jwt_public_key_pem`: one static public key (RSA → RS256, P-256 → ES256, Ed25519 → EdDSA).
+    pub public_key_pem: Option<String>,
+    /// `jwt_jwks_url`: fetched at most once per [`Authenticator`], when a token needs a key the
+    /// static keys do not have.
+    pub jwks_url: Option<String>,
+    /// `jwt_issuer`: the required `iss`, when set.
+    pub issuer: Option<String>,
+    /// `jwt_audience`: required among `aud`, when set.
+    pub audience: Option<String>,
+    /// `jwt_tenant_claim`: the claim holding the tenant.
+    pub tenant_claim: String,
+    /// `jwt_roles_claim`: the claim holding the roles.
+    pub roles_claim: String,
+    /// Clock leeway for `exp`, `nbf` and `iat`, in seconds.
+    pub leeway_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            dev_mode: false,
+            hs256_secret: None,
+            jwks_inline: None,
+            public_key_pem: None,
+            jwks_url: None,
+            issuer: None,
+            audience: None,
+            tenant_claim: "tenant".to_owned(),
+            roles_claim: "roles".to_owned(),
+            leeway_secs: 60,
+        }
+    }
+}
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let set = |present: bool| if present { "<set>" } else { "<unset>" };
+        f.debug_struct("AuthConfig")
+            .field("dev_mode", &self.dev_mode)
+            .field("hs256_secret", &format_args!("{}", set(self.hs256_secret.is_some())))
+            .field("jwks_inline", &format_args!("{}", set(self.jwks_inline.is_some())))
+            .field("public_key_pem", &format_args!("{}", set(self.public_key_pem.is_some())))
+            .field("jwks_url", &format_args!("{}", set(self.jwks_url.is_some())))
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("tenant_claim", &self.tenant_claim)
+            .field("roles_claim", &self.roles_claim)
+            .field("leeway_secs", &self.leeway_secs)
+            .finish()
+    }
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub tenant: TenantId,
+    pub roles: BTreeSet<String>,
+    /// The token's `sub`; empty when absent.
+    pub subject: String,
+}
+
+/// Why a request is not authenticated. Reasons are fixed strings, safe to return to the caller:
+/// never token contents or key material.
+#[non_exhaustive]
+#[derive(Debug)]
+pub enum AuthError {
+    /// No `Authorization` header.
+    Missing,
+    /// Bad scheme, format, signature, algorithm or claims; the text says which, briefly.
+    Invalid(&'static str),
+    /// The JWKS URL could not be fetched or parsed.
+    JwksUnavailable,
+    /// Server misconfiguration (bad PEM or inline JWKS, no verification key at all).
+    Config(String),
+}
+
+impl AuthError {
+    /// The stable error code for API responses (DESIGN §7).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Missing => "unauthenticated",
+            Self::Invalid(_) => "invalid_credentials",
+            Self::JwksUnavailable => "auth_unavailable",
+            Self::Config(_) => "auth_misconfigured",
+        }
+    }
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Missing => f.write_str("no credentials"),
+            Self::Invalid(reason) => f.write_str(reason),
+            Self::JwksUnavailable => f.write_str("the JWKS could not be fetched"),
+            Self::Config(msg) => write!(f, "authentication misconfigured: {msg}"),
+        }
+    }
+}
+
+impl std::error::Error for AuthError {}
+
+/// Fetches a JWKS document; the component implements it over outbound HTTP (and may cache it
+/// in the host key-value store, DESIGN §13). The error text is for the implementer's logs only.
+pub trait JwksFetcher {
+    fn fetch_jwks(&self, url: &str) -> Result<String, String>;
+}
+
+/// The result of verifying a token: what a verified-token cache stores (DESIGN §13).
+///
+/// CACHE SEAM: key = [`token_cache_key`], value = this (serialised), kept until the earlier of
+/// `exp` and a short max age. A hit must still check `exp` against the clock (see
+/// [`VerifiedClaims::is_expired`]); everything else was checked when it was stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifiedClaims {
+    #[serde(with = "tenant_as_str")]
+    pub tenant: TenantId,
+    pub roles: BTreeSet<String>,
+    pub subject: String,
+    /// `exp`, seconds since the Unix epoch.
+    pub exp: u64,
+}
+
+impl VerifiedClaims {
+    /// Whether `exp` has passed at `now_secs`, allowing `leeway_secs`.
+    pub fn is_expired(&self, now_secs: u64, leeway_secs: u64) -> bool {
+        self.exp.saturating_add(leeway_secs) < now_secs
+    }
+
+    pub fn into_principal(self) -> Principal {
+        Principal { tenant: self.tenant, roles: self.roles, subject: self.subject }
+    }
+}
+
+/// The verified-token cache key: SHA-256 of the token as presented.
+pub fn token_cache_key(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Serialises a tenant as its string and parses it back, so a cached value is re-validated.
+mod tenant_as_str {
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+
+    use crate::ids::TenantId;
+
+    pub(super) fn serialize<S: Serializer>(t: &TenantId, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(t.as_str())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<TenantId, D::Error> {
+        let s = String::deserialize(d)?;
+        TenantId::parse(&s).map_err(D::Error::custom)
+    }
+}
+
+/// A credential as presented, before any check.
+enum Credential<'a> {
+    /// `Bearer <JWT>`.
+    Jwt(&'a str),
+    /// `Bearer veil_<id>.<secret>`: API keys (DESIGN §8), not implemented yet.
+    ApiKey(#[allow(dead_code, reason = "read once API keys are implemented")] &'a str),
+}
+
+/// Splits `Authorization: <scheme> <credential>`; the scheme is case-insensitive (RFC 9110 §11.1).
+fn parse_authorization(header: Option<&str>) -> Result<Credential<'_>, AuthError> {
+    let header = header.map(str::trim).filter(|h| !h.is_empty()).ok_or(AuthError::Missing)?;
+    let (scheme, rest) = header.split_once([' ', '\t']).unwrap_or((header, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::Invalid("unsupported authorization scheme"));
+    }
+    let credential = rest.trim_start_matches([' ', '\t']);
+    if credential.len() > jwt::MAX_TOKEN_BYTES {
+        return Err(AuthError::Invalid("token too large"));
+    }
+    if credential.is_empty() || credential.contains(|c: char| c.is_ascii_whitespace()) {
+        return Err(AuthError::Invalid("malformed authorization header"));
+    }
+    if credential.starts_with("veil_") {
+        return Ok(Credential::ApiKey(credential));
+    }
+    Ok(Credential::Jwt(credential))
+}
+
+/// Verifies credentials. Build one per instance: it parses the static keys once and fetches the
+/// JWKS URL at most once.
+pub struct Authenticator {
+    /// `Some` only in dev mode with a long-enough secret.
+    hs256_secret: Option<Zeroizing<Vec<u8>>>,
+    static_keys: KeySet,
+    jwks_url: Option<String>,
+    /// The JWKS URL's keys, once fetched; `Err` if that failed (not retried by this instance).
+    fetched: OnceLock<Result<KeySet, ()>>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    tenant_claim: String,
+    roles_claim: String,
+    leeway_secs: u64,
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("hs256", &self.hs256_secret.is_some())
+            .field("jwks_url", &self.jwks_url.is_some())
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// Checks the configuration and parses the inline JWKS and PEM key.
+    pub fn new(cfg: AuthConfig) -> Result<Self, AuthError> {
+        let hs256_secret = match cfg.hs256_secret {
+            Some(secret) if cfg.dev_mode => {
+                if secret.len() < MIN_HS256_SECRET_BYTES {
+                    return Err(AuthError::Config("jwt_hs256_secret must be at least 32 bytes".to_owned()));
+                }
+                Some(secret)
+            }
+            // Outside dev mode the secret is ignored: HS256 is never accepted.
+            _ => None,
+        };
+        let mut static_keys = KeySet::default();
+        if let Some(doc) = &cfg.jwks_inline {
+            let set = jwks::parse_jwks(doc, Strictness::Strict)
+                .map_err(|e| AuthError::Config(format!("jwt_jwks: {e}")))?;
+            if set.is_empty() {
+                return Err(AuthError::Config("jwt_jwks: no usable signing key".to_owned()));
+            }
+            static_keys = set;
+        }
+        if let Some(pem) = &cfg.public_key_pem {
+            let key =
+                jwks::parse_pem(pem).map_err(|e| AuthError::Config(format!("jwt_public_key_pem: {e}")))?;
+            static_keys.push(key);
+        }
+        let jwks_url = cfg.jwks_url.filter(|u| !u.trim().is_empty());
+        if hs256_secret.is_none() && static_keys.is_empty() && jwks_url.is_none() {
+            return Err(AuthError::Config(
+                "no JWT verification key: set jwt_jwks_url, jwt_jwks or jwt_public_key_pem \
+                 (or jwt_hs256_secret in dev mode)"
+                    .to_owned(),
+            ));
+        }
+        if cfg.leeway_secs > MAX_LEEWAY_SECS {
+            return Err(AuthError::Config(format!("JWT leeway must be at most {MAX_LEEWAY_SECS} seconds")));
+        }
+        for (name, value) in [("jwt_tenant_claim", &cfg.tenant_claim), ("jwt_roles_claim", &cfg.roles_claim)]
+        {
+            if value.is_empty() {
+                return Err(AuthError::Config(format!("{name} must not be empty")));
+            }
+        }
+        Ok(Self {
+            hs256_secret,
+            static_keys,
+            jwks_url,
+            fetched: OnceLock::new(),
+            issuer: cfg.issuer,
+            audience: cfg.audience,
+            tenant_claim: cfg.tenant_claim,
+            roles_claim: cfg.roles_claim,
+            leeway_secs: cfg.leeway_secs,
+        })
+    }
+
+    /// Authenticates the raw `Authorization` header value, if any.
+    pub fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        fetcher: &dyn JwksFetcher,
+    ) -> Result<Principal, AuthError> {
+        self.authenticate_at(authorization, fetcher, now_secs())
+    }
+
+    fn authenticate_at(
+        &self,
+        authorization: Option<&str>,
+        fetcher: &dyn JwksFetcher,
+        now: u64,
+    ) -> Result<Principal, AuthError> {
+        match parse_authorization(authorization)? {
+            Credential::Jwt(token) => {
+                // CACHE SEAM: look up `token_cache_key(token)` here and, on a hit that is not
+                // `is_expired(now, leeway)`, return it; on a miss store what `verify_jwt_at` returns.
+                self.verify_jwt_at(token, fetcher, now).map(VerifiedClaims::into_principal)
+            }
+            // API-KEY SEAM: look up `veil_<id>`, compare SHA-256 of the secret in constant time.
+            Credential::ApiKey(_) => Err(AuthError::Invalid("api keys are not enabled")),
+        }
+    }
+
+    /// Verifies a JWT (signature, algorithm, `exp`/`nbf`/`iat`, `iss`/`aud`) and extracts its
+    /// tenant and roles: the expensive step a verified-token cache skips.
+    pub fn verify_jwt(&self, token: &str, fetcher: &dyn JwksFetcher) -> Result<VerifiedClaims, AuthError> {
+        self.verify_jwt_at(token, fetcher, now_secs())
+    }
+
+    fn verify_jwt_at(
+        &self,
+        token: &str,
+        fetcher: &dyn JwksFetcher,
+        now: u64,
+    ) -> Result<VerifiedClaims, AuthError> {
+        let t = jwt::parse(token)?;
+        let rules = ClaimRules {
+            issuer: self.issuer.as_deref(),
+            audience: self.audience.as_deref(),
+            tenant_claim: &self.tenant_claim,
+            roles_claim: &self.roles_claim,
+            leeway_secs: self.leeway_secs,
+            now_secs: now,
+        };
+        if t.alg == Alg::Hs256 {
+            let secret = self.hs256_secret.as_ref().ok_or(AuthError::Invalid("algorithm not allowed"))?;
+            return conclude(jwt::verify_hs256(&t, secret, &rules));
+        }
+        match self.static_keys.select(t.alg, t.kid.as_deref()) {
+            Selection::Found(keys) => return try_keys(&t, &keys, &rules),
+            Selection::WrongAlgorithm => return Err(AuthError::Invalid("algorithm does not match key")),
+            Selection::NotFound => {}
+        }
+        let Some(url) = &self.jwks_url else {
+            return Err(AuthError::Invalid("no key for this token"));
+        };
+        let fetched = self
+            .fetched
+            .get_or_init(|| {
+                let doc = fetcher.fetch_jwks(url).map_err(drop)?;
+                jwks::parse_jwks(&doc, Strictness::Lenient).map_err(drop)
+            })
+            .as_ref()
+            .map_err(|()| AuthError::JwksUnavailable)?;
+        match fetched.select(t.alg, t.kid.as_deref()) {
+            Selection::Found(keys) => try_keys(&t, &keys, &rules),
+            Selection::WrongAlgorithm => Err(AuthError::Invalid("algorithm does not match key")),
+            Selection::NotFound => Err(AuthError::Invalid("no key for this token")),
+        }
+    }
+}
+
+/// Tries candidate keys in order until one verifies the signature; the first such key decides.
+fn try_keys(
+    t: &UnverifiedToken<'_>,
+    keys: &[&jwks::VerificationKey],
+    rules: &ClaimRules<'_>,
+) -> Result<VerifiedClaims, AuthError> {
+    for key in keys {
+        match jwt::verify_public(t, &key.key, rules) {
+            Attempt::BadSignature => continue,
+            other => return conclude(other),
+        }
+    }
+    Err(AuthError::Invalid("signature does not verify"))
+}
+
+fn conclude(attempt: Attempt) -> Result<VerifiedClaims, AuthError> {
+    match attempt {
+        Attempt::Verified(claims) => Ok(claims),
+        Attempt::BadSignature => Err(AuthError::Invalid("signature does not verify")),
+        Attempt::Rejected(e) => Err(e),
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,575 @@
+//! Unit tests with real keys: RSA-2048 pairs from `tests/keys/` (openssl), P-256 and Ed25519
+//! pairs generated here; tokens signed with jwt-simple's private keys.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use std::cell::Cell;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jwt_simple::prelude::{
+    ECDSAP256KeyPairLike, ECDSAP256PublicKeyLike, ES256KeyPair, Ed25519KeyPair, EdDSAKeyPairLike, HS256Key,
+    JWTClaims, MACLike, RS256KeyPair, RSAKeyPairLike,
+};
+use serde_json::{json, Map, Value};
+
+use super::*;
+
+const NOW: u64 = 1_750_000_000;
+const SECRET: &[u8] = b"dev-secret-dev-secret-dev-secret!";
+const RSA_A: &str = include_str!("../../tests/keys/rsa-a.key.pem");
+const RSA_A_PUB: &str = include_str!("../../tests/keys/rsa-a.pub.pem");
+const RSA_B: &str = include_str!("../../tests/keys/rsa-b.key.pem");
+
+/// A fetcher that must not be called.
+struct NoFetch;
+impl JwksFetcher for NoFetch {
+    fn fetch_jwks(&self, _url: &str) -> Result<String, String> {
+        panic!("JWKS fetched although the static keys should have sufficed")
+    }
+}
+
+/// A fetcher serving a fixed answer and counting calls.
+struct FakeFetcher {
+    answer: Result<String, String>,
+    calls: Cell<usize>,
+}
+impl FakeFetcher {
+    fn new(answer: Result<String, String>) -> Self {
+        Self { answer, calls: Cell::new(0) }
+    }
+}
+impl JwksFetcher for FakeFetcher {
+    fn fetch_jwks(&self, url: &str) -> Result<String, String> {
+        assert_eq!(url, "https://idp.example/jwks");
+        self.calls.set(self.calls.get() + 1);
+        self.answer.clone()
+    }
+}
+
+/// The payload of a valid token at `NOW`; tests edit it.
+fn payload() -> Map<String, Value> {
+    let v = json!({"tenant": "acme", "roles": ["protect", "unprotect"], "sub": "alice", "iat": NOW, "exp": NOW + 600});
+    v.as_object().unwrap().clone()
+}
+
+fn with(mut p: Map<String, Value>, key: &str, value: Value) -> Map<String, Value> {
+    p.insert(key.to_owned(), value);
+    p
+}
+
+fn without(mut p: Map<String, Value>, key: &str) -> Map<String, Value> {
+    p.remove(key);
+    p
+}
+
+/// Claims whose JSON is exactly `p` (every standard field left to the map).
+fn claims(p: Map<String, Value>) -> JWTClaims<Map<String, Value>> {
+    JWTClaims {
+        issued_at: None,
+        expires_at: None,
+        invalid_before: None,
+        issuer: None,
+        subject: None,
+        audiences: None,
+        jwt_id: None,
+        nonce: None,
+        custom: p,
+    }
+}
+
+fn rsa(pem: &str, kid: &str) -> RS256KeyPair {
+    RS256KeyPair::from_pem(pem).unwrap().with_key_id(kid)
+}
+
+fn b64(data: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(data)
+}
+
+fn rsa_jwk(kp: &RS256KeyPair, kid: &str) -> Value {
+    let c = kp.public_key().to_components();
+    json!({"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256", "n": b64(&c.n), "e": b64(&c.e)})
+}
+
+fn p256_jwk(kp: &ES256KeyPair, kid: &str) -> Value {
+    let point = kp.public_key().public_key().to_bytes_uncompressed();
+    json!({"kty": "EC", "crv": "P-256", "kid": kid, "x": b64(&point[1..33]), "y": b64(&point[33..])})
+}
+
+fn ed25519_jwk(kp: &Ed25519KeyPair, kid: &str) -> Value {
+    json!({"kty": "OKP", "crv": "Ed25519", "kid": kid, "alg": "EdDSA", "x": b64(&kp.public_key().to_bytes())})
+}
+
+fn jwks(keys: &[Value]) -> String {
+    json!({ "keys": keys }).to_string()
+}
+
+fn config() -> AuthConfig {
+    AuthConfig::default()
+}
+
+fn dev_config() -> AuthConfig {
+    AuthConfig { dev_mode: true, hs256_secret: Some(Zeroizing::new(SECRET.to_vec())), ..config() }
+}
+
+fn auth(cfg: AuthConfig) -> Authenticator {
+    Authenticator::new(cfg).unwrap()
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+fn check(a: &Authenticator, token: &str) -> Result<Principal, AuthError> {
+    a.authenticate_at(Some(&bearer(token)), &NoFetch, NOW)
+}
+
+fn hs256(p: Map<String, Value>) -> String {
+    HS256Key::from_bytes(SECRET).authenticate(claims(p)).unwrap()
+}
+
+fn roles(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+macro_rules! assert_invalid {
+    ($result:expr, $reason:expr) => {
+        match $result {
+            Err(AuthError::Invalid(r)) => assert_eq!(r, $reason),
+            other => panic!("expected Invalid({:?}), got {:?}", $reason, other),
+        }
+    };
+}
+
+// ---- accepted ----
+
+#[test]
+fn hs256_in_dev_mode() {
+    let p = check(&auth(dev_config()), &hs256(payload())).unwrap();
+    assert_eq!(p.tenant.as_str(), "acme");
+    assert_eq!(p.roles, roles(&["protect", "unprotect"]));
+    assert_eq!(p.subject, "alice");
+}
+
+#[test]
+fn authenticate_uses_the_real_clock() {
+    let now = now_secs();
+    let p = with(with(payload(), "iat", json!(now)), "exp", json!(now + 600));
+    assert!(auth(dev_config()).authenticate(Some(&bearer(&hs256(p))), &NoFetch).is_ok());
+}
+
+#[test]
+fn rs256_via_inline_jwks_with_kid() {
+    let (a, b) = (rsa(RSA_A, "a"), rsa(RSA_B, "b"));
+    let authn =
+        auth(AuthConfig { jwks_inline: Some(jwks(&[rsa_jwk(&a, "a"), rsa_jwk(&b, "b")])), ..config() });
+    let token = b.sign(claims(payload())).unwrap();
+    assert_eq!(check(&authn, &token).unwrap().tenant.as_str(), "acme");
+}
+
+#[test]
+fn rs256_via_pem() {
+    let authn = auth(AuthConfig { public_key_pem: Some(RSA_A_PUB.to_owned()), ..config() });
+    let token = rsa(RSA_A, "any").sign(claims(payload())).unwrap();
+    assert!(check(&authn, &token).is_ok());
+}
+
+#[test]
+fn es256_via_pem() {
+    let kp = ES256KeyPair::generate();
+    let authn = auth(AuthConfig { public_key_pem: Some(kp.public_key().to_pem().unwrap()), ..config() });
+    assert!(check(&authn, &kp.sign(claims(payload())).unwrap()).is_ok());
+}
+
+#[test]
+fn es256_via_jwks_without_kid_in_the_token() {
+    let (k1, k2) = (ES256KeyPair::generate(), ES256KeyPair::generate());
+    let authn =
+        auth(AuthConfig { jwks_inline: Some(jwks(&[p256_jwk(&k1, "1"), p256_jwk(&k2, "2")])), ..config() });
+    assert!(check(&authn, &k2.sign(claims(payload())).unwrap()).is_ok());
+}
+
+#[test]
+fn eddsa_via_jwks() {
+    let kp = Ed25519KeyPair::generate().with_key_id("ed");
+    let authn = auth(AuthConfig { jwks_inline: Some(jwks(&[ed25519_jwk(&kp, "ed")])), ..config() });
+    assert!(check(&authn, &kp.sign(claims(payload())).unwrap()).is_ok());
+}
+
+#[test]
+fn eddsa_via_pem() {
+    let kp = Ed25519KeyPair::generate();
+    let authn = auth(AuthConfig { public_key_pem: Some(kp.public_key().to_pem()), ..config() });
+    assert!(check(&authn, &kp.sign(claims(payload())).unwrap()).is_ok());
+}
+
+#[test]
+fn jwks_url_is_fetched_lazily_and_once() {
+    let ed = Ed25519KeyPair::generate().with_key_id("remote");
+    let es = ES256KeyPair::generate().with_key_id("static");
+    let fetcher = FakeFetcher::new(Ok(jwks(&[ed25519_jwk(&ed, "remote")])));
+    let authn = auth(AuthConfig {
+        jwks_inline: Some(jwks(&[p256_jwk(&es, "static")])),
+        jwks_url: Some("https://idp.example/jwks".to_owned()),
+        ..config()
+    });
+    let header = |t: &str| bearer(t);
+    // A static key suffices: no fetch.
+    let static_token = es.sign(claims(payload())).unwrap();
+    authn.authenticate_at(Some(&header(&static_token)), &fetcher, NOW).unwrap();
+    assert_eq!(fetcher.calls.get(), 0);
+    // Keys only the URL has: one fetch, however many tokens.
+    for tenant in ["t1", "t2", "t3"] {
+        let token = ed.sign(claims(with(payload(), "tenant", json!(tenant)))).unwrap();
+        let p = authn.authenticate_at(Some(&header(&token)), &fetcher, NOW).unwrap();
+        assert_eq!(p.tenant.as_str(), tenant);
+    }
+    // An unknown kid does not refetch either.
+    let stranger = Ed25519KeyPair::generate().with_key_id("unknown");
+    let token = stranger.sign(claims(payload())).unwrap();
+    assert_invalid!(authn.authenticate_at(Some(&header(&token)), &fetcher, NOW), "no key for this token");
+    assert_eq!(fetcher.calls.get(), 1);
+}
+
+#[test]
+fn roles_as_array_and_as_space_separated_string() {
+    let authn = auth(dev_config());
+    let p = check(&authn, &hs256(with(payload(), "roles", json!(["admin"])))).unwrap();
+    assert_eq!(p.roles, roles(&["admin"]));
+    let p = check(&authn, &hs256(with(payload(), "roles", json!("protect  mask admin")))).unwrap();
+    assert_eq!(p.roles, roles(&["admin", "mask", "protect"]));
+    let p = check(&authn, &hs256(without(payload(), "roles"))).unwrap();
+    assert!(p.roles.is_empty());
+    // A custom roles claim, as an IdP's `scope`.
+    let authn = auth(AuthConfig { roles_claim: "scope".to_owned(), ..dev_config() });
+    let p = check(&authn, &hs256(with(payload(), "scope", json!("veil.protect veil.mask")))).unwrap();
+    assert_eq!(p.roles, roles(&["veil.mask", "veil.protect"]));
+}
+
+#[test]
+fn issuer_and_audience_as_string_or_array() {
+    let authn = auth(AuthConfig {
+        issuer: Some("https://idp".into()),
+        audience: Some("veil".into()),
+        ..dev_config()
+    });
+    let p = with(payload(), "iss", json!("https://idp"));
+    assert!(check(&authn, &hs256(with(p.clone(), "aud", json!("veil")))).is_ok());
+    assert!(check(&authn, &hs256(with(p, "aud", json!(["other", "veil"])))).is_ok());
+}
+
+#[test]
+fn leeway_applies_to_exp_and_nbf() {
+    let authn = auth(dev_config());
+    assert!(check(&authn, &hs256(with(payload(), "exp", json!(NOW - 30)))).is_ok());
+    assert!(check(&authn, &hs256(with(payload(), "nbf", json!(NOW + 30)))).is_ok());
+}
+
+#[test]
+fn a_custom_tenant_claim_and_no_subject() {
+    let authn = auth(AuthConfig { tenant_claim: "org".to_owned(), ..dev_config() });
+    let p = without(with(without(payload(), "tenant"), "org", json!("Org-7.eu_1")), "sub");
+    let principal = check(&authn, &hs256(p)).unwrap();
+    assert_eq!(principal.tenant.as_str(), "Org-7.eu_1");
+    assert_eq!(principal.subject, "");
+}
+
+#[test]
+fn verified_claims_round_trip_for_a_cache() {
+    let authn = auth(dev_config());
+    let token = hs256(payload());
+    let v = authn.verify_jwt_at(&token, &NoFetch, NOW).unwrap();
+    assert_eq!(v.exp, NOW + 600);
+    let stored = serde_json::to_string(&v).unwrap();
+    assert_eq!(serde_json::from_str::<VerifiedClaims>(&stored).unwrap(), v);
+    let forged = stored.replace("acme", "bad tenant!");
+    assert!(serde_json::from_str::<VerifiedClaims>(&forged).is_err());
+    assert!(!v.is_expired(NOW + 600, 0) && v.is_expired(NOW + 601, 0));
+    assert_eq!(token_cache_key(&token), <[u8; 32]>::from(Sha256::digest(token.as_bytes())));
+}
+
+// ---- refused ----
+
+#[test]
+fn no_header_is_missing() {
+    let authn = auth(dev_config());
+    assert!(matches!(authn.authenticate_at(None, &NoFetch, NOW), Err(AuthError::Missing)));
+    assert!(matches!(authn.authenticate_at(Some("  "), &NoFetch, NOW), Err(AuthError::Missing)));
+}
+
+#[test]
+fn schemes_other_than_bearer() {
+    let authn = auth(dev_config());
+    let token = hs256(payload());
+    for header in [format!("Basic {token}"), format!("Token {token}"), token.clone()] {
+        assert_invalid!(
+            authn.authenticate_at(Some(&header), &NoFetch, NOW),
+            "unsupported authorization scheme"
+        );
+    }
+    assert!(authn.authenticate_at(Some(&format!("bearer  {token}")), &NoFetch, NOW).is_ok());
+    assert_invalid!(authn.authenticate_at(Some("Bearer"), &NoFetch, NOW), "malformed authorization header");
+    assert_invalid!(
+        authn.authenticate_at(Some("Bearer a b"), &NoFetch, NOW),
+        "malformed authorization header"
+    );
+}
+
+#[test]
+fn api_keys_are_recognised_but_not_enabled() {
+    let authn = auth(dev_config());
+    assert_invalid!(
+        authn.authenticate_at(Some("Bearer veil_k1.s3cret"), &NoFetch, NOW),
+        "api keys are not enabled"
+    );
+}
+
+#[test]
+fn garbage() {
+    let authn = auth(dev_config());
+    for token in ["garbage", "a.b.c", "eyJ.eyJ.sig", "!!.??.**", "e30.e30.", "..", "x.y.z.w"] {
+        assert_invalid!(check(&authn, token), "malformed token");
+    }
+}
+
+#[test]
+fn hs256_outside_dev_mode() {
+    let cfg = AuthConfig { dev_mode: false, public_key_pem: Some(RSA_A_PUB.to_owned()), ..dev_config() };
+    assert_invalid!(check(&auth(cfg), &hs256(payload())), "algorithm not allowed");
+}
+
+#[test]
+fn hs256_with_a_wrong_secret() {
+    let token =
+        HS256Key::from_bytes(b"another-secret-another-secret-xx").authenticate(claims(payload())).unwrap();
+    assert_invalid!(check(&auth(dev_config()), &token), "signature does not verify");
+}
+
+#[test]
+fn rs256_signed_by_another_key() {
+    let a = rsa(RSA_A, "a");
+    let authn = auth(AuthConfig { jwks_inline: Some(jwks(&[rsa_jwk(&a, "a")])), ..config() });
+    // Same kid, wrong private key.
+    let token = rsa(RSA_B, "a").sign(claims(payload())).unwrap();
+    assert_invalid!(check(&authn, &token), "signature does not verify");
+    // Also against the PEM key, where no kid selects anything.
+    let authn = auth(AuthConfig { public_key_pem: Some(RSA_A_PUB.to_owned()), ..config() });
+    assert_invalid!(check(&authn, &token), "signature does not verify");
+}
+
+#[test]
+fn tampered_payload() {
+    let kp = ES256KeyPair::generate();
+    let authn = auth(AuthConfig { public_key_pem: Some(kp.public_key().to_pem().unwrap()), ..config() });
+    let token = kp.sign(claims(payload())).unwrap();
+    let parts: Vec<&str> = token.split('.').collect();
+    let evil = b64(serde_json::to_string(&with(payload(), "tenant", json!("victim"))).unwrap().as_bytes());
+    assert_invalid!(check(&authn, &format!("{}.{evil}.{}", parts[0], parts[2])), "signature does not verify");
+}
+
+#[test]
+fn alg_none() {
+    let body = b64(serde_json::to_string(&payload()).unwrap().as_bytes());
+    let authn = auth(AuthConfig { public_key_pem: Some(RSA_A_PUB.to_owned()), ..dev_config() });
+    for alg in ["none", "NONE", "nOnE"] {
+        let header = b64(format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#).as_bytes());
+        assert_invalid!(check(&authn, &format!("{header}.{body}.")), "algorithm not allowed");
+        assert_invalid!(check(&authn, &format!("{header}.{body}.c2ln")), "algorithm not allowed");
+    }
+}
+
+#[test]
+fn hs256_signed_with_the_public_key() {
+    // The classic confusion: the RSA public key's bytes (PEM, DER, JWK n) used as an HMAC secret.
+    let a = rsa(RSA_A, "a");
+    let der = a.public_key().to_der().unwrap();
+    let n = a.public_key().to_components().n;
+    let cfgs = [
+        AuthConfig { public_key_pem: Some(RSA_A_PUB.to_owned()), ..config() },
+        AuthConfig { jwks_inline: Some(jwks(&[rsa_jwk(&a, "a")])), ..config() },
+        AuthConfig { public_key_pem: Some(RSA_A_PUB.to_owned()), ..dev_config() },
+    ];
+    for cfg in cfgs {
+        let dev = cfg.dev_mode;
+        let authn = auth(cfg);
+        for secret in [RSA_A_PUB.as_bytes(), &der[..], &n[..]] {
+            let key = HS256Key::from_bytes(secret).with_key_id("a");
+            let token = key.authenticate(claims(payload())).unwrap();
+            let expected = if dev { "signature does not verify" } else { "algorithm not allowed" };
+            assert_invalid!(check(&authn, &token), expected);
+        }
+    }
+}
+
+#[test]
+fn header_alg_must_match_the_key_type() {
+    let a = rsa(RSA_A, "rsa-1");
+    let es = ES256KeyPair::generate();
+    let authn = auth(AuthConfig {
+        jwks_inline: Some(jwks(&[rsa_jwk(&a, "rsa-1"), p256_jwk(&es, "ec-1")])),
+        ..config()
+    });
+    // ES256 header whose kid names the RSA key.
+    let token = ES256KeyPair::generate().with_key_id("rsa-1").sign(claims(payload())).unwrap();
+    assert_invalid!(check(&authn, &token), "algorithm does not match key");
+    // RS256 header whose kid names the EC key.
+    let token = rsa(RSA_A, "ec-1").sign(claims(payload())).unwrap();
+    assert_invalid!(check(&authn, &token), "algorithm does not match key");
+    // ES256 against a PEM RSA key (no kid): no ES256 key to try.
+    let authn = auth(AuthConfig { public_key_pem: Some(RSA_A_PUB.to_owned()), ..config() });
+    assert_invalid!(check(&authn, &es.sign(claims(payload())).unwrap()), "no key for this token");
+}
+
+#[test]
+fn jwk_alg_must_match_the_header() {
+    let kp = Ed25519KeyPair::generate().with_key_id("k");
+    let mut jwk = ed25519_jwk(&kp, "k");
+    jwk["alg"] = json!("RS256");
+    let other = ES256KeyPair::generate();
+    let authn = auth(AuthConfig { jwks_inline: Some(jwks(&[jwk, p256_jwk(&other, "o")])), ..config() });
+    // The Ed25519 JWK declares another alg, so it is not a key at all.
+    assert_invalid!(check(&authn, &kp.sign(claims(payload())).unwrap()), "no key for this token");
+}
+
+#[test]
+fn expired() {
+    let authn = auth(dev_config());
+    assert_invalid!(check(&authn, &hs256(with(payload(), "exp", json!(NOW - 61)))), "token expired");
+    assert_invalid!(check(&authn, &hs256(without(payload(), "exp"))), "missing exp claim");
+    // jwt-simple alone would read -1 as u64::MAX seconds: never expiring.
+    assert_invalid!(check(&authn, &hs256(with(payload(), "exp", json!(-1)))), "invalid exp claim");
+    assert_invalid!(check(&authn, &hs256(with(payload(), "exp", json!("soon")))), "malformed token");
+}
+
+#[test]
+fn not_yet_valid() {
+    let authn = auth(dev_config());
+    assert_invalid!(check(&authn, &hs256(with(payload(), "nbf", json!(NOW + 61)))), "token not yet valid");
+    assert_invalid!(
+        check(&authn, &hs256(with(payload(), "iat", json!(NOW + 3600)))),
+        "token issued in the future"
+    );
+}
+
+#[test]
+fn wrong_issuer() {
+    let authn = auth(AuthConfig { issuer: Some("https://idp".into()), ..dev_config() });
+    assert_invalid!(
+        check(&authn, &hs256(with(payload(), "iss", json!("https://evil")))),
+        "issuer not accepted"
+    );
+    assert_invalid!(check(&authn, &hs256(payload())), "issuer not accepted");
+}
+
+#[test]
+fn wrong_audience() {
+    let authn = auth(AuthConfig { audience: Some("veil".into()), ..dev_config() });
+    assert_invalid!(check(&authn, &hs256(with(payload(), "aud", json!("other")))), "audience not accepted");
+    assert_invalid!(
+        check(&authn, &hs256(with(payload(), "aud", json!(["a", "b"])))),
+        "audience not accepted"
+    );
+    assert_invalid!(check(&authn, &hs256(payload())), "audience not accepted");
+}
+
+#[test]
+fn missing_tenant() {
+    let authn = auth(dev_config());
+    assert_invalid!(check(&authn, &hs256(without(payload(), "tenant"))), "missing or invalid tenant claim");
+    assert_invalid!(
+        check(&authn, &hs256(with(payload(), "tenant", json!(42)))),
+        "missing or invalid tenant claim"
+    );
+}
+
+#[test]
+fn tenant_with_bad_characters() {
+    let authn = auth(dev_config());
+    for bad in ["", "acme/evil", "ac me", "-acme", "acme\n", &"a".repeat(65)] {
+        assert_invalid!(
+            check(&authn, &hs256(with(payload(), "tenant", json!(bad)))),
+            "missing or invalid tenant claim"
+        );
+    }
+}
+
+#[test]
+fn invalid_roles_claim() {
+    let authn = auth(dev_config());
+    assert_invalid!(check(&authn, &hs256(with(payload(), "roles", json!(["a", 1])))), "invalid roles claim");
+}
+
+#[test]
+fn token_over_8_kib() {
+    let authn = auth(dev_config());
+    let token = hs256(with(payload(), "pad", json!("x".repeat(8 * 1024))));
+    assert!(token.len() > 8 * 1024);
+    assert_invalid!(check(&authn, &token), "token too large");
+}
+
+#[test]
+fn jwks_fetch_failure() {
+    let kp = Ed25519KeyPair::generate().with_key_id("k");
+    let token = kp.sign(claims(payload())).unwrap();
+    for answer in [Err("connection refused".to_owned()), Ok("<html>".to_owned()), Ok("{}".to_owned())] {
+        let fetcher = FakeFetcher::new(answer);
+        let authn = auth(AuthConfig { jwks_url: Some("https://idp.example/jwks".to_owned()), ..config() });
+        for _ in 0..2 {
+            let r = authn.authenticate_at(Some(&bearer(&token)), &fetcher, NOW);
+            assert!(matches!(r, Err(AuthError::JwksUnavailable)), "{r:?}");
+        }
+        assert_eq!(fetcher.calls.get(), 1);
+    }
+}
+
+#[test]
+fn bad_inline_jwks() {
+    let a = rsa(RSA_A, "a");
+    let mut broken = rsa_jwk(&a, "a");
+    broken["n"] = json!("AQAB");
+    let only_oct = json!({"kty": "oct", "k": b64(SECRET)});
+    for doc in ["not json".to_owned(), "{}".to_owned(), jwks(&[broken]), jwks(&[only_oct]), jwks(&[])] {
+        let r = Authenticator::new(AuthConfig { jwks_inline: Some(doc), ..config() });
+        assert!(matches!(r, Err(AuthError::Config(_))), "{r:?}");
+    }
+}
+
+#[test]
+fn other_misconfigurations() {
+    let config_err = |cfg: AuthConfig| matches!(Authenticator::new(cfg), Err(AuthError::Config(_)));
+    assert!(config_err(config()), "no key at all");
+    assert!(config_err(AuthConfig {
+        public_key_pem: Some("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----".into()),
+        ..config()
+    }));
+    assert!(
+        config_err(AuthConfig { public_key_pem: Some(RSA_A.to_owned()), ..config() }),
+        "a private key is not a public key"
+    );
+    assert!(config_err(AuthConfig { hs256_secret: Some(Zeroizing::new(vec![7; 31])), ..dev_config() }));
+    assert!(config_err(AuthConfig { leeway_secs: 3601, ..dev_config() }));
+    // A secret outside dev mode is ignored, not an error.
+    assert!(Authenticator::new(AuthConfig {
+        jwks_url: Some("https://idp.example/jwks".into()),
+        ..dev_config_off()
+    })
+    .is_ok());
+    assert!(config_err(dev_config_off()), "the ignored secret is not a key");
+}
+
+fn dev_config_off() -> AuthConfig {
+    AuthConfig { dev_mode: false, ..dev_config() }
+}
+
+#[test]
+fn nothing_sensitive_in_debug_or_errors() {
+    let cfg = AuthConfig { jwks_url: Some("https://idp.example/jwks?key=abc".into()), ..dev_config() };
+    let shown = format!("{cfg:?}");
+    assert!(!shown.contains("dev-secret") && !shown.contains("key=abc"), "{shown}");
+    let authn = auth(cfg);
+    let shown = format!("{authn:?}");
+    assert!(!shown.contains("dev-secret"), "{shown}");
+    let token = hs256(with(payload(), "tenant", json!("bad tenant")));
+    let err = check(&authn, &token).unwrap_err();
+    assert!(!format!("{err:?} {err}").contains("bad tenant"));
+    assert_eq!(err.code(), "invalid_credentials");
+}

@@ -1,0 +1,39 @@
+//! The door on wasm32: Spin SDK adapters (SQLite, variables, outbound HTTP), the HTTP entry
+//! point and the exported `veil:gateway/protection` interface. Nothing else touches the host.
+
+mod http_entry;
+mod outbound;
+mod sqlite;
+mod wit_export;
+
+use crate::api::error::ApiError;
+use crate::auth::{AuthConfig, Authenticator};
+use crate::config::{Config, Variables};
+use crate::crypto::rng::Csprng;
+use crate::ops::Ctx;
+
+/// Spin component variables; empty values count as unset.
+pub(crate) struct SpinVariables;
+
+impl Variables for SpinVariables {
+    fn get(&self, name: &str) -> Option<String> {
+        spin_sdk::variables::get(name).ok().filter(|v| !v.trim().is_empty())
+    }
+}
+
+/// Runs `f` with everything one request needs, built from the host: configuration, a lazily
+/// opened database connection, a CSPRNG seeded once, the authenticator and the JWKS fetcher.
+pub(crate) fn with_request<T>(
+    config: &Config,
+    auth_config: AuthConfig,
+    f: impl FnOnce(&mut Ctx<'_>, Result<&Authenticator, ApiError>, &outbound::Outbound) -> T,
+) -> Result<T, ApiError> {
+    let rng = Csprng::from_os().map_err(|_| {
+        eprintln!("veil: the host gave no randomness");
+        ApiError::internal()
+    })?;
+    let conn = sqlite::LazySqlite::default();
+    let mut ctx = Ctx::new(config, &conn, rng, crate::clock::now_unix());
+    let auth = Authenticator::new(auth_config).map_err(ApiError::from);
+    Ok(f(&mut ctx, auth.as_ref().map_err(Clone::clone), &outbound::Outbound))
+}

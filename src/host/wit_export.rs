@@ -1,0 +1,83 @@
+//! The exported `veil:gateway/protection` interface: the same operations and policy as HTTP.
+
+use super::{with_request, SpinVariables};
+use crate::api::error::{ApiError, ItemError};
+use crate::config::Config;
+use crate::ops;
+
+wit_bindgen::generate!({
+    world: "veil",
+    path: "wit/veil.wit",
+});
+
+use exports::veil::gateway::protection::{Error, Guest};
+
+struct Veil;
+
+impl From<ApiError> for Error {
+    fn from(e: ApiError) -> Self {
+        Error { code: e.code.into(), message: e.message }
+    }
+}
+
+fn item(e: ItemError) -> Error {
+    Error { code: e.code.into(), message: e.message.into() }
+}
+
+/// Loads the configuration, authenticates the credential and runs `f` as that principal.
+fn run<T>(
+    credential: &str,
+    f: impl FnOnce(&mut ops::Ctx<'_>, &crate::auth::Principal) -> Result<T, ApiError>,
+) -> Result<T, Error> {
+    let mut config = Config::load(&SpinVariables).map_err(ApiError::from)?;
+    let auth_config = std::mem::take(&mut config.auth);
+    let result = with_request(&config, auth_config, |ctx, auth, outbound| {
+        let who = auth?.authenticate(Some(credential), outbound)?;
+        f(ctx, &who)
+    })?;
+    Ok(result?)
+}
+
+impl Guest for Veil {
+    fn protect(
+        credential: String,
+        scheme: String,
+        values: Vec<Vec<u8>>,
+        subject: Option<String>,
+        context: Option<String>,
+    ) -> Result<Vec<Result<String, Error>>, Error> {
+        run(&credential, |ctx, who| {
+            let values: Vec<Result<Vec<u8>, ItemError>> = values.into_iter().map(Ok).collect();
+            let (_, results) =
+                ops::protect(ctx, who, &scheme, &values, subject.as_deref(), context.as_deref())?;
+            Ok(results.into_iter().map(|r| r.map_err(item)).collect())
+        })
+    }
+
+    fn unprotect(
+        credential: String,
+        tokens: Vec<String>,
+        subject: Option<String>,
+        context: Option<String>,
+    ) -> Result<Vec<Result<Vec<u8>, Error>>, Error> {
+        run(&credential, |ctx, who| {
+            let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
+            let results = ops::unprotect(ctx, who, &tokens, subject.as_deref(), context.as_deref())?;
+            Ok(results.into_iter().map(|r| r.map(|pt| pt.to_vec()).map_err(item)).collect())
+        })
+    }
+
+    fn mask(
+        credential: String,
+        scheme: String,
+        values: Vec<String>,
+    ) -> Result<Vec<Result<Option<String>, Error>>, Error> {
+        run(&credential, |ctx, who| {
+            let values: Vec<&str> = values.iter().map(String::as_str).collect();
+            let results = ops::mask(ctx, who, &scheme, &values)?;
+            Ok(results.into_iter().map(|r| r.map_err(item)).collect())
+        })
+    }
+}
+
+export!(Veil);

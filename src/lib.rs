@@ -1,0 +1,24 @@
+//! Veil: a serverless encryption gateway, compiled to a WebAssembly component.
+//!
+//! The data path reads top to bottom: `api` (HTTP) → `auth` (who) → `policy` (may they) →
+//! `ops` with `scheme` + `store` (which recipe, which key) → `kms` (unwrap the data key) →
+//! `crypto` (the primitive) → response. Only `host` touches the Spin SDK, and only on wasm32.
+// `deny`, not `forbid`: the Spin SDK's and wit-bindgen's macros expand to `unsafe` glue in the
+// `host` module, the one place allowed to contain it. No hand-written unsafe anywhere.
+#![deny(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod crypto;
+pub mod ids;
+pub mod kms;
+pub mod ops;
+pub mod policy;
+pub mod scheme;
+pub mod store;
+
+#[cfg(target_arch = "wasm32")]
+#[allow(unsafe_code)] // generated bindings only (`#[http_component]`, `wit_bindgen::generate!`)
+mod host;

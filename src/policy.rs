@@ -1,0 +1,69 @@
+//! May this principal do this operation on this scheme? Deny unless a rule says yes.
+
+use crate::auth::Principal;
+use crate::scheme::{Operation, Policy};
+
+/// The tenant-wide role that may create and administer every scheme of its tenant.
+pub const TENANT_ADMIN_ROLE: &str = "admin";
+
+/// True when one of the principal's roles is listed for `op` in the scheme's policy
+/// (administration is also open to the tenant role `admin`).
+pub fn allows(principal: &Principal, policy: &Policy, op: Operation) -> bool {
+    let listed = match op {
+        Operation::Protect => &policy.protect,
+        Operation::Unprotect => &policy.unprotect,
+        Operation::Mask => &policy.mask,
+        Operation::Admin => &policy.admin,
+    };
+    if op == Operation::Admin && may_create_schemes(principal) {
+        return true;
+    }
+    listed.iter().any(|role| principal.roles.contains(role))
+}
+
+/// Creating schemes takes the tenant role `admin`.
+pub fn may_create_schemes(principal: &Principal) -> bool {
+    principal.roles.contains(TENANT_ADMIN_ROLE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::TenantId;
+
+    fn who(roles: &[&str]) -> Principal {
+        Principal {
+            tenant: TenantId::parse("t1").expect("tenant"),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            subject: "u".into(),
+        }
+    }
+
+    #[test]
+    fn deny_by_default() {
+        let empty = Policy::default();
+        for op in [Operation::Protect, Operation::Unprotect, Operation::Mask] {
+            assert!(!allows(&who(&["app", "support"]), &empty, op));
+        }
+        assert!(!allows(&who(&["app"]), &empty, Operation::Admin));
+    }
+
+    #[test]
+    fn listed_roles_only() {
+        let p = Policy {
+            protect: vec!["app".into()],
+            unprotect: vec!["support".into()],
+            mask: vec!["analyst".into()],
+            admin: vec!["ops".into()],
+        };
+        assert!(allows(&who(&["app"]), &p, Operation::Protect));
+        assert!(!allows(&who(&["app"]), &p, Operation::Unprotect));
+        assert!(allows(&who(&["x", "support"]), &p, Operation::Unprotect));
+        assert!(!allows(&who(&["support"]), &p, Operation::Mask));
+        assert!(allows(&who(&["ops"]), &p, Operation::Admin));
+        assert!(allows(&who(&["admin"]), &p, Operation::Admin));
+        assert!(!allows(&who(&["admin"]), &p, Operation::Unprotect));
+        assert!(may_create_schemes(&who(&["admin"])));
+        assert!(!may_create_schemes(&who(&["ops"])));
+    }
+}

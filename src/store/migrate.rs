@@ -1,0 +1,103 @@
+//! Versioned migrations, applied idempotently inside one write transaction.
+//!
+//! Several instances may start at once: the first takes the write lock (SQLite `BEGIN
+//! IMMEDIATE`), the others wait for it, then find every migration recorded and do nothing.
+
+use super::sql::{Dialect, SqlConn, SqlError, SqlValue};
+
+/// A migration: its number, its name, and its SQL per dialect.
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sqlite: &'static str,
+}
+
+/// Every migration, in order. Never edit a released one: add the next.
+pub const MIGRATIONS: &[Migration] =
+    &[Migration { version: 1, name: "schemes", sqlite: include_str!("migrations/sqlite/0001_schemes.sql") }];
+
+/// The newest schema version this build knows.
+pub fn latest() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// Applies every migration not yet recorded; returns how many ran.
+pub fn migrate(conn: &dyn SqlConn) -> Result<usize, SqlError> {
+    let begin = match conn.dialect() {
+        Dialect::Sqlite => "BEGIN IMMEDIATE",
+    };
+    conn.execute(begin, &[])?;
+    let result = apply(conn);
+    match result {
+        Ok(n) => {
+            conn.execute("COMMIT", &[])?;
+            Ok(n)
+        }
+        Err(e) => {
+            let _ = conn.execute("ROLLBACK", &[]);
+            Err(e)
+        }
+    }
+}
+
+fn apply(conn: &dyn SqlConn) -> Result<usize, SqlError> {
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS veil_migrations (\
+         version INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+        &[],
+    )?;
+    let rows = conn.query("SELECT version FROM veil_migrations", &[])?;
+    let applied: Vec<i64> = rows
+        .iter()
+        .filter_map(|r| match r.first() {
+            Some(SqlValue::Int(v)) => Some(*v),
+            _ => None,
+        })
+        .collect();
+    if let Some(newer) = applied.iter().find(|v| **v > latest()) {
+        return Err(SqlError::Other(format!(
+            "the database has schema version {newer}, newer than this build knows ({}): upgrade Veil",
+            latest()
+        )));
+    }
+    let now = crate::clock::now_unix();
+    let mut ran = 0;
+    for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+        let sql = match conn.dialect() {
+            Dialect::Sqlite => m.sqlite,
+        };
+        for stmt in split_statements(sql) {
+            conn.execute(&stmt, &[])?;
+        }
+        conn.execute(
+            "INSERT INTO veil_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+            &[SqlValue::Int(m.version), SqlValue::Text(m.name.into()), SqlValue::Int(now)],
+        )?;
+        ran += 1;
+    }
+    Ok(ran)
+}
+
+/// Splits a migration file into statements at `;` line ends, dropping `--` comment lines.
+fn split_statements(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in sql.lines() {
+        let code = match line.find("--") {
+            Some(i) => &line[..i],
+            None => line,
+        };
+        if code.trim().is_empty() {
+            continue;
+        }
+        cur.push_str(code);
+        cur.push('\n');
+        if code.trim_end().ends_with(';') {
+            out.push(std::mem::take(&mut cur));
+        }
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur);
+    }
+    out
+}

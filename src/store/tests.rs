@@ -1,0 +1,144 @@
+//! The store against a real SQLite database (rusqlite, natively), through the same SQL seam.
+
+use super::sql::{dollar_to_question, Dialect, SqlConn, SqlError, SqlValue};
+use super::*;
+use crate::scheme::mask::MaskRule;
+
+pub(crate) struct Lite(pub rusqlite::Connection);
+
+impl Lite {
+    pub fn memory() -> Self {
+        Lite(rusqlite::Connection::open_in_memory().expect("sqlite"))
+    }
+}
+
+fn to_sql(v: &SqlValue) -> rusqlite::types::Value {
+    use rusqlite::types::Value;
+    match v {
+        SqlValue::Null => Value::Null,
+        SqlValue::Int(i) => Value::Integer(*i),
+        SqlValue::Text(s) => Value::Text(s.clone()),
+        SqlValue::Blob(b) => Value::Blob(b.clone()),
+    }
+}
+
+fn classify(e: rusqlite::Error) -> SqlError {
+    let m = e.to_string();
+    if m.contains("no such table") || m.contains("no such column") {
+        SqlError::SchemaMissing(m)
+    } else if m.contains("constraint failed") {
+        SqlError::Constraint(m)
+    } else {
+        SqlError::Other(m)
+    }
+}
+
+impl SqlConn for Lite {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+    fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Vec<SqlValue>>, SqlError> {
+        let mut stmt = self.0.prepare(&dollar_to_question(sql)).map_err(classify)?;
+        let n = stmt.column_count();
+        let params: Vec<_> = params.iter().map(to_sql).collect();
+        let mut rows = stmt.query(rusqlite::params_from_iter(params)).map_err(classify)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(classify)? {
+            let mut vals = Vec::with_capacity(n);
+            for i in 0..n {
+                use rusqlite::types::ValueRef;
+                vals.push(match row.get_ref(i).map_err(classify)? {
+                    ValueRef::Null => SqlValue::Null,
+                    ValueRef::Integer(v) => SqlValue::Int(v),
+                    ValueRef::Real(v) => SqlValue::Text(v.to_string()),
+                    ValueRef::Text(t) => SqlValue::Text(String::from_utf8_lossy(t).into()),
+                    ValueRef::Blob(b) => SqlValue::Blob(b.to_vec()),
+                });
+            }
+            out.push(vals);
+        }
+        Ok(out)
+    }
+    fn execute(&self, sql: &str, params: &[SqlValue]) -> Result<u64, SqlError> {
+        self.query(sql, params)?;
+        Ok(self.0.changes())
+    }
+}
+
+fn scheme(name: &str) -> Scheme {
+    Scheme {
+        tenant: TenantId::parse("acme").expect("tenant"),
+        name: SchemeName::parse(name).expect("name"),
+        algorithm: Algorithm::Aes256Gcm,
+        kek: KekRef::Local,
+        policy: Policy { protect: vec!["app".into()], ..Policy::default() },
+        mask: MaskRule::KeepLast { n: 4, char: '*' },
+        current_version: KeyVersion::FIRST,
+        created_at: 1_700_000_000,
+    }
+}
+
+fn wrapped(tag: u8) -> WrappedDek {
+    WrappedDek { blob: vec![tag; 60], kek_id: "local".into(), kek_version: "abcd".into() }
+}
+
+#[test]
+fn migrates_on_first_use_and_only_once() {
+    let db = Lite::memory();
+    let store = Store::new(&db);
+    let t = TenantId::parse("acme").expect("tenant");
+    assert_eq!(store.list_schemes(&t).expect("list"), vec![]);
+    assert_eq!(migrate::migrate(&db).expect("again"), 0);
+}
+
+#[test]
+fn scheme_round_trip_and_duplicates() {
+    let db = Lite::memory();
+    let store = Store::new(&db);
+    let s = scheme("pii");
+    store.create_scheme(&s, &wrapped(1), 1_700_000_000).expect("create");
+    assert_eq!(store.get_scheme(&s.tenant, &s.name).expect("get"), Some(s.clone()));
+    assert_eq!(store.create_scheme(&s, &wrapped(2), 1).err(), Some(StoreError::Exists));
+    // the failed create wrote nothing: version 1 still holds the first key
+    let k = store.data_key(&s.tenant, &s.name, KeyVersion::FIRST).expect("key").expect("some");
+    assert_eq!(k.wrapped, wrapped(1));
+    assert_eq!(k.state, KeyState::Active);
+    let other = TenantId::parse("other").expect("tenant");
+    assert_eq!(store.get_scheme(&other, &s.name).expect("get"), None);
+}
+
+#[test]
+fn rotation_is_compare_and_set() {
+    let db = Lite::memory();
+    let store = Store::new(&db);
+    let s = scheme("pii");
+    store.create_scheme(&s, &wrapped(1), 1).expect("create");
+    let v2 = store.add_key_version(&s.tenant, &s.name, KeyVersion::FIRST, &wrapped(2), 2).expect("rotate");
+    assert_eq!(v2.get(), 2);
+    // a second writer that still believes version 1 is current loses, and writes nothing
+    assert_eq!(
+        store.add_key_version(&s.tenant, &s.name, KeyVersion::FIRST, &wrapped(9), 3).err(),
+        Some(StoreError::Conflict)
+    );
+    let got = store.get_scheme(&s.tenant, &s.name).expect("get").expect("some");
+    assert_eq!(got.current_version, v2);
+    assert_eq!(store.data_key(&s.tenant, &s.name, v2).expect("k").expect("some").wrapped, wrapped(2));
+    let v3 = KeyVersion::new(3).expect("v");
+    assert!(store.data_key(&s.tenant, &s.name, v3).expect("k").is_none());
+}
+
+#[test]
+fn list_is_sorted_and_per_tenant() {
+    let db = Lite::memory();
+    let store = Store::new(&db);
+    for n in ["zeta", "alpha", "mid"] {
+        store.create_scheme(&scheme(n), &wrapped(1), 1).expect("create");
+    }
+    let names: Vec<String> = store
+        .list_schemes(&TenantId::parse("acme").expect("t"))
+        .expect("list")
+        .into_iter()
+        .map(|s| s.name.to_string())
+        .collect();
+    assert_eq!(names, ["alpha", "mid", "zeta"]);
+}
