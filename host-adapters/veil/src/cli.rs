@@ -1,0 +1,68 @@
+//! Command-line interface: `veil serve` and `veil token`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// The Veil host: serves the Veil WebAssembly component from a Spin manifest.
+#[derive(Debug, Parser)]
+#[command(name = "veil", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the manifest's HTTP-triggered component over HTTP/1.1.
+    Serve(ServeArgs),
+    /// Print a dev-mode HS256 JWT signed with the `jwt_hs256_secret` variable.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The Spin manifest (spin_manifest_version = 2).
+    #[arg(long, default_value = "spin.toml")]
+    pub manifest: PathBuf,
+    /// Address to listen on; port 0 picks a free port (printed on stdout).
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    pub listen: String,
+    /// Directory for SQLite databases and the compilation cache [default: `.veil` beside the manifest].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Per-request deadline; a request still running after it gets a 500 `timeout`.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_secs: u64,
+    /// Maximum number of concurrently running component instances (sizes the pooling allocator).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_instances: u32,
+    /// Maximum linear memory per instance, in MiB.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_memory_mib: u32,
+    /// Do not cache compiled code under `<state-dir>/cache`.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Log one line per request to stderr (also `VEIL_LOG=debug`).
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The tenant claim.
+    #[arg(long)]
+    pub tenant: String,
+    /// Comma-separated roles.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub roles: Vec<String>,
+    /// Lifetime: `30s`, `15m`, `1h`, `2d`.
+    #[arg(long, default_value = "1h")]
+    pub ttl: String,
+    /// The `sub` claim.
+    #[arg(long, default_value = "dev")]
+    pub subject: String,
+    /// The Spin manifest whose variables hold the secret and claim names.
+    #[arg(long, default_value = "spin.toml")]
+    pub manifest: PathBuf,
+}

@@ -1,0 +1,40 @@
+//! Host implementations of the Spin interfaces the component imports (`spin:sqlite`, variables).
+
+pub mod sqlite;
+pub mod variables;
+
+use wasmtime::component::Linker;
+
+/// Bindings generated from the unmodified Spin WIT in `wit/deps`.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        inline: "
+            package veil:host;
+            world spin-imports {
+                import spin:sqlite/sqlite@3.0.0;
+                import fermyon:spin/variables@2.0.0;
+            }
+        ",
+        path: ["../../wit/deps/spin-sqlite@3.0.0", "../../wit/deps/spin@2.0.0"],
+        imports: {
+            "spin:sqlite/sqlite.[static]connection.open": async,
+            "spin:sqlite/sqlite.[method]connection.execute": async,
+        },
+        with: {
+            "spin:sqlite/sqlite.connection": crate::spin::sqlite::Connection,
+        },
+    });
+}
+
+/// Gives the Spin host implementations access to a store's per-instance state.
+pub trait SpinView: Send {
+    fn sqlite(&mut self) -> sqlite::SqliteView<'_>;
+    fn variables(&mut self) -> variables::VariablesView<'_>;
+}
+
+/// Adds `spin:sqlite/sqlite@3.0.0` and `fermyon:spin/variables@2.0.0` to `linker`.
+pub fn add_to_linker<T: SpinView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+    bindings::spin::sqlite::sqlite::add_to_linker::<T, sqlite::Sqlite>(linker, T::sqlite)?;
+    bindings::fermyon::spin::variables::add_to_linker::<T, variables::Variables>(linker, T::variables)?;
+    Ok(())
+}

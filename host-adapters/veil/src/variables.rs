@@ -1,0 +1,263 @@
+//! Spin variables: application values from `SPIN_VARIABLE_<NAME>` or defaults, and `{{ name }}` templates.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+
+use crate::config_bail;
+use crate::manifest::VariableDecl;
+
+/// The environment variable that overrides application variable `name`, as in Spin.
+pub fn env_var_name(name: &str) -> String {
+    format!("SPIN_VARIABLE_{}", name.to_ascii_uppercase())
+}
+
+/// A resolved value; `Debug` never shows the text, so values cannot leak into logs by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Value {
+    text: String,
+    secret: bool,
+}
+
+impl Value {
+    /// The value itself; callers must not log it when [`Value::is_secret`].
+    pub fn expose(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether the value is, or was built from, a `secret = true` variable.
+    pub fn is_secret(&self) -> bool {
+        self.secret
+    }
+}
+
+impl std::fmt::Debug for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.secret { "Value(<secret>)" } else { "Value(..)" })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    Variable(String),
+}
+
+/// A string with `{{ name }}` references to application variables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template(Vec<Part>);
+
+impl Template {
+    /// Parses `text`; an unterminated `{{` or an empty reference is an error.
+    pub fn parse(text: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(start) = rest.find("{{") {
+            if start > 0 {
+                parts.push(Part::Literal(rest[..start].to_string()));
+            }
+            let after = &rest[start + 2..];
+            let Some(end) = after.find("}}") else {
+                return Err(format!("unterminated `{{{{` in `{text}`"));
+            };
+            let name = after[..end].trim();
+            if name.is_empty() {
+                return Err(format!("empty `{{{{ }}}}` in `{text}`"));
+            }
+            parts.push(Part::Variable(name.to_string()));
+            rest = &after[end + 2..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Literal(rest.to_string()));
+        }
+        Ok(Template(parts))
+    }
+}
+
+/// Application variables (`[variables]`) with their resolved values.
+#[derive(Debug, Clone)]
+pub struct AppVariables {
+    values: BTreeMap<String, (Option<String>, bool)>,
+}
+
+impl AppVariables {
+    /// Resolves each declared variable: the environment override if set, else the default.
+    /// A `required` variable without a value is an error.
+    pub fn resolve(
+        decls: &BTreeMap<String, VariableDecl>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self> {
+        let mut values = BTreeMap::new();
+        for (name, decl) in decls {
+            let value = env(&env_var_name(name)).or_else(|| decl.default.clone());
+            if decl.required && value.is_none() {
+                config_bail!("required variable `{name}` has no value; set {}", env_var_name(name));
+            }
+            values.insert(name.clone(), (value, decl.secret));
+        }
+        Ok(AppVariables { values })
+    }
+
+    /// [`AppVariables::resolve`] with the process environment.
+    pub fn from_env(decls: &BTreeMap<String, VariableDecl>) -> Result<Self> {
+        Self::resolve(decls, |k| std::env::var(k).ok())
+    }
+
+    /// The value of application variable `name`, if declared and set.
+    pub fn get(&self, name: &str) -> Option<Value> {
+        let (value, secret) = self.values.get(name)?;
+        value.as_ref().map(|text| Value { text: text.clone(), secret: *secret })
+    }
+
+    /// Expands a template. `Ok(None)` when a referenced variable has no value;
+    /// an error when the template is malformed or references an undeclared variable.
+    pub fn expand(&self, template: &str) -> Result<Option<Value>> {
+        let template = match Template::parse(template) {
+            Ok(t) => t,
+            Err(e) => config_bail!("{e}"),
+        };
+        let mut text = String::new();
+        let mut secret = false;
+        for part in template.0 {
+            match part {
+                Part::Literal(s) => text.push_str(&s),
+                Part::Variable(name) => match self.values.get(&name) {
+                    None => config_bail!("template refers to undeclared variable `{name}`"),
+                    Some((None, _)) => return Ok(None),
+                    Some((Some(v), s)) => {
+                        text.push_str(v);
+                        secret |= *s;
+                    }
+                },
+            }
+        }
+        Ok(Some(Value { text, secret }))
+    }
+}
+
+/// Why `variables.get` failed, mirroring the WIT error cases the host uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GetError {
+    InvalidName(String),
+    Undefined(String),
+}
+
+/// The variables a component sees (`[component.<id>.variables]`), expanded once at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct ComponentVariables {
+    values: BTreeMap<String, Option<Value>>,
+}
+
+impl ComponentVariables {
+    /// Expands every component variable's template against the application variables.
+    pub fn resolve(app: &AppVariables, decls: &BTreeMap<String, String>) -> Result<Self> {
+        let mut values = BTreeMap::new();
+        for (name, template) in decls {
+            let value =
+                app.expand(template).map_err(|e| e.context(format!("component variable `{name}`")))?;
+            values.insert(name.clone(), value);
+        }
+        Ok(ComponentVariables { values })
+    }
+
+    /// The guest-facing lookup: invalid names and missing values are errors, as in Spin.
+    pub fn get(&self, name: &str) -> Result<&Value, GetError> {
+        let mut chars = name.chars();
+        let valid = chars.next().is_some_and(|c| c.is_ascii_lowercase())
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid {
+            return Err(GetError::InvalidName(format!("invalid variable name `{name}`")));
+        }
+        match self.values.get(name) {
+            Some(Some(v)) => Ok(v),
+            _ => Err(GetError::Undefined(format!("no variable for `{name}`"))),
+        }
+    }
+}
+
+/// A variable as the component would see it, falling back to the application variable
+/// of the same name (for host-side decisions such as dev mode and `veil token`).
+pub fn effective(app: &AppVariables, component: Option<&ComponentVariables>, name: &str) -> Option<Value> {
+    if let Some(c) = component {
+        if let Some(v) = c.values.get(name) {
+            return v.clone();
+        }
+    }
+    app.get(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decls() -> BTreeMap<String, VariableDecl> {
+        let mut d = BTreeMap::new();
+        d.insert("dev_mode".into(), VariableDecl { default: Some("false".into()), ..Default::default() });
+        d.insert("secret_key".into(), VariableDecl { required: true, secret: true, ..Default::default() });
+        d.insert("region".into(), VariableDecl { default: Some("eu".into()), ..Default::default() });
+        d.insert("unset".into(), VariableDecl::default());
+        d
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: BTreeMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn template_parsing() {
+        assert_eq!(Template::parse("plain").unwrap().0, vec![Part::Literal("plain".into())]);
+        assert_eq!(
+            Template::parse("a{{ x }}b{{y}}").unwrap().0,
+            vec![
+                Part::Literal("a".into()),
+                Part::Variable("x".into()),
+                Part::Literal("b".into()),
+                Part::Variable("y".into())
+            ]
+        );
+        assert!(Template::parse("a{{ x").is_err());
+        assert!(Template::parse("{{  }}").is_err());
+    }
+
+    #[test]
+    fn env_overrides_default_and_required_needs_value() {
+        assert!(AppVariables::resolve(&decls(), env(&[])).is_err());
+        let app = AppVariables::resolve(
+            &decls(),
+            env(&[("SPIN_VARIABLE_SECRET_KEY", "s3cret"), ("SPIN_VARIABLE_DEV_MODE", "true")]),
+        )
+        .unwrap();
+        assert_eq!(app.get("dev_mode").unwrap().expose(), "true");
+        assert_eq!(app.get("region").unwrap().expose(), "eu");
+        assert!(app.get("secret_key").unwrap().is_secret());
+        assert!(app.get("unset").is_none());
+        assert_eq!(env_var_name("jwt_hs256_secret"), "SPIN_VARIABLE_JWT_HS256_SECRET");
+    }
+
+    #[test]
+    fn expansion_and_component_get() {
+        let app = AppVariables::resolve(&decls(), env(&[("SPIN_VARIABLE_SECRET_KEY", "k")])).unwrap();
+        assert_eq!(
+            app.expand("https://{{ region }}.x:{{region}}").unwrap().unwrap().expose(),
+            "https://eu.x:eu"
+        );
+        assert!(app.expand("{{ secret_key }}-x").unwrap().unwrap().is_secret());
+        assert!(app.expand("{{ unset }}").unwrap().is_none());
+        assert!(app.expand("{{ nope }}").is_err());
+
+        let mut cdecl = BTreeMap::new();
+        cdecl.insert("dev_mode".to_string(), "{{ dev_mode }}".to_string());
+        cdecl.insert("literal".to_string(), "just text".to_string());
+        cdecl.insert("maybe".to_string(), "{{ unset }}".to_string());
+        let c = ComponentVariables::resolve(&app, &cdecl).unwrap();
+        assert_eq!(c.get("dev_mode").unwrap().expose(), "false");
+        assert_eq!(c.get("literal").unwrap().expose(), "just text");
+        assert!(matches!(c.get("maybe"), Err(GetError::Undefined(_))));
+        assert!(matches!(c.get("region"), Err(GetError::Undefined(_))));
+        assert!(matches!(c.get("Bad-Name"), Err(GetError::InvalidName(_))));
+        assert_eq!(effective(&app, Some(&c), "region").unwrap().expose(), "eu");
+        assert!(format!("{:?}", app.get("secret_key").unwrap()).contains("<secret>"));
+    }
+}
