@@ -1,0 +1,56 @@
+"""Fixtures for Veil's integration tests. The binaries must already be built (see veilkit.binaries)."""
+from __future__ import annotations
+
+import pytest
+
+from veilkit import VeilServer, binaries
+
+
+def pytest_sessionstart(session):
+    try:
+        binaries()
+    except FileNotFoundError as e:
+        raise pytest.UsageError(str(e))
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> VeilServer:
+    """The shared dev-mode server with default limits; tests isolate themselves by tenant."""
+    s = VeilServer(tmp_path_factory.mktemp("shared"), name="shared")
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def tenant(server):
+    return server.tenant()
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """Starts function-scoped servers: start_server(name, state_dir=None, raw_env=None, **SPIN variable overrides)."""
+    started: list[VeilServer] = []
+
+    def start(name="veil", state_dir=None, raw_env=None, **env) -> VeilServer:
+        s = VeilServer(tmp_path / f"{name}-{len(started)}", state_dir=state_dir, name=name, raw_env=raw_env, **env)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for s in VeilServer.all:
+            crashed = s.proc is not None and s.proc.poll() not in (None, 0) and not s.crash_reported
+            if not (s.proc is not None and s.proc.poll() is None) and not crashed:
+                continue
+            s.crash_reported |= crashed
+            text = s.stderr(6000)
+            if text:
+                report.sections.append((f"veil stderr ({s.name}, {s.workdir.name})", text))
