@@ -48,6 +48,182 @@ pub struct Config {
     pub database_url: Option<Zeroizing<String>>,
     pub limits: Limits,
     pub auth: AuthConfig,
+    /// AWS KMS and Azure Key Vault settings (docs/kms.md).
+    pub kms: KmsSettings,
+}
+
+/// Settings shared by the KMS providers, and each provider's own (DESIGN §12, docs/kms.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KmsSettings {
+    /// Per-request timeout for vault and token endpoints (`kms_timeout_ms`).
+    pub timeout_ms: u64,
+    /// Retries after a throttled, failed or unreachable request (`kms_max_retries`).
+    pub max_retries: u32,
+    pub aws: AwsSettings,
+    pub azure: AzureSettings,
+}
+
+pub const DEFAULT_KMS_TIMEOUT_MS: u64 = 5_000;
+pub const MAX_KMS_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_KMS_MAX_RETRIES: u32 = 3;
+pub const MAX_KMS_MAX_RETRIES: u32 = 10;
+pub const DEFAULT_AZURE_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
+pub const DEFAULT_AZURE_KEYVAULT_API_VERSION: &str = "7.5";
+pub const DEFAULT_AZURE_IMDS_ENDPOINT: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
+
+/// AWS KMS credentials and endpoint.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct AwsSettings {
+    /// `aws_region`; when unset, the region in the key ARN is used.
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Zeroizing<String>>,
+    pub session_token: Option<Zeroizing<String>>,
+    /// `aws_kms_endpoint`; default `https://kms.<region>.amazonaws.com`.
+    pub endpoint: Option<String>,
+}
+
+impl fmt::Debug for AwsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsSettings")
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<secret>"))
+            .field("session_token", &self.session_token.as_ref().map(|_| "<secret>"))
+            .field("endpoint", &self.endpoint)
+            .finish()
+    }
+}
+
+/// Azure Key Vault: where tokens come from, and how wrapkey/unwrapkey are called.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AzureSettings {
+    pub tenant_id: Option<String>,
+    /// The app registration (with a secret) or the user-assigned managed identity (without).
+    pub client_id: Option<String>,
+    pub client_secret: Option<Zeroizing<String>>,
+    pub authority_host: String,
+    /// Managed identity on App Service / Functions (`IDENTITY_ENDPOINT` / `IDENTITY_HEADER`).
+    pub identity_endpoint: Option<String>,
+    pub identity_header: Option<Zeroizing<String>>,
+    /// The IMDS token URL (`azure_imds_endpoint`, overridable for tests).
+    pub imds_endpoint: String,
+    /// Key Vault REST `api-version` (`azure_keyvault_api_version`).
+    pub api_version: String,
+    /// `azure_keyvault_wrap_alg`: `RSA-OAEP-256` or `A256KW`; default by the key URL's host.
+    pub wrap_alg: Option<String>,
+}
+
+impl Default for AzureSettings {
+    fn default() -> Self {
+        AzureSettings {
+            tenant_id: None,
+            client_id: None,
+            client_secret: None,
+            authority_host: DEFAULT_AZURE_AUTHORITY_HOST.into(),
+            identity_endpoint: None,
+            identity_header: None,
+            imds_endpoint: DEFAULT_AZURE_IMDS_ENDPOINT.into(),
+            api_version: DEFAULT_AZURE_KEYVAULT_API_VERSION.into(),
+            wrap_alg: None,
+        }
+    }
+}
+
+impl fmt::Debug for AzureSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AzureSettings")
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "<secret>"))
+            .field("authority_host", &self.authority_host)
+            .field("identity_endpoint", &self.identity_endpoint)
+            .field("identity_header", &self.identity_header.as_ref().map(|_| "<secret>"))
+            .field("imds_endpoint", &self.imds_endpoint)
+            .field("api_version", &self.api_version)
+            .field("wrap_alg", &self.wrap_alg)
+            .finish()
+    }
+}
+
+impl Default for KmsSettings {
+    fn default() -> Self {
+        KmsSettings {
+            timeout_ms: DEFAULT_KMS_TIMEOUT_MS,
+            max_retries: DEFAULT_KMS_MAX_RETRIES,
+            aws: AwsSettings::default(),
+            azure: AzureSettings::default(),
+        }
+    }
+}
+
+impl KmsSettings {
+    fn load(vars: &dyn Variables) -> Result<KmsSettings, ConfigError> {
+        let timeout_ms = match vars.get("kms_timeout_ms") {
+            None => DEFAULT_KMS_TIMEOUT_MS,
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) if (1..=MAX_KMS_TIMEOUT_MS).contains(&n) => n,
+                _ => {
+                    return Err(ConfigError(format!(
+                        "variable kms_timeout_ms must be a whole number from 1 to {MAX_KMS_TIMEOUT_MS}"
+                    )))
+                }
+            },
+        };
+        let max_retries = match vars.get("kms_max_retries") {
+            None => DEFAULT_KMS_MAX_RETRIES,
+            Some(v) => match v.trim().parse::<u32>() {
+                Ok(n) if n <= MAX_KMS_MAX_RETRIES => n,
+                _ => {
+                    return Err(ConfigError(format!(
+                        "variable kms_max_retries must be a whole number from 0 to {MAX_KMS_MAX_RETRIES}"
+                    )))
+                }
+            },
+        };
+        let api_version = vars
+            .get("azure_keyvault_api_version")
+            .unwrap_or_else(|| DEFAULT_AZURE_KEYVAULT_API_VERSION.into());
+        if api_version.is_empty()
+            || api_version.len() > 32
+            || !api_version.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        {
+            return Err(ConfigError("variable azure_keyvault_api_version must look like 7.5".into()));
+        }
+        let wrap_alg = vars.get("azure_keyvault_wrap_alg").map(|a| a.trim().to_string());
+        if let Some(a) = &wrap_alg {
+            if a != "RSA-OAEP-256" && a != "A256KW" {
+                return Err(ConfigError(
+                    "variable azure_keyvault_wrap_alg must be RSA-OAEP-256 or A256KW".into(),
+                ));
+            }
+        }
+        let trim = |name: &str| vars.get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        Ok(KmsSettings {
+            timeout_ms,
+            max_retries,
+            aws: AwsSettings {
+                region: trim("aws_region"),
+                access_key_id: trim("aws_access_key_id"),
+                secret_access_key: vars.get("aws_secret_access_key").map(Zeroizing::new),
+                session_token: vars.get("aws_session_token").map(Zeroizing::new),
+                endpoint: trim("aws_kms_endpoint"),
+            },
+            azure: AzureSettings {
+                tenant_id: trim("azure_tenant_id"),
+                client_id: trim("azure_client_id"),
+                client_secret: vars.get("azure_client_secret").map(Zeroizing::new),
+                authority_host: trim("azure_authority_host")
+                    .unwrap_or_else(|| DEFAULT_AZURE_AUTHORITY_HOST.into()),
+                identity_endpoint: trim("azure_identity_endpoint"),
+                identity_header: vars.get("azure_identity_header").map(Zeroizing::new),
+                imds_endpoint: trim("azure_imds_endpoint")
+                    .unwrap_or_else(|| DEFAULT_AZURE_IMDS_ENDPOINT.into()),
+                api_version,
+                wrap_alg,
+            },
+        })
+    }
 }
 
 impl fmt::Debug for Config {
@@ -57,6 +233,7 @@ impl fmt::Debug for Config {
             .field("local_kek", &self.local_kek_b64.as_ref().map(|_| "<secret>"))
             .field("database_url", &self.database_url.as_ref().map(|_| "<secret>"))
             .field("limits", &self.limits)
+            .field("kms", &self.kms)
             .finish_non_exhaustive()
     }
 }
@@ -107,12 +284,21 @@ impl Config {
             roles_claim: vars.get("jwt_roles_claim").unwrap_or_else(|| "roles".into()),
             leeway_secs,
         };
+        let database_url = vars.get("database_url").map(Zeroizing::new);
+        if let Some(url) = &database_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(ConfigError(
+                    "variable database_url must be empty (SQLite) or a postgres:// URL".into(),
+                ));
+            }
+        }
         Ok(Config {
             dev_mode,
             local_kek_b64: vars.get("local_kek").map(Zeroizing::new),
-            database_url: vars.get("database_url").map(Zeroizing::new),
+            database_url,
             limits,
             auth,
+            kms: KmsSettings::load(vars)?,
         })
     }
 }
@@ -155,5 +341,40 @@ pub(crate) mod tests {
             assert!(Config::load(&MapVars::default().with("max_batch", bad)).is_err(), "{bad}");
         }
         assert!(Config::load(&MapVars::default().with("dev_mode", "maybe")).is_err());
+    }
+
+    #[test]
+    fn kms_settings_defaults_checks_and_secrets_hidden() {
+        let c = Config::load(&MapVars::default()).expect("config");
+        assert_eq!(c.kms, KmsSettings::default());
+        assert_eq!(c.kms.azure.api_version, "7.5");
+        assert_eq!(c.kms.timeout_ms, 5000);
+        let c = Config::load(
+            &MapVars::default()
+                .with("aws_region", "eu-west-1")
+                .with("aws_access_key_id", "AKIDEXAMPLE")
+                .with("aws_secret_access_key", "very-secret-aws")
+                .with("aws_session_token", "very-secret-session")
+                .with("azure_client_secret", "very-secret-azure")
+                .with("azure_identity_header", "very-secret-header")
+                .with("kms_timeout_ms", "250")
+                .with("kms_max_retries", "0"),
+        )
+        .expect("config");
+        assert_eq!(c.kms.aws.region.as_deref(), Some("eu-west-1"));
+        assert_eq!((c.kms.timeout_ms, c.kms.max_retries), (250, 0));
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("very-secret"), "{shown}");
+        assert!(shown.contains("AKIDEXAMPLE"));
+        for (k, v) in [
+            ("kms_timeout_ms", "0"),
+            ("kms_timeout_ms", "600000"),
+            ("kms_max_retries", "11"),
+            ("kms_max_retries", "-1"),
+            ("azure_keyvault_api_version", "7.5&x=1"),
+            ("azure_keyvault_wrap_alg", "RSA1_5"),
+        ] {
+            assert!(Config::load(&MapVars::default().with(k, v)).is_err(), "{k}={v}");
+        }
     }
 }

@@ -11,7 +11,7 @@ use crate::crypto::rng::Csprng;
 use crate::crypto::secret::SecretKey;
 use crate::crypto::{kdf, token};
 use crate::ids::{KeyVersion, SchemeName};
-use crate::kms::{local::LocalKek, Kek, KeyContext};
+use crate::kms::{Kek, KeyContext, Keks};
 use crate::policy;
 use crate::scheme::{mask::MaskRule, KekRef, Operation, Policy, Scheme};
 use crate::store::sql::SqlConn;
@@ -29,37 +29,17 @@ pub struct Ctx<'a> {
     pub store: Store<'a>,
     pub rng: Csprng,
     pub now: i64,
-    local_kek: Option<LocalKek>,
+    /// The KEK providers this request has used, and its count of KMS calls.
+    pub keks: Keks,
 }
 
 impl<'a> Ctx<'a> {
     pub fn new(config: &'a Config, conn: &'a dyn SqlConn, rng: Csprng, now: i64) -> Self {
-        Ctx { config, store: Store::new(conn), rng, now, local_kek: None }
+        Ctx { config, store: Store::new(conn), rng, now, keks: Keks::default() }
     }
 
     fn kek(&mut self, r: &KekRef) -> Result<&dyn Kek, ApiError> {
-        match r {
-            KekRef::Local => {
-                if self.local_kek.is_none() {
-                    let seed = self.rng.fork();
-                    let kek = LocalKek::from_config(
-                        self.config.dev_mode,
-                        self.config.local_kek_b64.as_deref().map(String::as_str),
-                        seed,
-                    )?;
-                    self.local_kek = Some(kek);
-                }
-                match &self.local_kek {
-                    Some(k) => Ok(k),
-                    None => Err(ApiError::internal()),
-                }
-            }
-            other => Err(ApiError::new(
-                501,
-                "kek_provider_unavailable",
-                format!("the {} KEK provider is not available in this build", other.provider()),
-            )),
-        }
+        Ok(self.keks.get(r, self.config, &mut self.rng)?)
     }
 
     fn unwrap_dek(&mut self, scheme: &Scheme, version: KeyVersion) -> Result<Option<SecretKey>, ApiError> {

@@ -78,7 +78,7 @@ impl From<KmsError> for ApiError {
         let status = match &e {
             KmsError::DevModeRequired => 422,
             KmsError::Misconfigured(_) | KmsError::UnwrapFailed => 500,
-            KmsError::Unavailable(_) => 503,
+            KmsError::Unavailable(_) | KmsError::Throttled(_) => 503,
             _ => 502,
         };
         if status >= 500 {

@@ -81,7 +81,10 @@ async fn respond(req: IncomingRequest) -> (ApiResponse, bool) {
     };
     let auth_config = std::mem::take(&mut config.auth);
     let response = with_request(&config, auth_config, |ctx, auth, outbound| {
-        api::handle(Deps { ctx, auth, jwks: outbound }, &request)
+        let mut response = api::handle(Deps { ctx, auth, jwks: outbound }, &request);
+        // How many KEK operations this request cost (docs/kms.md); counts only, never key data.
+        response.headers.push(("veil-kms-calls", ctx.keks.stats().header_value()));
+        response
     });
     (response.unwrap_or_else(|e| ApiResponse::error(&e)), dev)
 }

@@ -3,6 +3,7 @@
 
 mod http_entry;
 mod outbound;
+mod postgres;
 mod sqlite;
 mod wit_export;
 
@@ -11,6 +12,7 @@ use crate::auth::{AuthConfig, Authenticator};
 use crate::config::{Config, Variables};
 use crate::crypto::rng::Csprng;
 use crate::ops::Ctx;
+use crate::store::sql::SqlConn;
 
 /// Spin component variables; empty values count as unset.
 pub(crate) struct SpinVariables;
@@ -32,8 +34,15 @@ pub(crate) fn with_request<T>(
         eprintln!("veil: the host gave no randomness");
         ApiError::internal()
     })?;
-    let conn = sqlite::LazySqlite::default();
-    let mut ctx = Ctx::new(config, &conn, rng, crate::clock::now_unix());
+    let conn: Box<dyn SqlConn> = match config.database_url.as_ref() {
+        None => Box::new(sqlite::LazySqlite::default()),
+        Some(url) => Box::new(postgres::LazyPostgres::new(url.clone())),
+    };
+    let mut ctx = Ctx::new(config, conn.as_ref(), rng, crate::clock::now_unix());
+    ctx.keks = crate::kms::Keks::new(
+        std::rc::Rc::new(outbound::Outbound),
+        std::rc::Rc::new(crate::kms::transport::SystemClock),
+    );
     let auth = Authenticator::new(auth_config).map_err(ApiError::from);
     Ok(f(&mut ctx, auth.as_ref().map_err(Clone::clone), &outbound::Outbound))
 }
