@@ -1,7 +1,8 @@
 //! Versioned migrations, applied idempotently inside one write transaction.
 //!
-//! Several instances may start at once: the first takes the write lock (SQLite `BEGIN
-//! IMMEDIATE`), the others wait for it, then find every migration recorded and do nothing.
+//! Several instances may start at once: the first takes the lock (SQLite's write lock through
+//! `BEGIN IMMEDIATE`; a transaction-scoped advisory lock on PostgreSQL), the others wait for it,
+//! then find every migration recorded and do nothing.
 
 use super::sql::{Dialect, SqlConn, SqlError, SqlValue};
 
@@ -10,11 +11,20 @@ pub struct Migration {
     pub version: i64,
     pub name: &'static str,
     pub sqlite: &'static str,
+    pub postgres: &'static str,
 }
+
+/// The PostgreSQL advisory lock key that serialises migrations ("veil" in ASCII).
+const PG_MIGRATION_LOCK: i64 = 0x7665_696c;
 
 /// Every migration, in order. Never edit a released one: add the next.
 pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "schemes", sqlite: include_str!("migrations/sqlite/0001_schemes.sql") }];
+    &[Migration {
+        version: 1,
+        name: "schemes",
+        sqlite: include_str!("migrations/sqlite/0001_schemes.sql"),
+        postgres: include_str!("migrations/postgres/0001_schemes.sql"),
+    }];
 
 /// The newest schema version this build knows.
 pub fn latest() -> i64 {
@@ -23,11 +33,8 @@ pub fn latest() -> i64 {
 
 /// Applies every migration not yet recorded; returns how many ran.
 pub fn migrate(conn: &dyn SqlConn) -> Result<usize, SqlError> {
-    let begin = match conn.dialect() {
-        Dialect::Sqlite => "BEGIN IMMEDIATE",
-    };
-    conn.execute(begin, &[])?;
-    let result = apply(conn);
+    conn.execute(conn.dialect().begin(), &[])?;
+    let result = lock(conn).and_then(|()| apply(conn));
     match result {
         Ok(n) => {
             conn.execute("COMMIT", &[])?;
@@ -40,10 +47,19 @@ pub fn migrate(conn: &dyn SqlConn) -> Result<usize, SqlError> {
     }
 }
 
+fn lock(conn: &dyn SqlConn) -> Result<(), SqlError> {
+    match conn.dialect() {
+        Dialect::Sqlite => Ok(()),
+        Dialect::Postgres => {
+            conn.execute("SELECT pg_advisory_xact_lock($1)", &[SqlValue::Int(PG_MIGRATION_LOCK)]).map(|_| ())
+        }
+    }
+}
+
 fn apply(conn: &dyn SqlConn) -> Result<usize, SqlError> {
     conn.execute(
         "CREATE TABLE IF NOT EXISTS veil_migrations (\
-         version INTEGER NOT NULL PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+         version BIGINT NOT NULL PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
         &[],
     )?;
     let rows = conn.query("SELECT version FROM veil_migrations", &[])?;
@@ -65,6 +81,7 @@ fn apply(conn: &dyn SqlConn) -> Result<usize, SqlError> {
     for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
         let sql = match conn.dialect() {
             Dialect::Sqlite => m.sqlite,
+            Dialect::Postgres => m.postgres,
         };
         for stmt in split_statements(sql) {
             conn.execute(&stmt, &[])?;

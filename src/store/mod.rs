@@ -14,7 +14,7 @@ use crate::crypto::aead::Algorithm;
 use crate::ids::{KeyVersion, SchemeName, TenantId};
 use crate::kms::WrappedDek;
 use crate::scheme::{mask::MaskRule, KekRef, Policy, Scheme};
-use sql::{Dialect, Row, SqlConn, SqlError, SqlValue};
+use sql::{Row, SqlConn, SqlError, SqlValue};
 
 /// Store failures the API maps to answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,11 +109,7 @@ impl<'a> Store<'a> {
     }
 
     fn begin(&self) -> Result<(), SqlError> {
-        let stmt = match self.conn.dialect() {
-            // Take the write lock up front so two writers queue instead of deadlocking.
-            Dialect::Sqlite => "BEGIN IMMEDIATE",
-        };
-        self.conn.execute(stmt, &[]).map(|_| ())
+        self.conn.execute(self.conn.dialect().begin(), &[]).map(|_| ())
     }
 
     /// Runs `f` inside a transaction: committed when it succeeds, rolled back otherwise.

@@ -82,19 +82,15 @@ fn wrapped(tag: u8) -> WrappedDek {
     WrappedDek { blob: vec![tag; 60], kek_id: "local".into(), kek_version: "abcd".into() }
 }
 
-#[test]
-fn migrates_on_first_use_and_only_once() {
-    let db = Lite::memory();
-    let store = Store::new(&db);
+fn migrates_on_first_use_and_only_once(db: &dyn SqlConn) {
+    let store = Store::new(db);
     let t = TenantId::parse("acme").expect("tenant");
     assert_eq!(store.list_schemes(&t).expect("list"), vec![]);
-    assert_eq!(migrate::migrate(&db).expect("again"), 0);
+    assert_eq!(migrate::migrate(db).expect("again"), 0);
 }
 
-#[test]
-fn scheme_round_trip_and_duplicates() {
-    let db = Lite::memory();
-    let store = Store::new(&db);
+fn scheme_round_trip_and_duplicates(db: &dyn SqlConn) {
+    let store = Store::new(db);
     let s = scheme("pii");
     store.create_scheme(&s, &wrapped(1), 1_700_000_000).expect("create");
     assert_eq!(store.get_scheme(&s.tenant, &s.name).expect("get"), Some(s.clone()));
@@ -107,10 +103,8 @@ fn scheme_round_trip_and_duplicates() {
     assert_eq!(store.get_scheme(&other, &s.name).expect("get"), None);
 }
 
-#[test]
-fn rotation_is_compare_and_set() {
-    let db = Lite::memory();
-    let store = Store::new(&db);
+fn rotation_is_compare_and_set(db: &dyn SqlConn) {
+    let store = Store::new(db);
     let s = scheme("pii");
     store.create_scheme(&s, &wrapped(1), 1).expect("create");
     let v2 = store.add_key_version(&s.tenant, &s.name, KeyVersion::FIRST, &wrapped(2), 2).expect("rotate");
@@ -127,10 +121,8 @@ fn rotation_is_compare_and_set() {
     assert!(store.data_key(&s.tenant, &s.name, v3).expect("k").is_none());
 }
 
-#[test]
-fn list_is_sorted_and_per_tenant() {
-    let db = Lite::memory();
-    let store = Store::new(&db);
+fn list_is_sorted_and_per_tenant(db: &dyn SqlConn) {
+    let store = Store::new(db);
     for n in ["zeta", "alpha", "mid"] {
         store.create_scheme(&scheme(n), &wrapped(1), 1).expect("create");
     }
@@ -142,3 +134,120 @@ fn list_is_sorted_and_per_tenant() {
         .collect();
     assert_eq!(names, ["alpha", "mid", "zeta"]);
 }
+
+/// A PostgreSQL connection in a schema of its own, dropped afterwards. The server is
+/// `VEIL_TEST_PG_URL` (default: the local test database); scripts/test.sh makes sure it runs.
+pub(crate) struct Pg {
+    client: std::cell::RefCell<postgres::Client>,
+    schema: String,
+}
+
+impl Pg {
+    pub fn connect() -> Pg {
+        let url = std::env::var("VEIL_TEST_PG_URL")
+            .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into());
+        let mut client = postgres::Client::connect(&url, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("PostgreSQL at {url} is needed for these tests (run scripts/test.sh): {e}"));
+        let mut seed = [0u8; 8];
+        getrandom::getrandom(&mut seed).expect("random");
+        let schema = format!("veil_test_{}", u64::from_le_bytes(seed));
+        client.batch_execute(&format!("CREATE SCHEMA {schema}; SET search_path TO {schema}")).expect("schema");
+        Pg { client: std::cell::RefCell::new(client), schema }
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let _ = self.client.get_mut().batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema));
+    }
+}
+
+#[derive(Debug)]
+struct Param<'a>(&'a SqlValue);
+
+impl postgres::types::ToSql for Param<'_> {
+    fn to_sql(
+        &self,
+        ty: &postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self.0 {
+            SqlValue::Null => Ok(postgres::types::IsNull::Yes),
+            SqlValue::Int(i) => i.to_sql(ty, out),
+            SqlValue::Text(t) => t.to_sql(ty, out),
+            SqlValue::Blob(b) => b.to_sql(ty, out),
+        }
+    }
+    fn accepts(_: &postgres::types::Type) -> bool {
+        true
+    }
+    postgres::types::to_sql_checked!();
+}
+
+fn pg_error(e: postgres::Error) -> SqlError {
+    let m = e.to_string();
+    match e.code().map(|c| c.code()) {
+        Some("42P01" | "42703") => SqlError::SchemaMissing(m),
+        Some(c) if c.starts_with("23") => SqlError::Constraint(m),
+        _ => SqlError::Other(m),
+    }
+}
+
+impl SqlConn for Pg {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+    fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Vec<SqlValue>>, SqlError> {
+        use postgres::types::Type;
+        let params: Vec<Param<'_>> = params.iter().map(Param).collect();
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+            params.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)).collect();
+        let rows = self.client.borrow_mut().query(sql, &refs).map_err(pg_error)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let mut vals = Vec::new();
+            for (i, col) in row.columns().iter().enumerate() {
+                let ty = col.type_();
+                let v = if *ty == Type::INT8 {
+                    row.get::<_, Option<i64>>(i).map(SqlValue::Int)
+                } else if *ty == Type::INT4 {
+                    row.get::<_, Option<i32>>(i).map(|v| SqlValue::Int(v.into()))
+                } else if *ty == Type::TEXT || *ty == Type::VARCHAR {
+                    row.get::<_, Option<String>>(i).map(SqlValue::Text)
+                } else if *ty == Type::BYTEA {
+                    row.get::<_, Option<Vec<u8>>>(i).map(SqlValue::Blob)
+                } else {
+                    None
+                };
+                vals.push(v.unwrap_or(SqlValue::Null));
+            }
+            out.push(vals);
+        }
+        Ok(out)
+    }
+    fn execute(&self, sql: &str, params: &[SqlValue]) -> Result<u64, SqlError> {
+        let params: Vec<Param<'_>> = params.iter().map(Param).collect();
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> =
+            params.iter().map(|p| p as &(dyn postgres::types::ToSql + Sync)).collect();
+        self.client.borrow_mut().execute(sql, &refs).map_err(pg_error)
+    }
+}
+
+/// Every contract test, once per store backend.
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_contract {
+            $( #[test] fn $name() { super::$name(&super::Lite::memory()); } )*
+        }
+        mod postgres_contract {
+            $( #[test] fn $name() { super::$name(&super::Pg::connect()); } )*
+        }
+    };
+}
+
+contract!(
+    migrates_on_first_use_and_only_once,
+    scheme_round_trip_and_duplicates,
+    rotation_is_compare_and_set,
+    list_is_sorted_and_per_tenant,
+);

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+import store
 from veilkit import VeilServer, binaries
 
 
@@ -11,6 +12,17 @@ def pytest_sessionstart(session):
         binaries()
     except FileNotFoundError as e:
         raise pytest.UsageError(str(e))
+    store.setup()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for s in VeilServer.all:
+        s.stop(check=False)
+    store.teardown()
+
+
+def pytest_report_header(config):
+    return f"veil metadata store: {store.STORE}"
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,8 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+import store
+
 REPO = Path(__file__).resolve().parents[2]
 LISTEN_RE = re.compile(r"veil: listening on (http://\S+)")
 TIMEOUT = 30  # seconds, every HTTP call
@@ -80,6 +82,7 @@ def base_env(**overrides: str) -> dict[str, str]:
         "SPIN_VARIABLE_JWT_HS256_SECRET": HS256_SECRET,
         "SPIN_VARIABLE_JWT_JWKS": JWKS,
     })
+    env.update(store.server_env())
     env.update({k if k.startswith("SPIN_VARIABLE_") else f"SPIN_VARIABLE_{k.upper()}": str(v)
                 for k, v in overrides.items()})
     return env
@@ -155,6 +158,9 @@ def write_manifest(dest_dir: Path, wasm: Path) -> Path:
     text = (REPO / "spin.toml").read_text()
     new, n = re.subn(r'(?m)^(\s*source\s*=\s*)"[^"\n]*"', lambda m: m.group(1) + json.dumps(str(wasm)), text)
     assert n == 1, "spin.toml: expected exactly one `source = \"...\"` line"
+    hosts = json.dumps(store.allowed_outbound_hosts())
+    new, n = re.subn(r'(?m)^(\s*allowed_outbound_hosts\s*=\s*)\[[^\]\n]*\]', lambda m: m.group(1) + hosts, new)
+    assert n == 1, "spin.toml: expected exactly one `allowed_outbound_hosts = [...]` line"
     path = dest_dir / "spin.toml"
     path.write_text(new)
     return path
