@@ -3,10 +3,11 @@
 # the dev-only local KEK). Dev secrets are generated once into .veil-dev/ and reused, so values
 # protected in one run still unprotect after a restart.
 #   VEIL_LISTEN=127.0.0.1:3000  where to listen
+#   VEIL_DEV_STATE=.veil-dev     where the dev secrets and the SQLite database live
 set -euo pipefail
 cd "$(dirname "$0")/.."
 listen="${VEIL_LISTEN:-127.0.0.1:3000}"
-state=.veil-dev
+state="${VEIL_DEV_STATE:-.veil-dev}"
 
 scripts/build.sh
 
