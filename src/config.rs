@@ -50,6 +50,52 @@ pub struct Config {
     pub auth: AuthConfig,
     /// AWS KMS and Azure Key Vault settings (docs/kms.md).
     pub kms: KmsSettings,
+    /// The opt-in DEK cache (`dek_cache*`); `None` when off.
+    pub dek_cache: Option<DekCacheSettings>,
+}
+
+/// The opt-in DEK cache: its sealing key and limits (docs/kms.md § DEK cache).
+pub struct DekCacheSettings {
+    pub key: crate::crypto::secret::SecretKey,
+    pub limits: crate::kms::cache::CacheLimits,
+}
+
+impl fmt::Debug for DekCacheSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DekCacheSettings").field("key", &"<secret>").field("limits", &self.limits).finish()
+    }
+}
+
+pub const MAX_DEK_CACHE_AGE_SECS: usize = 86_400;
+pub const MAX_DEK_CACHE_USES: usize = 10_000_000;
+
+impl DekCacheSettings {
+    fn load(vars: &dyn Variables) -> Result<Option<Self>, ConfigError> {
+        if !parse_bool("dek_cache", vars.get("dek_cache"))? {
+            return Ok(None);
+        }
+        use base64::Engine as _;
+        let b64 = vars.get("dek_cache_key").ok_or_else(|| {
+            ConfigError("dek_cache is on but dek_cache_key (base64 of 32 bytes) is not set".into())
+        })?;
+        let raw = Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|_| ConfigError("variable dek_cache_key is not base64".into()))?,
+        );
+        let key = crate::crypto::secret::SecretKey::try_from_slice(&raw)
+            .ok_or_else(|| ConfigError("variable dek_cache_key must decode to exactly 32 bytes".into()))?;
+        let d = crate::kms::cache::CacheLimits::default();
+        let max_age = parse_limit(vars, "dek_cache_max_age_secs", d.max_age_secs as usize, MAX_DEK_CACHE_AGE_SECS)?;
+        let max_uses = parse_limit(vars, "dek_cache_max_uses", d.max_uses as usize, MAX_DEK_CACHE_USES)?;
+        Ok(Some(DekCacheSettings {
+            key,
+            limits: crate::kms::cache::CacheLimits {
+                max_age_secs: max_age as u64,
+                max_uses: u32::try_from(max_uses).unwrap_or(u32::MAX),
+            },
+        }))
+    }
 }
 
 /// Settings shared by the KMS providers, and each provider's own (DESIGN §12, docs/kms.md).
@@ -299,6 +345,7 @@ impl Config {
             limits,
             auth,
             kms: KmsSettings::load(vars)?,
+            dek_cache: DekCacheSettings::load(vars)?,
         })
     }
 }
@@ -331,6 +378,20 @@ pub(crate) mod tests {
         assert!(!c.dev_mode);
         assert_eq!(c.limits, Limits::default());
         assert_eq!(c.auth.tenant_claim, "tenant");
+    }
+
+    #[test]
+    fn dek_cache_settings() {
+        assert!(Config::load(&MapVars::default()).expect("config").dek_cache.is_none());
+        assert!(Config::load(&MapVars::default().with("dek_cache", "true")).is_err());
+        let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let c = Config::load(&MapVars::default().with("dek_cache", "true").with("dek_cache_key", key))
+            .expect("config");
+        let d = c.dek_cache.expect("on");
+        assert_eq!(d.limits, crate::kms::cache::CacheLimits::default());
+        assert!(!format!("{d:?}").contains(key));
+        let short = Config::load(&MapVars::default().with("dek_cache", "true").with("dek_cache_key", "AAEC"));
+        assert!(short.is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::crypto::rng::Csprng;
 use crate::crypto::secret::SecretKey;
 use crate::crypto::{kdf, token};
 use crate::ids::{KeyVersion, SchemeName};
+use crate::kms::cache::DekCache;
 use crate::kms::{Kek, KeyContext, Keks};
 use crate::policy;
 use crate::scheme::{mask::MaskRule, KekRef, Operation, Policy, Scheme};
@@ -31,11 +32,13 @@ pub struct Ctx<'a> {
     pub now: i64,
     /// The KEK providers this request has used, and its count of KMS calls.
     pub keks: Keks,
+    /// The opt-in DEK cache in the host key-value store, when configured.
+    pub dek_cache: Option<DekCache>,
 }
 
 impl<'a> Ctx<'a> {
     pub fn new(config: &'a Config, conn: &'a dyn SqlConn, rng: Csprng, now: i64) -> Self {
-        Ctx { config, store: Store::new(conn), rng, now, keks: Keks::default() }
+        Ctx { config, store: Store::new(conn), rng, now, keks: Keks::default(), dek_cache: None }
     }
 
     fn kek(&mut self, r: &KekRef) -> Result<&dyn Kek, ApiError> {
@@ -50,8 +53,17 @@ impl<'a> Ctx<'a> {
             return Ok(None);
         }
         let ctx = KeyContext { tenant: &scheme.tenant, scheme: &scheme.name, version };
-        let kek = self.kek(&scheme.kek)?;
-        Ok(Some(kek.unwrap(&dk.wrapped, ctx)?))
+        let now = u64::try_from(self.now).unwrap_or(0);
+        if let Some(cache) = &self.dek_cache {
+            if let Some(dek) = cache.get(&mut self.rng, ctx, &dk.wrapped, now) {
+                return Ok(Some(dek));
+            }
+        }
+        let dek = self.kek(&scheme.kek)?.unwrap(&dk.wrapped, ctx)?;
+        if let Some(cache) = &self.dek_cache {
+            cache.put(&mut self.rng, ctx, &dk.wrapped, &dek, now);
+        }
+        Ok(Some(dek))
     }
 
     fn scheme(&self, who: &Principal, name: &str) -> Result<Scheme, ApiError> {

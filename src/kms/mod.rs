@@ -5,6 +5,7 @@
 
 pub mod aws;
 pub mod azure;
+pub mod cache;
 pub mod local;
 pub mod transport;
 

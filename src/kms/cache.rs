@@ -1,0 +1,256 @@
+//! The opt-in DEK cache (DESIGN §4): unwrapped data keys kept in the host's key-value store so
+//! that requests after the first skip the vault. Every entry is sealed with AES-256-GCM under a
+//! cache key from the secret variable `dek_cache_key`; its AAD binds the tenant, scheme, key
+//! version, a hash of the wrapped key it came from, its expiry and its use count, so an entry
+//! cannot be moved to another key slot, extended, or reset. Entries expire after
+//! `dek_cache_max_age_secs` and are dropped after `dek_cache_max_uses` requests (counted per
+//! request, approximately under concurrency: two instances may record the same use).
+//! The cache never fails a request: any store or decode error is a miss.
+
+use std::fmt;
+
+use sha2::{Digest, Sha256};
+
+use super::{KeyContext, WrappedDek};
+use crate::crypto::aead::{AeadKey, Algorithm};
+use crate::crypto::rng::Csprng;
+use crate::crypto::secret::SecretKey;
+
+const AAD_LABEL: &[u8] = b"veil/v1/dek-cache";
+const KEY_PREFIX: &str = "veil/dek-cache/v1/";
+/// expiry (u64be) ‖ uses (u32be) ‖ nonce ‖ sealed DEK ‖ tag
+const RECORD_LEN: usize = 8 + 4 + 12 + 32 + 16;
+
+/// The host's key-value store (Spin's `key-value` in the component, a map in tests).
+pub trait KeyValue {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String>;
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), String>;
+    fn delete(&self, key: &str) -> Result<(), String>;
+}
+
+/// Cache limits (variables `dek_cache_max_age_secs`, `dek_cache_max_uses`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheLimits {
+    pub max_age_secs: u64,
+    pub max_uses: u32,
+}
+
+impl Default for CacheLimits {
+    fn default() -> Self {
+        CacheLimits { max_age_secs: 300, max_uses: 10_000 }
+    }
+}
+
+pub struct DekCache {
+    kv: Box<dyn KeyValue>,
+    seal: AeadKey,
+    limits: CacheLimits,
+}
+
+impl fmt::Debug for DekCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DekCache").field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+fn lp(out: &mut Vec<u8>, field: &[u8]) {
+    out.extend_from_slice(&(field.len() as u64).to_be_bytes());
+    out.extend_from_slice(field);
+}
+
+fn slot(ctx: KeyContext<'_>) -> Vec<u8> {
+    let mut s = Vec::with_capacity(96);
+    lp(&mut s, ctx.tenant.as_str().as_bytes());
+    lp(&mut s, ctx.scheme.as_str().as_bytes());
+    s.extend_from_slice(&ctx.version.get().to_be_bytes());
+    s
+}
+
+fn entry_key(ctx: KeyContext<'_>) -> String {
+    let digest = Sha256::digest(slot(ctx));
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{KEY_PREFIX}{hex}")
+}
+
+fn aad(ctx: KeyContext<'_>, wrapped: &WrappedDek, expiry: u64, uses: u32) -> Vec<u8> {
+    let mut a = Vec::with_capacity(160);
+    lp(&mut a, AAD_LABEL);
+    a.extend_from_slice(&slot(ctx));
+    let mut h = Sha256::new();
+    h.update(wrapped.kek_id.as_bytes());
+    h.update([0]);
+    h.update(wrapped.kek_version.as_bytes());
+    h.update([0]);
+    h.update(&wrapped.blob);
+    a.extend_from_slice(&h.finalize());
+    a.extend_from_slice(&expiry.to_be_bytes());
+    a.extend_from_slice(&uses.to_be_bytes());
+    a
+}
+
+impl DekCache {
+    pub fn new(kv: Box<dyn KeyValue>, cache_key: &SecretKey, limits: CacheLimits) -> Self {
+        DekCache { kv, seal: AeadKey::new(Algorithm::Aes256Gcm, cache_key), limits }
+    }
+
+    fn store(&self, rng: &mut Csprng, ctx: KeyContext<'_>, w: &WrappedDek, dek: &SecretKey, expiry: u64, uses: u32) {
+        let sealed = self.seal.seal(rng, &aad(ctx, w, expiry, uses), dek.expose_secret());
+        let mut record = Vec::with_capacity(RECORD_LEN);
+        record.extend_from_slice(&expiry.to_be_bytes());
+        record.extend_from_slice(&uses.to_be_bytes());
+        record.extend_from_slice(&sealed);
+        if let Err(e) = self.kv.set(&entry_key(ctx), &record) {
+            eprintln!("veil: DEK cache write failed (continuing without): {e}");
+        }
+    }
+
+    fn drop_entry(&self, key: &str) {
+        let _ = self.kv.delete(key);
+    }
+
+    /// The cached DEK for this key slot and wrapped key, counting one more use; `None` on a miss,
+    /// an expired or used-up entry, or one that does not open (then it is deleted).
+    pub fn get(&self, rng: &mut Csprng, ctx: KeyContext<'_>, wrapped: &WrappedDek, now: u64) -> Option<SecretKey> {
+        let key = entry_key(ctx);
+        let record = match self.kv.get(&key) {
+            Ok(Some(r)) => r,
+            Ok(None) => return None,
+            Err(e) => {
+                eprintln!("veil: DEK cache read failed (continuing without): {e}");
+                return None;
+            }
+        };
+        if record.len() != RECORD_LEN {
+            self.drop_entry(&key);
+            return None;
+        }
+        let expiry = u64::from_be_bytes(record[..8].try_into().ok()?);
+        let uses = u32::from_be_bytes(record[8..12].try_into().ok()?);
+        if now >= expiry || uses >= self.limits.max_uses {
+            self.drop_entry(&key);
+            return None;
+        }
+        let Ok(plain) = self.seal.open(&aad(ctx, wrapped, expiry, uses), &record[12..]) else {
+            self.drop_entry(&key);
+            return None;
+        };
+        let dek = SecretKey::try_from_slice(&plain)?;
+        self.store(rng, ctx, wrapped, &dek, expiry, uses + 1);
+        Some(dek)
+    }
+
+    /// Caches a freshly unwrapped DEK for at most `max_age_secs`.
+    pub fn put(&self, rng: &mut Csprng, ctx: KeyContext<'_>, wrapped: &WrappedDek, dek: &SecretKey, now: u64) {
+        let expiry = now.saturating_add(self.limits.max_age_secs);
+        self.store(rng, ctx, wrapped, dek, expiry, 1);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::ids::{KeyVersion, SchemeName, TenantId};
+
+    /// An in-memory key-value store shared by several caches (like instances of one host).
+    #[derive(Clone, Default)]
+    pub struct MemKv(pub Rc<RefCell<HashMap<String, Vec<u8>>>>);
+
+    impl KeyValue for MemKv {
+        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+            Ok(self.0.borrow().get(key).cloned())
+        }
+        fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
+            self.0.borrow_mut().insert(key.into(), value.to_vec());
+            Ok(())
+        }
+        fn delete(&self, key: &str) -> Result<(), String> {
+            self.0.borrow_mut().remove(key);
+            Ok(())
+        }
+    }
+
+    struct Fixture {
+        kv: MemKv,
+        tenant: TenantId,
+        scheme: SchemeName,
+        wrapped: WrappedDek,
+        dek: SecretKey,
+    }
+
+    fn fixture() -> Fixture {
+        Fixture {
+            kv: MemKv::default(),
+            tenant: TenantId::parse("acme").expect("t"),
+            scheme: SchemeName::parse("pii").expect("s"),
+            wrapped: WrappedDek { blob: vec![1; 60], kek_id: "local".into(), kek_version: "f00d".into() },
+            dek: SecretKey::from_bytes([42; 32]),
+        }
+    }
+
+    fn cache(kv: &MemKv, key: u8, limits: CacheLimits) -> DekCache {
+        DekCache::new(Box::new(kv.clone()), &SecretKey::from_bytes([key; 32]), limits)
+    }
+
+    impl Fixture {
+        fn ctx(&self, v: u32) -> KeyContext<'_> {
+            KeyContext { tenant: &self.tenant, scheme: &self.scheme, version: KeyVersion::new(v).expect("v") }
+        }
+    }
+
+    #[test]
+    fn hit_after_put_and_nothing_in_clear() {
+        let f = fixture();
+        let mut rng = Csprng::from_seed([3; 32]);
+        let c = cache(&f.kv, 9, CacheLimits::default());
+        assert!(c.get(&mut rng, f.ctx(1), &f.wrapped, 100).is_none());
+        c.put(&mut rng, f.ctx(1), &f.wrapped, &f.dek, 100);
+        let got = c.get(&mut rng, f.ctx(1), &f.wrapped, 101).expect("hit");
+        assert_eq!(got.expose_secret(), f.dek.expose_secret());
+        for v in f.kv.0.borrow().values() {
+            assert!(!v.windows(32).any(|w| w == [42u8; 32]), "the DEK is stored in clear");
+        }
+        // another version, another wrapped key, or another cache key: misses
+        assert!(c.get(&mut rng, f.ctx(2), &f.wrapped, 101).is_none());
+        let other = WrappedDek { blob: vec![2; 60], ..f.wrapped.clone() };
+        assert!(c.get(&mut rng, f.ctx(1), &other, 101).is_none());
+    }
+
+    #[test]
+    fn expiry_and_max_uses_are_honoured() {
+        let f = fixture();
+        let mut rng = Csprng::from_seed([3; 32]);
+        let c = cache(&f.kv, 9, CacheLimits { max_age_secs: 10, max_uses: 3 });
+        c.put(&mut rng, f.ctx(1), &f.wrapped, &f.dek, 100);
+        assert!(c.get(&mut rng, f.ctx(1), &f.wrapped, 109).is_some()); // use 2
+        assert!(c.get(&mut rng, f.ctx(1), &f.wrapped, 109).is_some()); // use 3
+        assert!(c.get(&mut rng, f.ctx(1), &f.wrapped, 109).is_none()); // used up, and deleted
+        assert!(f.kv.0.borrow().is_empty());
+        c.put(&mut rng, f.ctx(1), &f.wrapped, &f.dek, 100);
+        assert!(c.get(&mut rng, f.ctx(1), &f.wrapped, 110).is_none()); // expired
+    }
+
+    #[test]
+    fn tampered_moved_or_foreign_entries_are_refused() {
+        let f = fixture();
+        let mut rng = Csprng::from_seed([3; 32]);
+        let c = cache(&f.kv, 9, CacheLimits::default());
+        c.put(&mut rng, f.ctx(1), &f.wrapped, &f.dek, 100);
+        let key1 = entry_key(f.ctx(1));
+        let record = f.kv.0.borrow()[&key1].clone();
+        // extending the expiry in the record breaks the seal
+        let mut extended = record.clone();
+        extended[..8].copy_from_slice(&u64::MAX.to_be_bytes());
+        f.kv.0.borrow_mut().insert(key1.clone(), extended);
+        assert!(c.get(&mut rng, f.ctx(1), &f.wrapped, 101).is_none());
+        // the same record moved to version 2's slot does not open there
+        f.kv.0.borrow_mut().insert(entry_key(f.ctx(2)), record.clone());
+        assert!(c.get(&mut rng, f.ctx(2), &f.wrapped, 101).is_none());
+        // a cache with another cache key cannot read it
+        f.kv.0.borrow_mut().insert(key1, record);
+        assert!(cache(&f.kv, 8, CacheLimits::default()).get(&mut rng, f.ctx(1), &f.wrapped, 101).is_none());
+    }
+}
