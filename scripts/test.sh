@@ -26,5 +26,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 
-step "integration tests (component + veil host over HTTP)"
-.venv/bin/python -m pytest tests/integration -q -p no:cacheprovider "$@"
+for store in sqlite postgres; do
+  step "integration tests on $store (component + veil host over HTTP)"
+  VEIL_STORE=$store .venv/bin/python -m pytest tests/integration -q -p no:cacheprovider "$@"
+done

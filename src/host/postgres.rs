@@ -1,6 +1,7 @@
 //! `spin:postgres@4.0.0` behind the store's SQL seam; the connection opens on first use.
 //! Failures are classified by SQLSTATE: missing schema (42P01, 42703) → migrate, constraint
-//! violations (23xxx) → conflict, connection and shutdown errors (08xxx, 57Pxx, 57014) → 503.
+//! violations (23xxx) → conflict, connection, shutdown, resource and lock-timeout errors
+//! (08xxx, 57xxx, 53xxx, 55P03) → 503.
 
 use std::cell::OnceCell;
 
@@ -38,7 +39,7 @@ fn classify(e: PgError) -> SqlError {
                 c if c.starts_with("23") => SqlError::Constraint(m),
                 // serialization failure / deadlock: the caller may retry like a lost race
                 "40001" | "40P01" => SqlError::Constraint(m),
-                c if c.starts_with("08") || c.starts_with("57") || c.starts_with("53") => {
+                c if c.starts_with("08") || c.starts_with("57") || c.starts_with("53") || c == "55P03" => {
                     SqlError::Unavailable(m)
                 }
                 _ => SqlError::Other(m),

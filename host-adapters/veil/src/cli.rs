@@ -40,6 +40,12 @@ pub struct ServeArgs {
     /// Maximum linear memory per instance, in MiB.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub max_memory_mib: u32,
+    /// PostgreSQL connections per connection string, shared by all instances (`spin:postgres`).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub pg_pool_size: u32,
+    /// PostgreSQL `statement_timeout` of every connection, in ms (`lock_timeout` is half of it).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    pub pg_statement_timeout_ms: u64,
     /// Do not cache compiled code under `<state-dir>/cache`.
     #[arg(long)]
     pub no_cache: bool,

@@ -13,7 +13,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::outbound::{AllowedHosts, OutboundHttp};
-use crate::spin::{self, sqlite::Databases, SpinView};
+use crate::spin::{self, postgres::Pools, sqlite::Databases, SpinView};
 use crate::variables::ComponentVariables;
 
 /// Converts a wasmtime error (its own type since wasmtime 42) into an `anyhow::Error`,
@@ -134,6 +134,7 @@ pub fn instance_capacity(component: &Component, max_instances: u32) -> Result<u3
 pub struct HostServices {
     pub variables: ComponentVariables,
     pub databases: Databases,
+    pub postgres: Pools,
     pub allowed_hosts: Arc<AllowedHosts>,
     pub environment: Vec<(String, String)>,
 }
@@ -179,6 +180,14 @@ impl SpinView for InstanceState {
         spin::sqlite::SqliteView { databases: &self.services.databases, table: &mut self.table }
     }
 
+    fn postgres(&mut self) -> spin::postgres::PgView<'_> {
+        spin::postgres::PgView {
+            pools: &self.services.postgres,
+            allowed: &self.services.allowed_hosts,
+            table: &mut self.table,
+        }
+    }
+
     fn variables(&mut self) -> spin::variables::VariablesView<'_> {
         spin::variables::VariablesView { variables: &self.services.variables }
     }
@@ -188,10 +197,11 @@ impl SpinView for InstanceState {
 fn is_provided(import: &str) -> bool {
     import.starts_with("wasi:")
         || import.starts_with("spin:sqlite/sqlite@3.")
+        || import.starts_with("spin:postgres/postgres@4.")
         || import.starts_with("fermyon:spin/variables@2.")
 }
 
-/// Defines every import veil does not implement (say `spin:postgres`) so that instantiation
+/// Defines every import veil does not implement (say `spin:key-value`) so that instantiation
 /// succeeds and only a call traps. Wasmtime's `define_unknown_imports_as_traps` is not used: it
 /// also re-defines semver-matched WASI instances (`wasi:http/types@0.2.0` against the linker's
 /// newer 0.2.x), replacing their resources with dummies.

@@ -26,6 +26,7 @@ use crate::cli::ServeArgs;
 use crate::engine::{self, EngineSettings, HostServices, InstanceState};
 use crate::manifest::Manifest;
 use crate::outbound::AllowedHosts;
+use crate::spin::postgres::{PgSettings, Pools};
 use crate::spin::sqlite::Databases;
 use crate::variables::{effective, AppVariables, ComponentVariables};
 use crate::{config_bail, ConfigError};
@@ -376,6 +377,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let services = Arc::new(HostServices {
         variables,
         databases,
+        postgres: Pools::new(PgSettings {
+            max_per_address: args.pg_pool_size as usize,
+            statement_timeout: Duration::from_millis(args.pg_statement_timeout_ms),
+            acquire_timeout: Duration::from_secs(5),
+            verbose,
+        }),
         allowed_hosts: Arc::new(allowed_hosts),
         environment: component.environment.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
     });

@@ -1,5 +1,7 @@
-//! Host implementations of the Spin interfaces the component imports (`spin:sqlite`, variables).
+//! Host implementations of the Spin interfaces the component imports (`spin:sqlite`,
+//! `spin:postgres`, variables).
 
+pub mod postgres;
 pub mod sqlite;
 pub mod variables;
 
@@ -12,16 +14,25 @@ pub mod bindings {
             package veil:host;
             world spin-imports {
                 import spin:sqlite/sqlite@3.0.0;
+                import spin:postgres/postgres@4.0.0;
                 import fermyon:spin/variables@2.0.0;
             }
         ",
-        path: ["../../wit/deps/spin-sqlite@3.0.0", "../../wit/deps/spin@2.0.0"],
+        path: [
+            "../../wit/deps/spin-sqlite@3.0.0",
+            "../../wit/deps/spin-postgres@4.0.0",
+            "../../wit/deps/spin@2.0.0",
+        ],
         imports: {
             "spin:sqlite/sqlite.[static]connection.open": async,
             "spin:sqlite/sqlite.[method]connection.execute": async,
+            "spin:postgres/postgres.[static]connection.open": async,
+            "spin:postgres/postgres.[method]connection.query": async,
+            "spin:postgres/postgres.[method]connection.execute": async,
         },
         with: {
             "spin:sqlite/sqlite.connection": crate::spin::sqlite::Connection,
+            "spin:postgres/postgres.connection": crate::spin::postgres::Connection,
         },
     });
 }
@@ -29,12 +40,15 @@ pub mod bindings {
 /// Gives the Spin host implementations access to a store's per-instance state.
 pub trait SpinView: Send {
     fn sqlite(&mut self) -> sqlite::SqliteView<'_>;
+    fn postgres(&mut self) -> postgres::PgView<'_>;
     fn variables(&mut self) -> variables::VariablesView<'_>;
 }
 
-/// Adds `spin:sqlite/sqlite@3.0.0` and `fermyon:spin/variables@2.0.0` to `linker`.
+/// Adds `spin:sqlite/sqlite@3.0.0`, `spin:postgres/postgres@4.0.0` and
+/// `fermyon:spin/variables@2.0.0` to `linker`.
 pub fn add_to_linker<T: SpinView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     bindings::spin::sqlite::sqlite::add_to_linker::<T, sqlite::Sqlite>(linker, T::sqlite)?;
+    bindings::spin::postgres::postgres::add_to_linker::<T, postgres::Postgres>(linker, T::postgres)?;
     bindings::fermyon::spin::variables::add_to_linker::<T, variables::Variables>(linker, T::variables)?;
     Ok(())
 }
