@@ -135,6 +135,7 @@ pub struct HostServices {
     pub variables: ComponentVariables,
     pub databases: Databases,
     pub postgres: Pools,
+    pub key_value: spin::key_value::KeyValueStores,
     pub allowed_hosts: Arc<AllowedHosts>,
     pub environment: Vec<(String, String)>,
 }
@@ -191,6 +192,10 @@ impl SpinView for InstanceState {
     fn variables(&mut self) -> spin::variables::VariablesView<'_> {
         spin::variables::VariablesView { variables: &self.services.variables }
     }
+
+    fn key_value(&mut self) -> spin::key_value::KeyValueView<'_> {
+        spin::key_value::KeyValueView { stores: &self.services.key_value, table: &mut self.table }
+    }
 }
 
 /// True for imports veil implements; anything else is stubbed to trap when called.
@@ -199,6 +204,7 @@ fn is_provided(import: &str) -> bool {
         || import.starts_with("spin:sqlite/sqlite@3.")
         || import.starts_with("spin:postgres/postgres@4.")
         || import.starts_with("fermyon:spin/variables@2.")
+        || import.starts_with("fermyon:spin/key-value@2.")
 }
 
 /// Defines every import veil does not implement (say `spin:key-value`) so that instantiation

@@ -350,8 +350,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         "veil: allowed outbound hosts: {}",
         if shown_hosts.is_empty() { "none".to_string() } else { shown_hosts.join(", ") }
     );
-    if !component.key_value_stores.is_empty() {
-        eprintln!("veil: warning: key_value_stores are not implemented yet; key-value calls will trap");
+    let key_value = crate::spin::key_value::KeyValueStores::new(&component.key_value_stores);
+    for label in key_value.labels() {
+        eprintln!("veil: key-value store `{label}` (in memory)");
     }
     if effective(&app, Some(&variables), "dev_mode").is_some_and(|v| v.expose().trim() == "true") {
         eprintln!("veil: WARNING: dev mode (dev_mode = true): dev-only keys and tokens are accepted; never use this in production");
@@ -377,6 +378,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let services = Arc::new(HostServices {
         variables,
         databases,
+        key_value,
         postgres: Pools::new(PgSettings {
             max_per_address: args.pg_pool_size as usize,
             statement_timeout: Duration::from_millis(args.pg_statement_timeout_ms),

@@ -1,6 +1,7 @@
 //! Host implementations of the Spin interfaces the component imports (`spin:sqlite`,
-//! `spin:postgres`, variables).
+//! `spin:postgres`, variables, key-value).
 
+pub mod key_value;
 pub mod postgres;
 pub mod sqlite;
 pub mod variables;
@@ -16,6 +17,7 @@ pub mod bindings {
                 import spin:sqlite/sqlite@3.0.0;
                 import spin:postgres/postgres@4.0.0;
                 import fermyon:spin/variables@2.0.0;
+                import fermyon:spin/key-value@2.0.0;
             }
         ",
         path: [
@@ -33,6 +35,7 @@ pub mod bindings {
         with: {
             "spin:sqlite/sqlite.connection": crate::spin::sqlite::Connection,
             "spin:postgres/postgres.connection": crate::spin::postgres::Connection,
+            "fermyon:spin/key-value.store": crate::spin::key_value::Store,
         },
     });
 }
@@ -42,13 +45,15 @@ pub trait SpinView: Send {
     fn sqlite(&mut self) -> sqlite::SqliteView<'_>;
     fn postgres(&mut self) -> postgres::PgView<'_>;
     fn variables(&mut self) -> variables::VariablesView<'_>;
+    fn key_value(&mut self) -> key_value::KeyValueView<'_>;
 }
 
 /// Adds `spin:sqlite/sqlite@3.0.0`, `spin:postgres/postgres@4.0.0` and
-/// `fermyon:spin/variables@2.0.0` to `linker`.
+/// `fermyon:spin/variables@2.0.0` and `fermyon:spin/key-value@2.0.0` to `linker`.
 pub fn add_to_linker<T: SpinView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     bindings::spin::sqlite::sqlite::add_to_linker::<T, sqlite::Sqlite>(linker, T::sqlite)?;
     bindings::spin::postgres::postgres::add_to_linker::<T, postgres::Postgres>(linker, T::postgres)?;
     bindings::fermyon::spin::variables::add_to_linker::<T, variables::Variables>(linker, T::variables)?;
+    bindings::fermyon::spin::key_value::add_to_linker::<T, key_value::KeyValue>(linker, T::key_value)?;
     Ok(())
 }
