@@ -86,7 +86,8 @@ impl DekCacheSettings {
         let key = crate::crypto::secret::SecretKey::try_from_slice(&raw)
             .ok_or_else(|| ConfigError("variable dek_cache_key must decode to exactly 32 bytes".into()))?;
         let d = crate::kms::cache::CacheLimits::default();
-        let max_age = parse_limit(vars, "dek_cache_max_age_secs", d.max_age_secs as usize, MAX_DEK_CACHE_AGE_SECS)?;
+        let max_age =
+            parse_limit(vars, "dek_cache_max_age_secs", d.max_age_secs as usize, MAX_DEK_CACHE_AGE_SECS)?;
         let max_uses = parse_limit(vars, "dek_cache_max_uses", d.max_uses as usize, MAX_DEK_CACHE_USES)?;
         Ok(Some(DekCacheSettings {
             key,

@@ -12,7 +12,7 @@ use crate::crypto::secret::SecretKey;
 use crate::crypto::{kdf, token};
 use crate::ids::{KeyVersion, SchemeName};
 use crate::kms::cache::DekCache;
-use crate::kms::{Kek, KeyContext, Keks};
+use crate::kms::{Kek, Keks, KeyContext};
 use crate::policy;
 use crate::scheme::{mask::MaskRule, KekRef, Operation, Policy, Scheme};
 use crate::store::sql::SqlConn;

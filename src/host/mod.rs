@@ -62,9 +62,12 @@ pub(crate) fn with_request<T>(
     if let Some(settings) = &config.dek_cache {
         match spin_sdk::key_value::Store::open_default() {
             Ok(store) => {
-                ctx.dek_cache = Some(DekCache::new(Box::new(SpinKeyValue(store)), &settings.key, settings.limits));
+                ctx.dek_cache =
+                    Some(DekCache::new(Box::new(SpinKeyValue(store)), &settings.key, settings.limits));
             }
-            Err(e) => eprintln!("veil: dek_cache is on but the key-value store `default` is unavailable: {e}"),
+            Err(e) => {
+                eprintln!("veil: dek_cache is on but the key-value store `default` is unavailable: {e}")
+            }
         }
     }
     let auth = Authenticator::new(auth_config).map_err(ApiError::from);

@@ -99,7 +99,9 @@ impl crate::kms::transport::HttpTransport for Outbound {
             if name == http::header::HOST {
                 continue; // wasi:http derives it from the authority and forbids setting it
             }
-            headers.append(name.as_str(), value.as_bytes()).map_err(|e| E::Other(format!("header {name}: {e:?}")))?;
+            headers
+                .append(name.as_str(), value.as_bytes())
+                .map_err(|e| E::Other(format!("header {name}: {e:?}")))?;
         }
         if !body.is_empty() {
             // A fixed length instead of chunked transfer encoding (some servers and emulators want it).

@@ -47,7 +47,9 @@ fn classify(e: PgError) -> SqlError {
         }
         // The host reports a lost connection as text (no SQLSTATE).
         PgError::QueryFailed(QueryError::Text(m)) => SqlError::Unavailable(m),
-        PgError::BadParameter(m) | PgError::ValueConversionFailed(m) | PgError::Other(m) => SqlError::Other(m),
+        PgError::BadParameter(m) | PgError::ValueConversionFailed(m) | PgError::Other(m) => {
+            SqlError::Other(m)
+        }
     }
 }
 

@@ -93,7 +93,15 @@ impl DekCache {
         DekCache { kv, seal: AeadKey::new(Algorithm::Aes256Gcm, cache_key), limits }
     }
 
-    fn store(&self, rng: &mut Csprng, ctx: KeyContext<'_>, w: &WrappedDek, dek: &SecretKey, expiry: u64, uses: u32) {
+    fn store(
+        &self,
+        rng: &mut Csprng,
+        ctx: KeyContext<'_>,
+        w: &WrappedDek,
+        dek: &SecretKey,
+        expiry: u64,
+        uses: u32,
+    ) {
         let sealed = self.seal.seal(rng, &aad(ctx, w, expiry, uses), dek.expose_secret());
         let mut record = Vec::with_capacity(RECORD_LEN);
         record.extend_from_slice(&expiry.to_be_bytes());
@@ -110,7 +118,13 @@ impl DekCache {
 
     /// The cached DEK for this key slot and wrapped key, counting one more use; `None` on a miss,
     /// an expired or used-up entry, or one that does not open (then it is deleted).
-    pub fn get(&self, rng: &mut Csprng, ctx: KeyContext<'_>, wrapped: &WrappedDek, now: u64) -> Option<SecretKey> {
+    pub fn get(
+        &self,
+        rng: &mut Csprng,
+        ctx: KeyContext<'_>,
+        wrapped: &WrappedDek,
+        now: u64,
+    ) -> Option<SecretKey> {
         let key = entry_key(ctx);
         let record = match self.kv.get(&key) {
             Ok(Some(r)) => r,
@@ -140,7 +154,14 @@ impl DekCache {
     }
 
     /// Caches a freshly unwrapped DEK for at most `max_age_secs`.
-    pub fn put(&self, rng: &mut Csprng, ctx: KeyContext<'_>, wrapped: &WrappedDek, dek: &SecretKey, now: u64) {
+    pub fn put(
+        &self,
+        rng: &mut Csprng,
+        ctx: KeyContext<'_>,
+        wrapped: &WrappedDek,
+        dek: &SecretKey,
+        now: u64,
+    ) {
         let expiry = now.saturating_add(self.limits.max_age_secs);
         self.store(rng, ctx, wrapped, dek, expiry, 1);
     }

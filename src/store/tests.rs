@@ -146,19 +146,23 @@ impl Pg {
     pub fn connect() -> Pg {
         let url = std::env::var("VEIL_TEST_PG_URL")
             .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into());
-        let mut client = postgres::Client::connect(&url, postgres::NoTls)
-            .unwrap_or_else(|e| panic!("PostgreSQL at {url} is needed for these tests (run scripts/test.sh): {e}"));
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap_or_else(|e| {
+            panic!("PostgreSQL at {url} is needed for these tests (run scripts/test.sh): {e}")
+        });
         let mut seed = [0u8; 8];
         getrandom::getrandom(&mut seed).expect("random");
         let schema = format!("veil_test_{}", u64::from_le_bytes(seed));
-        client.batch_execute(&format!("CREATE SCHEMA {schema}; SET search_path TO {schema}")).expect("schema");
+        client
+            .batch_execute(&format!("CREATE SCHEMA {schema}; SET search_path TO {schema}"))
+            .expect("schema");
         Pg { client: std::cell::RefCell::new(client), schema }
     }
 }
 
 impl Drop for Pg {
     fn drop(&mut self) {
-        let _ = self.client.get_mut().batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema));
+        let _ =
+            self.client.get_mut().batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema));
     }
 }
 
