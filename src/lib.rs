@@ -19,6 +19,6 @@ pub mod policy;
 pub mod scheme;
 pub mod store;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
 #[allow(unsafe_code)] // generated bindings only (`#[http_component]`, `wit_bindgen::generate!`)
 mod host;

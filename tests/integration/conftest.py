@@ -1,10 +1,20 @@
 """Fixtures for Veil's integration tests. The binaries must already be built (see veilkit.binaries)."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
-import store
-from veilkit import VeilServer, binaries
+# The test fixtures (tests/fixtures: moto.py, azure_kv_emulator.py) import as top-level modules.
+# First on the path on purpose: tests/fixtures/moto.py shadows the `moto` package in this process
+# (moto itself runs as a separate moto_server process).
+FIXTURES = str(Path(__file__).resolve().parents[1] / "fixtures")
+if FIXTURES not in sys.path:
+    sys.path.insert(0, FIXTURES)
+
+import store  # noqa: E402
+from veilkit import VeilServer, binaries  # noqa: E402
 
 
 def pytest_sessionstart(session):
@@ -40,11 +50,13 @@ def tenant(server):
 
 @pytest.fixture
 def start_server(tmp_path):
-    """Starts function-scoped servers: start_server(name, state_dir=None, raw_env=None, **SPIN variable overrides)."""
+    """Starts function-scoped servers: start_server(name, state_dir=None, raw_env=None, allowed_hosts=None,
+    **SPIN variable overrides); `allowed_hosts` is added to the manifest's `allowed_outbound_hosts`."""
     started: list[VeilServer] = []
 
-    def start(name="veil", state_dir=None, raw_env=None, **env) -> VeilServer:
-        s = VeilServer(tmp_path / f"{name}-{len(started)}", state_dir=state_dir, name=name, raw_env=raw_env, **env)
+    def start(name="veil", state_dir=None, raw_env=None, allowed_hosts=None, **env) -> VeilServer:
+        s = VeilServer(tmp_path / f"{name}-{len(started)}", state_dir=state_dir, name=name, raw_env=raw_env,
+                       allowed_hosts=allowed_hosts, **env)
         started.append(s)
         return s
 

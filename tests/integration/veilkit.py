@@ -154,11 +154,13 @@ def binaries() -> tuple[Path, Path]:
     return veil.resolve(), wasm.resolve()
 
 
-def write_manifest(dest_dir: Path, wasm: Path) -> Path:
+def write_manifest(dest_dir: Path, wasm: Path, allowed_hosts: list[str] | None = None) -> Path:
+    """A copy of spin.toml serving `wasm`; `allowed_outbound_hosts` = the store's entries plus
+    `allowed_hosts` (e.g. a KMS emulator's `http://127.0.0.1:PORT`)."""
     text = (REPO / "spin.toml").read_text()
     new, n = re.subn(r'(?m)^(\s*source\s*=\s*)"[^"\n]*"', lambda m: m.group(1) + json.dumps(str(wasm)), text)
     assert n == 1, "spin.toml: expected exactly one `source = \"...\"` line"
-    hosts = json.dumps(store.allowed_outbound_hosts())
+    hosts = json.dumps(store.allowed_outbound_hosts() + list(allowed_hosts or []))
     new, n = re.subn(r'(?m)^(\s*allowed_outbound_hosts\s*=\s*)\[[^\]\n]*\]', lambda m: m.group(1) + hosts, new)
     assert n == 1, "spin.toml: expected exactly one `allowed_outbound_hosts = [...]` line"
     path = dest_dir / "spin.toml"
@@ -172,12 +174,13 @@ class VeilServer:
     all: list["VeilServer"] = []  # every server started in this session (stderr goes into failure reports)
 
     def __init__(self, workdir: Path, state_dir: Path | None = None, name="veil", raw_env: dict | None = None,
-                 **env_overrides):
+                 allowed_hosts: list[str] | None = None, **env_overrides):
         self.name = name
         self.bin, wasm = binaries()
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.manifest = write_manifest(self.workdir, wasm)
+        self.allowed_hosts = list(allowed_hosts or [])
+        self.manifest = write_manifest(self.workdir, wasm, self.allowed_hosts)
         self.state_dir = Path(state_dir or self.workdir / "state")
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.env = base_env(**env_overrides)

@@ -1,4 +1,4 @@
-//! Command-line interface: `veil serve` and `veil token`.
+//! Command-line interface: `veil serve`, `veil token` and `veil run`.
 
 use std::path::PathBuf;
 
@@ -18,6 +18,17 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print a dev-mode HS256 JWT signed with the `jwt_hs256_secret` variable.
     Token(TokenArgs),
+    /// Run a WASI command component (e.g. the in-wasm benchmark) with stdio and arguments only.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The command component (`.wasm`).
+    pub component: PathBuf,
+    /// Arguments passed to it.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
 }
 
 #[derive(Debug, Args)]

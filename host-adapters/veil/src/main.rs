@@ -6,6 +6,7 @@ mod cli;
 mod engine;
 mod manifest;
 mod outbound;
+mod run;
 mod serve;
 mod spin;
 mod token;
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Serve(args) => serve::run(args),
         cli::Command::Token(args) => token::run(args),
+        cli::Command::Run(args) => run::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
