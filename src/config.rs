@@ -330,6 +330,14 @@ impl Config {
             tenant_claim: vars.get("jwt_tenant_claim").unwrap_or_else(|| "tenant".into()),
             roles_claim: vars.get("jwt_roles_claim").unwrap_or_else(|| "roles".into()),
             leeway_secs,
+            token_cache_max_age_secs: match vars.get("jwt_cache_max_age_secs") {
+                None => AuthConfig::default().token_cache_max_age_secs,
+                Some(v) => v.trim().parse::<u64>().ok().filter(|n| *n <= 3600).ok_or_else(|| {
+                    ConfigError(
+                        "variable jwt_cache_max_age_secs must be a whole number from 0 to 3600".into(),
+                    )
+                })?,
+            },
         };
         let database_url = vars.get("database_url").map(Zeroizing::new);
         if let Some(url) = &database_url {

@@ -14,6 +14,7 @@ pub mod config;
 pub mod crypto;
 pub mod ids;
 pub mod kms;
+pub mod kv;
 pub mod ops;
 pub mod policy;
 pub mod scheme;

@@ -51,6 +51,9 @@ pub struct AuthConfig {
     pub roles_claim: String,
     /// Clock leeway for `exp`, `nbf` and `iat`, in seconds.
     pub leeway_secs: u64,
+    /// `jwt_cache_max_age_secs`: how long a verified token is reused from the host key-value
+    /// store (never past its `exp`); 0 turns the cache off.
+    pub token_cache_max_age_secs: u64,
 }
 
 impl Default for AuthConfig {
@@ -66,6 +69,7 @@ impl Default for AuthConfig {
             tenant_claim: "tenant".to_owned(),
             roles_claim: "roles".to_owned(),
             leeway_secs: 60,
+            token_cache_max_age_secs: 60,
         }
     }
 }
@@ -232,6 +236,10 @@ pub struct Authenticator {
     tenant_claim: String,
     roles_claim: String,
     leeway_secs: u64,
+    /// SHA-256 of every setting that decides whether a token verifies: a cached verification
+    /// is only reused by an authenticator with the same fingerprint.
+    fingerprint: [u8; 32],
+    token_cache: Option<(Box<dyn crate::kv::KeyValue>, u64)>,
 }
 
 impl fmt::Debug for Authenticator {
@@ -248,6 +256,7 @@ impl fmt::Debug for Authenticator {
 impl Authenticator {
     /// Checks the configuration and parses the inline JWKS and PEM key.
     pub fn new(cfg: AuthConfig) -> Result<Self, AuthError> {
+        let fingerprint = settings_fingerprint(&cfg, cfg.dev_mode && cfg.hs256_secret.is_some());
         let hs256_secret = match cfg.hs256_secret {
             Some(secret) if cfg.dev_mode => {
                 if secret.len() < MIN_HS256_SECRET_BYTES {
@@ -299,7 +308,18 @@ impl Authenticator {
             tenant_claim: cfg.tenant_claim,
             roles_claim: cfg.roles_claim,
             leeway_secs: cfg.leeway_secs,
+            fingerprint,
+            token_cache: None,
         })
+    }
+
+    /// Reuses verified tokens across requests through the host key-value store, for at most
+    /// the configured `token_cache_max_age_secs` and never past a token's `exp`.
+    pub fn with_token_cache(mut self, kv: Box<dyn crate::kv::KeyValue>, max_age_secs: u64) -> Self {
+        if max_age_secs > 0 {
+            self.token_cache = Some((kv, max_age_secs));
+        }
+        self
     }
 
     /// Authenticates the raw `Authorization` header value, if any.
@@ -319,12 +339,44 @@ impl Authenticator {
     ) -> Result<Principal, AuthError> {
         match parse_authorization(authorization)? {
             Credential::Jwt(token) => {
-                // CACHE SEAM: look up `token_cache_key(token)` here and, on a hit that is not
-                // `is_expired(now, leeway)`, return it; on a miss store what `verify_jwt_at` returns.
-                self.verify_jwt_at(token, fetcher, now).map(VerifiedClaims::into_principal)
+                if let Some(claims) = self.cached(token, now) {
+                    return Ok(claims.into_principal());
+                }
+                let claims = self.verify_jwt_at(token, fetcher, now)?;
+                self.remember(token, &claims, now);
+                Ok(claims.into_principal())
             }
             // API-KEY SEAM: look up `veil_<id>`, compare SHA-256 of the secret in constant time.
             Credential::ApiKey(_) => Err(AuthError::Invalid("api keys are not enabled")),
+        }
+    }
+
+    fn cache_slot(token: &str) -> String {
+        let key = token_cache_key(token);
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        format!("veil/jwt/v1/{hex}")
+    }
+
+    /// A verification of exactly this token, by an authenticator with the same settings, that is
+    /// still within its cache period (which never extends past the token's `exp`).
+    fn cached(&self, token: &str, now: u64) -> Option<VerifiedClaims> {
+        let (kv, _) = self.token_cache.as_ref()?;
+        let bytes = kv.get(&Self::cache_slot(token)).ok()??;
+        let entry: CachedToken = serde_json::from_slice(&bytes).ok()?;
+        let fresh =
+            entry.fingerprint == hex32(&self.fingerprint) && now < entry.until && now < entry.claims.exp;
+        fresh.then_some(entry.claims)
+    }
+
+    fn remember(&self, token: &str, claims: &VerifiedClaims, now: u64) {
+        let Some((kv, max_age)) = &self.token_cache else { return };
+        let until = claims.exp.min(now.saturating_add(*max_age));
+        if until <= now {
+            return;
+        }
+        let entry = CachedToken { fingerprint: hex32(&self.fingerprint), until, claims: claims.clone() };
+        if let Ok(bytes) = serde_json::to_vec(&entry) {
+            let _ = kv.set(&Self::cache_slot(token), &bytes);
         }
     }
 
@@ -398,6 +450,37 @@ fn conclude(attempt: Attempt) -> Result<VerifiedClaims, AuthError> {
         Attempt::BadSignature => Err(AuthError::Invalid("signature does not verify")),
         Attempt::Rejected(e) => Err(e),
     }
+}
+
+/// A verified token as cached: for whom, until when, and under which settings.
+#[derive(Serialize, Deserialize)]
+struct CachedToken {
+    fingerprint: String,
+    until: u64,
+    claims: VerifiedClaims,
+}
+
+fn hex32(b: &[u8; 32]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The settings that decide whether a token verifies, hashed (length-prefixed, so unambiguous).
+fn settings_fingerprint(cfg: &AuthConfig, hs256_active: bool) -> [u8; 32] {
+    let mut h = Sha256::new();
+    let mut field = |b: &[u8]| {
+        h.update((b.len() as u64).to_be_bytes());
+        h.update(b);
+    };
+    field(b"veil/v1/jwt-cache");
+    field(&[u8::from(hs256_active)]);
+    field(cfg.hs256_secret.as_deref().filter(|_| hs256_active).map_or(&[][..], |s| &s[..]));
+    for text in [&cfg.jwks_inline, &cfg.public_key_pem, &cfg.jwks_url, &cfg.issuer, &cfg.audience] {
+        field(text.as_deref().unwrap_or("\u{0}unset").as_bytes());
+    }
+    field(cfg.tenant_claim.as_bytes());
+    field(cfg.roles_claim.as_bytes());
+    field(&cfg.leeway_secs.to_be_bytes());
+    h.finalize().into()
 }
 
 fn now_secs() -> u64 {

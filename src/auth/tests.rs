@@ -573,3 +573,112 @@ fn nothing_sensitive_in_debug_or_errors() {
     assert!(!format!("{err:?} {err}").contains("bad tenant"));
     assert_eq!(err.code(), "invalid_credentials");
 }
+
+mod token_cache {
+    use super::*;
+    use crate::kv::mem::MemKv;
+
+    fn rs256_via_url(audience: Option<&str>) -> (Authenticator, MemKv) {
+        let kv = MemKv::default();
+        (auth_with_url(audience).with_token_cache(Box::new(kv.clone()), 60), kv)
+    }
+
+    fn auth_with_url(audience: Option<&str>) -> Authenticator {
+        Authenticator::new(AuthConfig {
+            jwks_url: Some("https://idp.example/jwks".into()),
+            audience: audience.map(str::to_owned),
+            ..AuthConfig::default()
+        })
+        .unwrap()
+    }
+
+    fn jwks_a() -> String {
+        let kp = RS256KeyPair::from_pem(RSA_A).unwrap();
+        let c = kp.public_key().to_components();
+        json!({"keys": [{"kty": "RSA", "kid": "a", "n": URL_SAFE_NO_PAD.encode(c.n), "e": URL_SAFE_NO_PAD.encode(c.e)}]})
+            .to_string()
+    }
+
+    /// An RS256 token (kid "a") with exactly these claims besides tenant and roles.
+    fn token(exp: u64, aud: Option<&str>) -> String {
+        let mut claims = json!({"tenant": "acme", "roles": ["app"], "exp": exp, "iat": NOW});
+        if let Some(a) = aud {
+            claims["aud"] = json!(a);
+        }
+        let custom: Map<String, Value> = claims.as_object().unwrap().clone();
+        let c = JWTClaims {
+            issued_at: None,
+            expires_at: None,
+            invalid_before: None,
+            issuer: None,
+            subject: None,
+            audiences: None,
+            jwt_id: None,
+            nonce: None,
+            custom,
+        };
+        RS256KeyPair::from_pem(RSA_A).unwrap().with_key_id("a").sign(c).unwrap()
+    }
+
+    #[test]
+    fn a_second_request_is_served_from_the_cache_until_exp() {
+        let fetcher = FakeFetcher::new(Ok(jwks_a()));
+        let (auth, kv) = rs256_via_url(None);
+        let t = token(NOW + 30, None);
+        assert_eq!(
+            auth.authenticate_at(Some(&format!("Bearer {t}")), &fetcher, NOW).unwrap().tenant.as_str(),
+            "acme"
+        );
+        assert_eq!(fetcher.calls.get(), 1);
+        // a new request (new authenticator, same store): no verification, so no JWKS fetch
+        let again = auth_with_url(None).with_token_cache(Box::new(kv.clone()), 60);
+        let quiet = FakeFetcher::new(Err("must not be called".into()));
+        assert!(again.authenticate_at(Some(&format!("Bearer {t}")), &quiet, NOW + 10).is_ok());
+        assert_eq!(quiet.calls.get(), 0);
+        // past exp the cache is not consulted: full verification says expired
+        let late = auth_with_url(None).with_token_cache(Box::new(kv.clone()), 60);
+        let err =
+            late.authenticate_at(Some(&format!("Bearer {t}")), &FakeFetcher::new(Ok(jwks_a())), NOW + 200);
+        assert!(matches!(err, Err(AuthError::Invalid(_))), "{err:?}");
+    }
+
+    #[test]
+    fn a_tampered_token_is_never_served_from_the_cache() {
+        let fetcher = FakeFetcher::new(Ok(jwks_a()));
+        let (auth, _kv) = rs256_via_url(None);
+        let t = token(NOW + 30, None);
+        assert!(auth.authenticate_at(Some(&format!("Bearer {t}")), &fetcher, NOW).is_ok());
+        let mut bad = t.clone().into_bytes();
+        let i = bad.len() - 5;
+        bad[i] = if bad[i] == b'A' { b'B' } else { b'A' };
+        let bad = String::from_utf8(bad).unwrap();
+        let err = auth.authenticate_at(Some(&format!("Bearer {bad}")), &fetcher, NOW + 1);
+        assert!(matches!(err, Err(AuthError::Invalid(_))), "{err:?}");
+    }
+
+    #[test]
+    fn another_audience_is_not_accepted_from_the_cache() {
+        let (auth_a, kv) = rs256_via_url(Some("api-a"));
+        let t = token(NOW + 30, Some("api-a"));
+        assert!(auth_a
+            .authenticate_at(Some(&format!("Bearer {t}")), &FakeFetcher::new(Ok(jwks_a())), NOW)
+            .is_ok());
+        // a deployment expecting another audience shares the store but not the verification
+        let auth_b = auth_with_url(Some("api-b")).with_token_cache(Box::new(kv.clone()), 60);
+        let err =
+            auth_b.authenticate_at(Some(&format!("Bearer {t}")), &FakeFetcher::new(Ok(jwks_a())), NOW + 1);
+        assert!(matches!(err, Err(AuthError::Invalid(_))), "{err:?}");
+    }
+
+    #[test]
+    fn entries_never_outlive_max_age() {
+        let fetcher = FakeFetcher::new(Ok(jwks_a()));
+        let kv = MemKv::default();
+        let auth = auth_with_url(None).with_token_cache(Box::new(kv.clone()), 5);
+        let t = token(NOW + 3600, None);
+        assert!(auth.authenticate_at(Some(&format!("Bearer {t}")), &fetcher, NOW).is_ok());
+        let entry: Value = serde_json::from_slice(kv.0.borrow().values().next().unwrap()).unwrap();
+        assert_eq!(entry["until"], json!(NOW + 5));
+        assert!(!entry.to_string().contains(&t), "the token itself is not stored");
+    }
+}

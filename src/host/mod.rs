@@ -7,11 +7,14 @@ mod postgres;
 mod sqlite;
 mod wit_export;
 
+use std::rc::Rc;
+
 use crate::api::error::ApiError;
 use crate::auth::{AuthConfig, Authenticator};
 use crate::config::{Config, Variables};
 use crate::crypto::rng::Csprng;
-use crate::kms::cache::{DekCache, KeyValue};
+use crate::kms::cache::DekCache;
+use crate::kv::KeyValue;
 use crate::ops::Ctx;
 use crate::store::sql::SqlConn;
 
@@ -24,18 +27,35 @@ impl Variables for SpinVariables {
     }
 }
 
-/// The host's key-value store `default` (manifest `key_value_stores`), for the DEK cache.
-struct SpinKeyValue(spin_sdk::key_value::Store);
+/// The host's key-value store `default` (manifest `key_value_stores`), opened on first use;
+/// shared by the DEK cache and the verified-token cache. Unavailable → every call fails (a miss).
+#[derive(Default)]
+struct SpinKeyValue(std::cell::OnceCell<Option<spin_sdk::key_value::Store>>);
+
+impl SpinKeyValue {
+    fn store(&self) -> Result<&spin_sdk::key_value::Store, String> {
+        self.0
+            .get_or_init(|| match spin_sdk::key_value::Store::open_default() {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    eprintln!("veil: the key-value store `default` is unavailable (caches off): {e}");
+                    None
+                }
+            })
+            .as_ref()
+            .ok_or_else(|| "no key-value store".to_string())
+    }
+}
 
 impl KeyValue for SpinKeyValue {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
-        self.0.get(key).map_err(|e| e.to_string())
+        self.store()?.get(key).map_err(|e| e.to_string())
     }
     fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
-        self.0.set(key, value).map_err(|e| e.to_string())
+        self.store()?.set(key, value).map_err(|e| e.to_string())
     }
     fn delete(&self, key: &str) -> Result<(), String> {
-        self.0.delete(key).map_err(|e| e.to_string())
+        self.store()?.delete(key).map_err(|e| e.to_string())
     }
 }
 
@@ -59,17 +79,13 @@ pub(crate) fn with_request<T>(
         std::rc::Rc::new(outbound::Outbound),
         std::rc::Rc::new(crate::kms::transport::SystemClock),
     );
+    let kv = Rc::new(SpinKeyValue::default());
     if let Some(settings) = &config.dek_cache {
-        match spin_sdk::key_value::Store::open_default() {
-            Ok(store) => {
-                ctx.dek_cache =
-                    Some(DekCache::new(Box::new(SpinKeyValue(store)), &settings.key, settings.limits));
-            }
-            Err(e) => {
-                eprintln!("veil: dek_cache is on but the key-value store `default` is unavailable: {e}")
-            }
-        }
+        ctx.dek_cache = Some(DekCache::new(Box::new(kv.clone()), &settings.key, settings.limits));
     }
-    let auth = Authenticator::new(auth_config).map_err(ApiError::from);
+    let token_cache_age = auth_config.token_cache_max_age_secs;
+    let auth = Authenticator::new(auth_config)
+        .map(|a| a.with_token_cache(Box::new(kv), token_cache_age))
+        .map_err(ApiError::from);
     Ok(f(&mut ctx, auth.as_ref().map_err(Clone::clone), &outbound::Outbound))
 }

@@ -21,12 +21,7 @@ const KEY_PREFIX: &str = "veil/dek-cache/v1/";
 /// expiry (u64be) ‖ uses (u32be) ‖ nonce ‖ sealed DEK ‖ tag
 const RECORD_LEN: usize = 8 + 4 + 12 + 32 + 16;
 
-/// The host's key-value store (Spin's `key-value` in the component, a map in tests).
-pub trait KeyValue {
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String>;
-    fn set(&self, key: &str, value: &[u8]) -> Result<(), String>;
-    fn delete(&self, key: &str) -> Result<(), String>;
-}
+pub use crate::kv::KeyValue;
 
 /// Cache limits (variables `dek_cache_max_age_secs`, `dek_cache_max_uses`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,30 +164,10 @@ impl DekCache {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::cell::RefCell;
-    use std::collections::HashMap;
-    use std::rc::Rc;
-
     use super::*;
     use crate::ids::{KeyVersion, SchemeName, TenantId};
 
-    /// An in-memory key-value store shared by several caches (like instances of one host).
-    #[derive(Clone, Default)]
-    pub struct MemKv(pub Rc<RefCell<HashMap<String, Vec<u8>>>>);
-
-    impl KeyValue for MemKv {
-        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
-            Ok(self.0.borrow().get(key).cloned())
-        }
-        fn set(&self, key: &str, value: &[u8]) -> Result<(), String> {
-            self.0.borrow_mut().insert(key.into(), value.to_vec());
-            Ok(())
-        }
-        fn delete(&self, key: &str) -> Result<(), String> {
-            self.0.borrow_mut().remove(key);
-            Ok(())
-        }
-    }
+    pub use crate::kv::mem::MemKv;
 
     struct Fixture {
         kv: MemKv,
