@@ -75,11 +75,9 @@ pub(crate) fn with_request<T>(
         Some(url) => Box::new(postgres::LazyPostgres::new(url.clone())),
     };
     let mut ctx = Ctx::new(config, conn.as_ref(), rng, crate::clock::now_unix());
-    ctx.keks = crate::kms::Keks::new(
-        std::rc::Rc::new(outbound::Outbound),
-        std::rc::Rc::new(crate::kms::transport::SystemClock),
-    );
     let kv = Rc::new(SpinKeyValue::default());
+    ctx.keks = crate::kms::Keks::new(Rc::new(outbound::Outbound), Rc::new(crate::kms::transport::SystemClock))
+        .with_shared_store(kv.clone());
     if let Some(settings) = &config.dek_cache {
         ctx.dek_cache = Some(DekCache::new(Box::new(kv.clone()), &settings.key, settings.limits));
     }

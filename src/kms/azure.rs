@@ -94,6 +94,15 @@ pub struct Authenticator {
     clock: Rc<dyn Clock>,
     stats: Rc<KmsStats>,
     cache: RefCell<Vec<CachedToken>>,
+    /// The host key-value store, when there is one: tokens outlive the request that got them.
+    shared: Option<Rc<dyn crate::kv::KeyValue>>,
+}
+
+/// A token as shared across requests in the host key-value store.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SharedToken {
+    token: String,
+    refresh_at: i64,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -152,7 +161,46 @@ impl Authenticator {
             checked_endpoint(&s.imds_endpoint, "azure_imds_endpoint")?;
             TokenSource::Imds { endpoint: s.imds_endpoint.clone(), client_id: s.client_id.clone() }
         };
-        Ok(Authenticator { source, policy, transport, clock, stats, cache: RefCell::new(Vec::new()) })
+        Ok(Authenticator {
+            source,
+            policy,
+            transport,
+            clock,
+            stats,
+            cache: RefCell::new(Vec::new()),
+            shared: None,
+        })
+    }
+
+    /// Shares tokens with later requests through the host key-value store (until 5 minutes
+    /// before they expire, as within a request).
+    pub fn with_shared_store(mut self, kv: Option<Rc<dyn crate::kv::KeyValue>>) -> Self {
+        self.shared = kv;
+        self
+    }
+
+    /// Where this source's token for `resource` lives in the shared store: a hash of who asks
+    /// (source, client, endpoint) and for what.
+    fn shared_key(&self, resource: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let (kind, who, at) = match &self.source {
+            TokenSource::ClientSecret { token_url, client_id, .. } => {
+                ("cs", client_id.as_str(), token_url.as_str())
+            }
+            TokenSource::AppService { endpoint, client_id, .. } => {
+                ("mi", client_id.as_deref().unwrap_or(""), endpoint.as_str())
+            }
+            TokenSource::Imds { endpoint, client_id } => {
+                ("imds", client_id.as_deref().unwrap_or(""), endpoint.as_str())
+            }
+        };
+        for part in [kind, who, at, resource] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        let hex: String = h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect();
+        format!("veil/azure-token/v1/{hex}")
     }
 
     /// `client-secret`, `managed-identity` (App Service / Functions) or `imds`.
@@ -173,8 +221,31 @@ impl Authenticator {
                 return Ok(t.token.clone());
             }
         }
+        if let (false, Some(kv)) = (fresh, &self.shared) {
+            let hit = kv
+                .get(&self.shared_key(resource))
+                .ok()
+                .flatten()
+                .and_then(|b| serde_json::from_slice::<SharedToken>(&b).ok())
+                .filter(|t| now < t.refresh_at);
+            if let Some(t) = hit {
+                let token = Zeroizing::new(t.token);
+                self.cache.borrow_mut().push(CachedToken {
+                    resource: resource.to_owned(),
+                    token: token.clone(),
+                    refresh_at: t.refresh_at,
+                });
+                return Ok(token);
+            }
+        }
         let got = self.fetch(resource)?;
         let token = got.token.clone();
+        if let Some(kv) = &self.shared {
+            let shared = SharedToken { token: got.token.to_string(), refresh_at: got.refresh_at };
+            if let Ok(bytes) = serde_json::to_vec(&shared).map(Zeroizing::new) {
+                let _ = kv.set(&self.shared_key(resource), &bytes);
+            }
+        }
         let mut cache = self.cache.borrow_mut();
         cache.retain(|t| t.resource != resource);
         cache.push(got);
@@ -868,6 +939,45 @@ mod tests {
         assert!(matches!(mk(&no_tenant), Err(KmsError::Misconfigured(_))));
         let dbg = format!("{:?}", mk(&client_secret()));
         assert!(!dbg.contains("s3cr3t"), "{dbg}");
+    }
+
+    #[test]
+    fn tokens_are_shared_with_later_requests_through_the_host_store() {
+        let shared: Rc<dyn crate::kv::KeyValue> = Rc::new(crate::kv::mem::MemKv::default());
+        let t = Rc::new(ScriptedTransport::default());
+        let clock = Rc::new(FakeClock::at_unix(T0));
+        let (tenant, scheme) = ids();
+        let ctx = KeyContext { tenant: &tenant, scheme: &scheme, version: KeyVersion::FIRST };
+        // two requests, each with its own providers, as two instances would have
+        for (i, expect_token_call) in [(0, true), (1, false)] {
+            let stats = Rc::new(KmsStats::default());
+            let p = RetryPolicy::default();
+            let auth = Rc::new(
+                Authenticator::new(&client_secret(), p, t.clone(), clock.clone(), stats.clone())
+                    .expect("authenticator")
+                    .with_shared_store(Some(shared.clone())),
+            );
+            let kv = AzureKeyVault::new(
+                &client_secret(),
+                &format!("{VAULT}/keys/veil-kek"),
+                p,
+                auth,
+                t.clone(),
+                clock.clone(),
+                stats,
+            )
+            .expect("key vault");
+            if expect_token_call {
+                token_ok(&t, "tok-shared", 3600);
+            }
+            wrap_ok(&t, KID);
+            kv.wrap(&SecretKey::from_bytes([1; 32]), ctx).unwrap_or_else(|e| panic!("request {i}: {e}"));
+        }
+        let auths: Vec<_> =
+            t.requests().iter().filter_map(|r| r.header("authorization").map(str::to_string)).collect();
+        assert_eq!(auths, ["Bearer tok-shared", "Bearer tok-shared"]);
+        assert_eq!(t.requests().len(), 3, "one token request, two wraps");
+        assert_eq!(t.pending(), 0);
     }
 
     #[test]

@@ -216,6 +216,8 @@ pub struct Keks {
     stats: Rc<KmsStats>,
     azure_tokens: Option<Rc<azure::Authenticator>>,
     providers: HashMap<(&'static str, String), Box<dyn Kek>>,
+    /// The host key-value store, for state that outlives a request (Azure bearer tokens).
+    shared: Option<Rc<dyn crate::kv::KeyValue>>,
 }
 
 impl Keks {
@@ -226,7 +228,14 @@ impl Keks {
             stats: Rc::new(KmsStats::default()),
             azure_tokens: None,
             providers: HashMap::new(),
+            shared: None,
         }
+    }
+
+    /// Lets providers keep state across requests in the host key-value store.
+    pub fn with_shared_store(mut self, kv: Rc<dyn crate::kv::KeyValue>) -> Self {
+        self.shared = Some(kv);
+        self
     }
 
     /// Counts of this request's KMS work.
@@ -274,13 +283,16 @@ impl Keks {
                     let tokens = match &self.azure_tokens {
                         Some(t) => t.clone(),
                         None => {
-                            let t = Rc::new(azure::Authenticator::new(
-                                &config.kms.azure,
-                                policy,
-                                self.transport.clone(),
-                                self.clock.clone(),
-                                self.stats.clone(),
-                            )?);
+                            let t = Rc::new(
+                                azure::Authenticator::new(
+                                    &config.kms.azure,
+                                    policy,
+                                    self.transport.clone(),
+                                    self.clock.clone(),
+                                    self.stats.clone(),
+                                )?
+                                .with_shared_store(self.shared.clone()),
+                            );
                             self.azure_tokens = Some(t.clone());
                             t
                         }
