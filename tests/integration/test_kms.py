@@ -3,7 +3,10 @@ Azure Key Vault against the emulator fixture (tests/fixtures/azure_kv_emulator.p
 mapping, and the per-request KMS call counts (`veil-kms-calls`).
 
 moto and the emulator run once per session on loopback; Veil servers are started per distinct
-environment. Stored rows are read straight from the store (store.tables) and cross-checked with
+environment. A `veil serve` process shares its Key Vault bearer token across requests (docs/kms.md
+§ "Bearer tokens for Key Vault"), so tests on the module's server that count calls take the
+`az_token` fixture (a valid token is shared before they start), and tests that need the token
+endpoint to be called start their own server. Stored rows are read straight from the store (store.tables) and cross-checked with
 moto's own Decrypt (boto3) and the emulator's own unwrap, so the wire format is proven, not just
 the round trip. The opt-in DEK cache is not covered here yet.
 """
@@ -203,6 +206,23 @@ def t(kms_server):
     return kms_server.tenant()
 
 
+def azure_server(start_server, kv, name: str, source: str = "managed-identity", **env) -> VeilServer:
+    """A fresh server with the module server's Azure settings: no bearer token is shared yet."""
+    return start_server(name, allowed_hosts=[kv.url, DEAD_URL], **kv.variables(source), **env)
+
+
+@pytest.fixture
+def az_token(kms_server, kv):
+    """kms_server holds a valid shared Key Vault token when the test starts, whatever earlier
+    tests did to the emulator's tokens (a revoked one is replaced by the 401 challenge): the
+    test's Azure requests then make no token call."""
+    _, resp = create(kms_server.tenant(), az_kek(kv))
+    ok(resp, 201)
+    # wrapkey; or token + wrapkey on the first Azure request; or wrapkey → 401, token, wrapkey
+    # after an earlier test revoked the emulator's tokens
+    assert kms_calls(resp) in {(1, 0, 1), (1, 0, 2), (1, 0, 3)}
+
+
 # --------------------------------------------------------------------------- AWS KMS (moto)
 
 def test_aws_round_trip_and_moto_decrypts_the_stored_key(kms_server, t, moto_kms, aws_key):
@@ -296,7 +316,7 @@ def test_a_wrapped_key_moved_to_another_scheme_does_not_unwrap(kms_server, t, kv
                     kek_version=rows_b["kek_version"])
     resp = t.support.post("/v1/unprotect", {"values": tokens})
     err(resp, 500, "kms_unwrap_failed")
-    assert kms_calls(resp)[:2] == (0, 1)
+    assert kms_calls(resp) == (0, 1, 1)  # Azure: the token the creates shared, one unwrapkey
 
 
 @pytest.mark.parametrize("provider", ["aws", "azure"])
@@ -327,7 +347,11 @@ def check_azure_scheme(server, t, kv, name: str, version: int, kid: str) -> byte
     return plain[:32]
 
 
-def test_azure_managed_identity_round_trip_and_key_rotation(kms_server, t, kv):
+def test_azure_managed_identity_round_trip_and_key_rotation(start_server, kv):
+    """On a fresh server: the first request gets the managed-identity token, later requests
+    (other tenants' too) reuse it through the host key-value store."""
+    kms_server = azure_server(start_server, kv, "az-mi")
+    t = kms_server.tenant()
     key = new_name("k")
     kid1 = kv.create_key(key)
     before = kv.stats()
@@ -338,7 +362,7 @@ def test_azure_managed_identity_round_trip_and_key_rotation(kms_server, t, kv):
     assert stats_delta(kv, before) == {"token": 1, "wrapkey": 1, "requests": 2}
 
     old, resp = protect(t, name, VALUES)
-    assert kms_calls(resp) == (0, 1, 2)
+    assert kms_calls(resp) == (0, 1, 1)  # the shared token, one unwrapkey
     assert unprotect(t, old)[0] == VALUES
     dek1 = check_azure_scheme(kms_server, t, kv, name, 1, kid1)  # the full kid, with its version
     assert [open_token(dek1, t.id, tok).decode() for tok in old] == VALUES
@@ -348,15 +372,15 @@ def test_azure_managed_identity_round_trip_and_key_rotation(kms_server, t, kv):
     kid2 = kv.create_key(key)
     assert kid2 != kid1
     resp = t.admin.post(f"/v1/schemes/{name}/rotate")
-    assert ok(resp)["current_version"] == 2 and kms_calls(resp) == (1, 0, 2)
+    assert ok(resp)["current_version"] == 2 and kms_calls(resp) == (1, 0, 1)
     check_azure_scheme(kms_server, t, kv, name, 2, kid2)
     assert data_keys(kms_server, t.id, name)[1]["kek_id"] == kid1  # untouched
     new, _ = protect(t, name, ["after rotation"])
     before = kv.stats()
     values, resp = unprotect(t, old + new)
     assert values == VALUES + ["after rotation"]
-    assert kms_calls(resp) == (0, 2, 3)
-    assert stats_delta(kv, before) == {"token": 1, "unwrapkey": 2, "requests": 3}
+    assert kms_calls(resp) == (0, 2, 2)
+    assert stats_delta(kv, before) == {"unwrapkey": 2, "requests": 2}
 
 
 def test_azure_unwrap_uses_the_stored_key_version(kms_server, t, kv):
@@ -396,9 +420,10 @@ def test_azure_other_token_sources(start_server, kv, source):
     check_azure_scheme(server, t, kv, name, 1, kid)
 
 
-def test_azure_401_challenge_gets_one_fresh_token(kms_server, t, kv):
-    """The token is revoked while the vault holds the wrap request: the vault answers 401 with its
-    challenge, the component fetches one fresh token and the retry succeeds."""
+def test_azure_401_challenge_gets_one_fresh_token(kms_server, az_token, t, kv):
+    """The shared token is revoked while the vault holds the wrap request: the vault answers 401
+    with its challenge, the component fetches one fresh token, the retry succeeds, and the fresh
+    token replaces the shared one for later requests."""
     before = kv.stats()
     kv.fault(delay_ms=1500, count=1, scope="vault")  # delay only, no error status
     box = {}
@@ -413,20 +438,25 @@ def test_azure_401_challenge_gets_one_fresh_token(kms_server, t, kv):
     worker.join(30)
     resp = box["resp"]
     ok(resp, 201)
-    assert kms_calls(resp) == (1, 0, 4)  # token, wrapkey → 401, token, wrapkey
-    assert stats_delta(kv, before) == {"token": 2, "unauthorized": 1, "wrapkey": 1, "faults_served": 1,
-                                       "requests": 4}
-    tokens, _ = protect(t, name, ["x"])
+    assert kms_calls(resp) == (1, 0, 3)  # wrapkey (shared token) → 401, token, wrapkey
+    assert stats_delta(kv, before) == {"token": 1, "unauthorized": 1, "wrapkey": 1, "faults_served": 1,
+                                       "requests": 3}
+    before = kv.stats()
+    tokens, resp = protect(t, name, ["x"])
+    assert kms_calls(resp) == (0, 1, 1)  # the fresh token is the shared one now
     assert unprotect(t, tokens)[0] == ["x"]
+    assert stats_delta(kv, before) == {"unwrapkey": 2, "requests": 2}
 
 
-def test_azure_second_401_is_kms_denied_and_nothing_written(kms_server, t, kv):
+def test_azure_second_401_is_kms_denied_and_nothing_written(start_server, kv):
+    kms_server = azure_server(start_server, kv, "az-401")  # no token shared yet
+    t = kms_server.tenant()
     kv.state.token_lifetime = 0  # every token is already expired when the vault sees it
     before = kv.stats()
     name, resp = create(t, az_kek(kv))
     e = err(resp, 502, "kms_denied")
     assert "AKV10000" not in resp.text and "Bearer" not in e["message"]
-    assert kms_calls(resp) == (1, 0, 4)  # exactly one refresh
+    assert kms_calls(resp) == (1, 0, 4)  # token, wrapkey → 401, exactly one refresh, wrapkey → 401
     assert stats_delta(kv, before) == {"token": 2, "unauthorized": 2, "requests": 4}
     assert_nothing_written(kms_server, t, name)
 
@@ -438,21 +468,26 @@ def test_azure_unknown_key_is_kms_key_not_found_and_nothing_written(kms_server, 
     assert_nothing_written(kms_server, t, name)
 
 
-def test_azure_token_endpoint_refusal_is_kms_denied(kms_server, t, kv):
+def test_azure_token_endpoint_refusal_is_kms_denied(start_server, kv):
+    kms_server = azure_server(start_server, kv, "az-refused")  # no token shared yet
+    t = kms_server.tenant()
     kv.fault(401, count=1, scope="token")
+    before = kv.stats()
     name, resp = create(t, az_kek(kv))
     err(resp, 502, "kms_denied")
-    assert kms_calls(resp) == (1, 0, 1)
+    assert kms_calls(resp) == (1, 0, 1)  # the refused token request; no vault call
+    assert stats_delta(kv, before) == {"faults_served": 1, "requests": 1}
     assert_nothing_written(kms_server, t, name)
 
 
 # --------------------------------------------------------------------------- faults
 
-def test_azure_vault_down_is_kms_unavailable_and_nothing_written(kms_server, t, kv):
+def test_azure_vault_down_is_kms_unavailable_and_nothing_written(kms_server, az_token, t, kv):
+    before = kv.stats()
     name, resp = create(t, {"provider": "azure-keyvault", "key_url": f"{DEAD_URL}/keys/{AZ_KEY}"})
     err(resp, 503, "kms_unavailable")
-    wraps, unwraps, http = kms_calls(resp)
-    assert (wraps, unwraps) == (1, 0) and http == 1 + 4  # token + 1 try + kms_max_retries (3) retries
+    assert kms_calls(resp) == (1, 0, 4)  # the shared token; 1 try + kms_max_retries (3) retries
+    assert stats_delta(kv, before) == {}  # no token call reached the emulator
     assert_nothing_written(kms_server, t, name)
 
 
@@ -466,28 +501,30 @@ def test_aws_vault_down_is_kms_unavailable_and_nothing_written(start_server, mot
     assert_nothing_written(server, t, name)
 
 
-def test_throttled_twice_then_fine(kms_server, t, kv):
+def test_throttled_twice_then_fine(kms_server, az_token, t, kv):
     kv.fault(429, count=2, retry_after=1, scope="vault")
     before = kv.stats()
     start = time.monotonic()
     name, resp = create(t, az_kek(kv))
     elapsed = time.monotonic() - start
     ok(resp, 201)
-    assert kms_calls(resp) == (1, 0, 4)  # token, 429, 429, wrapkey
-    assert stats_delta(kv, before) == {"token": 1, "faults_served": 2, "wrapkey": 1, "requests": 4}
+    assert kms_calls(resp) == (1, 0, 3)  # 429, 429, wrapkey (with the shared token)
+    assert stats_delta(kv, before) == {"faults_served": 2, "wrapkey": 1, "requests": 3}
     assert 1.9 <= elapsed < 10, f"Retry-After: 1 twice should take about 2 s, took {elapsed:.1f} s"
     assert set(data_keys(kms_server, t.id, name)) == {1}
     tokens, _ = protect(t, name, ["x"])
     assert unprotect(t, tokens)[0] == ["x"]
 
 
-def test_throttled_with_retry_after_beyond_the_budget_fails_at_once(kms_server, t, kv):
+def test_throttled_with_retry_after_beyond_the_budget_fails_at_once(kms_server, az_token, t, kv):
     kv.fault(429, count=1, retry_after=30, scope="vault")
+    before = kv.stats()
     start = time.monotonic()
     name, resp = create(t, az_kek(kv))
     elapsed = time.monotonic() - start
     err(resp, 503, "kms_throttled")
-    assert kms_calls(resp) == (1, 0, 2)
+    assert kms_calls(resp) == (1, 0, 1)  # one 429 with the shared token, not retried
+    assert stats_delta(kv, before) == {"faults_served": 1, "requests": 1}
     assert elapsed < 5, f"a Retry-After beyond 5 s is not waited for; took {elapsed:.1f} s"
     assert_nothing_written(kms_server, t, name)
 
@@ -497,10 +534,12 @@ def test_vault_5xx_on_rotation_leaves_the_scheme_as_it_was(kms_server, t, kv):
     ok(resp, 201)
     tokens, _ = protect(t, name, ["x"])
     kv.fault(503, count=4, scope="vault")  # the try and all 3 retries
+    before = kv.stats()
     resp = t.admin.post(f"/v1/schemes/{name}/rotate")
     err(resp, 503, "kms_unavailable")
     assert "injected by the test fixture" not in resp.text
-    assert kms_calls(resp) == (1, 0, 5)
+    assert kms_calls(resp) == (1, 0, 4)  # the token shared by the create; 4 tries, no token call
+    assert stats_delta(kv, before) == {"faults_served": 4, "requests": 4}
     assert ok(t.admin.get(f"/v1/schemes/{name}"))["current_version"] == 1
     assert set(data_keys(kms_server, t.id, name)) == {1}
     assert unprotect(t, tokens)[0] == ["x"]
@@ -537,20 +576,21 @@ def test_outbound_host_not_allowed_is_misconfigured(start_server, moto_kms, aws_
 # --------------------------------------------------------------------------- KMS call counting
 
 @pytest.mark.parametrize("provider", ["aws", "azure"])
-def test_kms_calls_at_most_one_unwrap_per_scheme_version(kms_server, t, kv, aws_key, provider):
+def test_kms_calls_at_most_one_unwrap_per_scheme_version(kms_server, az_token, t, kv, aws_key, provider):
+    """One vault call per wrap or unwrap; Azure's token is already shared (az_token), so no
+    request makes a token call and both providers count alike."""
     kek = aws_kek(aws_key) if provider == "aws" else az_kek(kv)
-    token_calls = 0 if provider == "aws" else 1  # Azure: one token per request (fresh instance)
     name, resp = create(t, kek)
     ok(resp, 201)
-    assert kms_calls(resp) == (1, 0, 1 + token_calls)
+    assert kms_calls(resp) == (1, 0, 1)
 
     values = [f"value-{i}" for i in range(50)]
     v1, resp = protect(t, name, values)
-    assert kms_calls(resp) == (0, 1, 1 + token_calls)
+    assert kms_calls(resp) == (0, 1, 1)
     before = kv.stats()
     back, resp = unprotect(t, v1)
     assert back == values
-    assert kms_calls(resp) == (0, 1, 1 + token_calls)
+    assert kms_calls(resp) == (0, 1, 1)
     if provider == "azure":
         assert stats_delta(kv, before)["unwrapkey"] == 1
 
@@ -559,7 +599,7 @@ def test_kms_calls_at_most_one_unwrap_per_scheme_version(kms_server, t, kv, aws_
     mixed = [tok for pair in zip(v1, v2) for tok in pair]  # interleaved versions 1 and 2
     back, resp = unprotect(t, mixed)
     assert back == [v for v in values for _ in (1, 2)]
-    assert kms_calls(resp) == (0, 2, 2 + token_calls)
+    assert kms_calls(resp) == (0, 2, 2)
 
     # N sequential protect requests: one unwrap each (no DEK cache configured).
     before = kv.stats()
@@ -567,9 +607,8 @@ def test_kms_calls_at_most_one_unwrap_per_scheme_version(kms_server, t, kv, aws_
     for i in range(5):
         _, resp = protect(t, name, [f"n{i}", f"m{i}"])
         total = [a + b for a, b in zip(total, kms_calls(resp))]
-    assert total == [0, 5, 5 * (1 + token_calls)]
-    if provider == "azure":
-        assert stats_delta(kv, before) == {"token": 5, "unwrapkey": 5, "requests": 10}
+    assert total == [0, 5, 5]
+    assert stats_delta(kv, before) == ({"unwrapkey": 5, "requests": 5} if provider == "azure" else {})
 
 
 def test_kms_calls_one_unwrap_per_scheme_across_providers(kms_server, t, kv, aws_key):
@@ -581,7 +620,45 @@ def test_kms_calls_one_unwrap_per_scheme_across_providers(kms_server, t, kv, aws
     tb, _ = protect(t, b, ["b1", "b2", "b3"])
     back, resp = unprotect(t, [ta[0], tb[0], ta[1], tb[1], ta[2], tb[2]])
     assert back == ["a1", "b1", "a2", "b2", "a3", "b3"]
-    assert kms_calls(resp) == (0, 2, 3)  # moto decrypt; emulator token + unwrapkey
+    assert kms_calls(resp) == (0, 2, 2)  # moto decrypt; emulator unwrapkey (token shared by the create)
+
+
+def test_azure_token_is_shared_across_requests_until_a_401(start_server, kv):
+    """docs/kms.md § "Bearer tokens for Key Vault": on a fresh server the first Azure request gets
+    the one token; N later requests (another tenant's too) reuse it through the host key-value
+    store, one vault call each; a 401 challenge fetches exactly one fresh token, which later
+    requests share in turn."""
+    server = azure_server(start_server, kv, "az-shared")
+    t = server.tenant()
+    before = kv.stats()
+    name, resp = create(t, az_kek(kv))
+    ok(resp, 201)
+    assert kms_calls(resp) == (1, 0, 2)  # token, wrapkey
+    assert stats_delta(kv, before) == {"token": 1, "wrapkey": 1, "requests": 2}
+
+    n = 5
+    before = kv.stats()
+    for i in range(n):
+        _, resp = protect(t, name, [f"v{i}"])
+        assert kms_calls(resp) == (0, 1, 1), i  # unwrapkey only
+    other = server.tenant()  # the key is the token source, client and resource: not the tenant
+    other_name, resp = create(other, az_kek(kv))
+    ok(resp, 201)
+    assert kms_calls(resp) == (1, 0, 1)  # wrapkey only
+    assert stats_delta(kv, before) == {"unwrapkey": n, "wrapkey": 1, "requests": n + 1}
+
+    kv.revoke_tokens()
+    before = kv.stats()
+    tokens, resp = protect(t, name, ["after revocation"])
+    assert kms_calls(resp) == (0, 1, 3)  # unwrapkey → 401, one fresh token, unwrapkey
+    assert stats_delta(kv, before) == {"unauthorized": 1, "token": 1, "unwrapkey": 1, "requests": 3}
+
+    before = kv.stats()
+    for i in range(n):
+        _, resp = protect(other if i % 2 else t, other_name if i % 2 else name, [f"w{i}"])
+        assert kms_calls(resp) == (0, 1, 1), i  # the fresh token replaced the shared one
+    assert unprotect(t, tokens)[0] == ["after revocation"]
+    assert stats_delta(kv, before) == {"unwrapkey": n + 1, "requests": n + 1}
 
 
 def test_local_and_non_kms_requests_report_zero_http(kms_server, t):
