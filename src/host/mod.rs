@@ -76,8 +76,9 @@ pub(crate) fn with_request<T>(
     };
     let mut ctx = Ctx::new(config, conn.as_ref(), rng, crate::clock::now_unix());
     let kv = Rc::new(SpinKeyValue::default());
-    ctx.keks = crate::kms::Keks::new(Rc::new(outbound::Outbound), Rc::new(crate::kms::transport::SystemClock))
-        .with_shared_store(kv.clone());
+    ctx.keks =
+        crate::kms::Keks::new(Rc::new(outbound::Outbound), Rc::new(crate::kms::transport::SystemClock))
+            .with_shared_store(kv.clone());
     if let Some(settings) = &config.dek_cache {
         ctx.dek_cache = Some(DekCache::new(Box::new(kv.clone()), &settings.key, settings.limits));
     }
