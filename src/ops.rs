@@ -21,8 +21,12 @@ use crate::store::{KeyState, Store, StoreError};
 /// Longest subject and context accepted (bytes).
 pub const MAX_SUBJECT_BYTES: usize = 256;
 pub const MAX_CONTEXT_BYTES: usize = 1024;
-/// How often a rotation re-reads and retries when a concurrent rotation won.
-const ROTATE_ATTEMPTS: usize = 8;
+/// How often a rotation re-reads and retries when a concurrent rotation won (each lost race
+/// means another rotation succeeded, so N concurrent rotations need at most N attempts).
+const ROTATE_ATTEMPTS: u32 = 32;
+/// The longest pause between two attempts; pauses grow from 1 ms and are jittered so that
+/// racing rotations spread out instead of colliding again.
+const ROTATE_MAX_BACKOFF_MS: u64 = 50;
 
 /// What one request works with: its configuration, its database connection, its randomness.
 pub struct Ctx<'a> {
@@ -156,7 +160,14 @@ pub fn rotate(ctx: &mut Ctx<'_>, who: &Principal, name: &str) -> Result<Scheme, 
     if !policy::allows(who, &scheme.policy, Operation::Admin) {
         return Err(ApiError::forbidden("administering this scheme"));
     }
-    for _ in 0..ROTATE_ATTEMPTS {
+    for attempt in 0..ROTATE_ATTEMPTS {
+        if attempt > 0 {
+            let cap = (1u64 << attempt.min(6)).min(ROTATE_MAX_BACKOFF_MS);
+            let mut jitter = [0u8; 1];
+            ctx.rng.fill(&mut jitter);
+            let pause = cap / 2 + u64::from(jitter[0]) % (cap / 2 + 1);
+            std::thread::sleep(std::time::Duration::from_millis(pause));
+        }
         let next = scheme
             .current_version
             .next()
