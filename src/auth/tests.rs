@@ -593,31 +593,16 @@ mod token_cache {
     }
 
     fn jwks_a() -> String {
-        let kp = RS256KeyPair::from_pem(RSA_A).unwrap();
-        let c = kp.public_key().to_components();
-        json!({"keys": [{"kty": "RSA", "kid": "a", "n": URL_SAFE_NO_PAD.encode(c.n), "e": URL_SAFE_NO_PAD.encode(c.e)}]})
-            .to_string()
+        jwks(&[rsa_jwk(&rsa(RSA_A, "a"), "a")])
     }
 
     /// An RS256 token (kid "a") with exactly these claims besides tenant and roles.
     fn token(exp: u64, aud: Option<&str>) -> String {
-        let mut claims = json!({"tenant": "acme", "roles": ["app"], "exp": exp, "iat": NOW});
+        let mut c = json!({"tenant": "acme", "roles": ["app"], "exp": exp, "iat": NOW});
         if let Some(a) = aud {
-            claims["aud"] = json!(a);
+            c["aud"] = json!(a);
         }
-        let custom: Map<String, Value> = claims.as_object().unwrap().clone();
-        let c = JWTClaims {
-            issued_at: None,
-            expires_at: None,
-            invalid_before: None,
-            issuer: None,
-            subject: None,
-            audiences: None,
-            jwt_id: None,
-            nonce: None,
-            custom,
-        };
-        RS256KeyPair::from_pem(RSA_A).unwrap().with_key_id("a").sign(c).unwrap()
+        rsa(RSA_A, "a").sign(claims(c.as_object().unwrap().clone())).unwrap()
     }
 
     #[test]
