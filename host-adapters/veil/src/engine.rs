@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, Linker, ResourceTable, ResourceType};
-use wasmtime::{Cache, CacheConfig, Config, Enabled, Engine, PoolingAllocationConfig};
+use wasmtime::{Cache, CacheConfig, Config, Enabled, Engine, PoolingAllocationConfig, ProfilingStrategy};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -71,7 +71,8 @@ pub fn new_engine(settings: &EngineSettings) -> Result<Engine> {
         .epoch_interruption(true)
         // No collector is compiled in (no `gc-*` feature), and Rust components need none.
         .gc_support(false)
-        .allocation_strategy(pool);
+        .allocation_strategy(pool)
+        .profiler(profiling_strategy()?);
     if let Some(dir) = &settings.cache_dir {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create cache directory {}", dir.display()))?;
@@ -80,6 +81,17 @@ pub fn new_engine(settings: &EngineSettings) -> Result<Engine> {
         config.cache(Some(Cache::new(cache).map_err(wasmtime_err)?));
     }
     Engine::new(&config).map_err(wasmtime_err)
+}
+
+/// `VEIL_PROFILE=perfmap` (or `jitdump`) makes wasmtime describe the guest's compiled code to
+/// `perf`, so that `perf record` attributes samples to guest functions (benches/profile.sh).
+fn profiling_strategy() -> Result<ProfilingStrategy> {
+    match std::env::var("VEIL_PROFILE").ok().as_deref().map(str::trim) {
+        None | Some("") | Some("none") => Ok(ProfilingStrategy::None),
+        Some("perfmap") => Ok(ProfilingStrategy::PerfMap),
+        Some("jitdump") => Ok(ProfilingStrategy::JitDump),
+        Some(other) => crate::config_bail!("VEIL_PROFILE must be none, perfmap or jitdump, not `{other}`"),
+    }
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] for as long as the process lives.
