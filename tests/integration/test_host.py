@@ -5,6 +5,7 @@ import re
 import subprocess
 import threading
 
+import pytest
 import requests
 
 from veilkit import REPO, base_env, binaries, write_manifest
@@ -27,10 +28,12 @@ def serve(tmp_path, *args, **env):
     return proc, m.group(1)
 
 
-def test_a_guest_trap_is_a_json_500_and_the_host_keeps_serving(tmp_path):
+@pytest.mark.parametrize("reuse", ["1", "8"])
+def test_a_guest_trap_is_a_json_500_and_the_host_keeps_serving(tmp_path, reuse):
     # 24 MiB of linear memory per instance, but a body limit far above it: reading a 40 MB body
-    # makes the guest run out of memory and trap.
-    proc, url = serve(tmp_path, "--max-memory-mib", "24", max_body_bytes="60000000")
+    # makes the guest run out of memory and trap. With instance reuse, the trapped instance is
+    # dropped, never served again.
+    proc, url = serve(tmp_path, "--max-memory-mib", "24", "--reuse-instances", reuse, max_body_bytes="60000000")
     try:
         r = requests.post(f"{url}/v1/protect", data=b"x" * 40_000_000,
                           headers={"content-type": "application/json"}, timeout=60)

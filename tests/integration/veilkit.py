@@ -174,8 +174,9 @@ class VeilServer:
     all: list["VeilServer"] = []  # every server started in this session (stderr goes into failure reports)
 
     def __init__(self, workdir: Path, state_dir: Path | None = None, name="veil", raw_env: dict | None = None,
-                 allowed_hosts: list[str] | None = None, **env_overrides):
+                 allowed_hosts: list[str] | None = None, extra_args=(), **env_overrides):
         self.name = name
+        self.extra_args = [str(a) for a in extra_args]
         self.bin, wasm = binaries()
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -205,7 +206,7 @@ class VeilServer:
         err = open(self.stderr_path, "a")
         self.proc = subprocess.Popen(
             [str(self.bin), "serve", "--manifest", str(self.manifest), "--listen", "127.0.0.1:0",
-             "--state-dir", str(self.state_dir)],
+             "--state-dir", str(self.state_dir), *self.extra_args],
             stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, env=self.env,
             cwd=self.workdir, text=True, bufsize=1)
         err.close()

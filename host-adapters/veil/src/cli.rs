@@ -57,6 +57,11 @@ pub struct ServeArgs {
     /// PostgreSQL `statement_timeout` of every connection, in ms (`lock_timeout` is half of it).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub pg_statement_timeout_ms: u64,
+    /// Serve up to N requests with one component instance before discarding it (1 = a fresh
+    /// instance per request, the default). Faster, but requests share an instance's memory one
+    /// after another: read "Instance reuse" in docs/architecture.md before turning it on.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub reuse_instances: u32,
     /// Do not cache compiled code under `<state-dir>/cache`.
     #[arg(long)]
     pub no_cache: bool,

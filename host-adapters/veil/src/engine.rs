@@ -176,6 +176,13 @@ impl InstanceState {
     }
 }
 
+impl InstanceState {
+    /// No host resource (connection, stream, key-value store, request) is left in the table.
+    pub fn table_is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+}
+
 impl WasiView for InstanceState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }

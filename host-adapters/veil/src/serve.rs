@@ -1,4 +1,6 @@
-//! `veil serve`: an HTTP/1.1 server that runs one fresh component instance per request.
+//! `veil serve`: an HTTP/1.1 server that runs one fresh component instance per request, or,
+//! with `--reuse-instances N`, keeps instances for up to N requests each (see
+//! docs/architecture.md, "Instance reuse").
 
 use std::convert::Infallible;
 use std::io::Write as _;
@@ -18,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView;
 
@@ -80,8 +82,20 @@ enum Outcome {
     Failed,
 }
 
+/// An instance with its store, kept between requests when reuse is on.
+struct Warm {
+    store: Store<InstanceState>,
+    proxy: Proxy,
+    /// Requests this instance has completed.
+    served: u32,
+}
+
 struct Server {
     pre: ProxyPre<InstanceState>,
+    /// Requests one instance may serve (`--reuse-instances`); 1 = a fresh instance per request.
+    reuse_limit: u32,
+    /// Instances that completed their last request cleanly, most recent last.
+    idle: std::sync::Mutex<Vec<Warm>>,
     services: Arc<HostServices>,
     route: Route,
     request_timeout: Duration,
@@ -116,7 +130,51 @@ fn set_header(req: &mut Request<Incoming>, name: &'static str, value: &str) {
     }
 }
 
+/// Interrupts the guest at `deadline` (checked at every epoch tick, which also yields).
+fn arm_deadline(store: &mut Store<InstanceState>, deadline: Instant) {
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if Instant::now() >= deadline {
+            Err(wasmtime::Error::new(RequestTimedOut))
+        } else {
+            // Yield every tick so one busy guest cannot starve a worker thread.
+            Ok(UpdateDeadline::Yield(1))
+        }
+    });
+}
+
 impl Server {
+    /// A fresh instance in a fresh store.
+    async fn instantiate(&self, deadline: Instant) -> wasmtime::Result<Warm> {
+        let mut store = Store::new(self.pre.engine(), InstanceState::new(&self.services));
+        arm_deadline(&mut store, deadline);
+        let proxy = self.pre.instantiate_async(&mut store).await?;
+        Ok(Warm { store, proxy, served: 0 })
+    }
+
+    fn take_idle(&self) -> Option<Warm> {
+        if self.reuse_limit <= 1 {
+            return None;
+        }
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop()
+    }
+
+    /// Keeps an instance that completed a request for the next one, unless reuse is off, it has
+    /// served its quota, or the request left anything in its resource table (a connection, a
+    /// stream, a key-value handle): nothing host-side of one request may reach the next.
+    fn put_back(&self, warm: Warm) {
+        if self.reuse_limit <= 1 || warm.served >= self.reuse_limit {
+            return;
+        }
+        if !warm.store.data().table_is_empty() {
+            if self.verbose {
+                eprintln!("veil: an instance left host resources open; discarding it");
+            }
+            return;
+        }
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(warm);
+    }
+
     async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
@@ -173,40 +231,39 @@ impl Server {
             return internal_error();
         };
 
-        let mut store = Store::new(self.pre.engine(), InstanceState::new(&self.services));
         let deadline = Instant::now() + self.request_timeout;
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                Err(wasmtime::Error::new(RequestTimedOut))
-            } else {
-                // Yield every tick so one busy guest cannot starve a worker thread.
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
-
         let (sender, receiver) = tokio::sync::oneshot::channel();
-        let prepared = {
-            let mut http = store.data_mut().http();
-            http.new_incoming_request(Scheme::Http, req)
-                .and_then(|r| Ok((r, http.new_response_outparam(sender)?)))
-        };
-        let (request, outparam) = match prepared {
-            Ok(pair) => pair,
-            Err(e) => {
-                eprintln!("veil: {method} {path}: cannot pass the request to the component: {e:#}");
-                return internal_error();
-            }
-        };
-
-        let pre = self.pre.clone();
+        let server = self.clone();
         let timeout = self.request_timeout;
         let label = format!("{method} {path}");
         let task = tokio::spawn(async move {
             let _permit = permit;
             let run = async {
-                let proxy = pre.instantiate_async(&mut store).await?;
-                proxy.wasi_http_incoming_handler().call_handle(&mut store, request, outparam).await
+                let mut warm = match server.take_idle() {
+                    Some(mut w) => {
+                        arm_deadline(&mut w.store, deadline);
+                        w
+                    }
+                    None => server.instantiate(deadline).await?,
+                };
+                let (request, outparam) = {
+                    let mut http = warm.store.data_mut().http();
+                    let request = http.new_incoming_request(Scheme::Http, req)?;
+                    (request, http.new_response_outparam(sender)?)
+                };
+                warm.proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut warm.store, request, outparam)
+                    .await?;
+                warm.served += 1;
+                if server.verbose && server.reuse_limit > 1 {
+                    eprintln!(
+                        "veil: {label}: instance request {} of at most {}",
+                        warm.served, server.reuse_limit
+                    );
+                }
+                server.put_back(warm);
+                Ok::<(), wasmtime::Error>(())
             };
             match tokio::time::timeout(timeout, run).await {
                 Ok(Ok(())) => Outcome::Completed,
@@ -401,6 +458,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let local_addr = listener.local_addr()?;
         let server = Arc::new(Server {
             pre,
+            reuse_limit: args.reuse_instances.max(1),
+            idle: std::sync::Mutex::new(Vec::new()),
             services,
             route,
             request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
