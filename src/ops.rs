@@ -220,21 +220,13 @@ pub fn protect(
         AeadKey::new(scheme.algorithm, &kdf::scheme_data_key(&dek, &scheme.tenant, &scheme.name, version));
     drop(dek);
     let max = ctx.config.limits.max_value_bytes;
+    let mut sealer = token::Sealer::new(&key, &scheme.tenant, &scheme.name, version, subject, context);
     let results = values
         .iter()
         .map(|v| match v {
             Err(e) => Err(e.clone()),
             Ok(pt) if pt.len() > max => Err(ItemError::VALUE_TOO_LARGE),
-            Ok(pt) => Ok(token::protect(
-                &key,
-                &mut ctx.rng,
-                &scheme.tenant,
-                &scheme.name,
-                version,
-                subject,
-                context,
-                pt,
-            )),
+            Ok(pt) => Ok(sealer.protect(&mut ctx.rng, pt)),
         })
         .collect();
     Ok((version, results))
@@ -276,8 +268,8 @@ pub fn unprotect(
         }
         schemes.insert(p.scheme.clone(), found);
     }
-    // One unwrap per scheme version per request.
-    let mut keys: HashMap<(SchemeName, KeyVersion), Option<AeadKey>> = HashMap::new();
+    // One unwrap (and one AAD) per scheme version per request.
+    let mut keys: HashMap<(SchemeName, KeyVersion), Option<(AeadKey, Vec<u8>)>> = HashMap::new();
     let mut out = Vec::with_capacity(parsed.len());
     for p in parsed {
         let p = match p {
@@ -297,17 +289,18 @@ pub fn unprotect(
                 None
             } else {
                 ctx.unwrap_dek(scheme, p.key_version)?.map(|dek| {
-                    AeadKey::new(
+                    let key = AeadKey::new(
                         scheme.algorithm,
                         &kdf::scheme_data_key(&dek, &scheme.tenant, &scheme.name, p.key_version),
-                    )
+                    );
+                    (key, token::aad(&who.tenant, &p.scheme, p.key_version, subject, context))
                 })
             };
             keys.insert(slot.clone(), key);
         }
         let result = match keys.get(&slot) {
-            Some(Some(key)) => token::unprotect(key, &who.tenant, &p, subject, context)
-                .map_err(|_| ItemError::DECRYPTION_FAILED),
+            // The same as token::unprotect, with the slot's AAD built once.
+            Some(Some((key, aad))) => key.open(aad, &p.sealed).map_err(|_| ItemError::DECRYPTION_FAILED),
             _ => Err(ItemError::DECRYPTION_FAILED),
         };
         out.push(result);

@@ -132,11 +132,19 @@ impl AeadKey {
 
     /// Encrypts with a fresh random nonce from `rng`; returns `nonce ‖ ciphertext ‖ tag`.
     pub fn seal(&self, rng: &mut Csprng, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-        let n = self.alg.nonce_len();
         let mut out = Vec::with_capacity(self.alg.sealed_len(plaintext.len()));
+        self.seal_into(rng, aad, plaintext, &mut out);
+        out
+    }
+
+    /// Like [`AeadKey::seal`], into `out` (cleared first): lets a batch reuse one buffer.
+    pub fn seal_into(&self, rng: &mut Csprng, aad: &[u8], plaintext: &[u8], out: &mut Vec<u8>) {
+        let n = self.alg.nonce_len();
+        out.clear();
+        out.reserve(self.alg.sealed_len(plaintext.len()));
         out.resize(n, 0);
-        rng.fill(&mut out);
-        self.seal_after_nonce(out, aad, plaintext)
+        rng.fill(out);
+        self.seal_after_nonce(out, aad, plaintext);
     }
 
     /// Encrypts with a caller-chosen nonce: for known-answer and golden tests only. Reusing
@@ -152,11 +160,12 @@ impl AeadKey {
         }
         let mut out = Vec::with_capacity(self.alg.sealed_len(plaintext.len()));
         out.extend_from_slice(nonce);
-        Ok(self.seal_after_nonce(out, aad, plaintext))
+        self.seal_after_nonce(&mut out, aad, plaintext);
+        Ok(out)
     }
 
     /// `out` holds exactly the nonce; appends the ciphertext and the tag.
-    fn seal_after_nonce(&self, mut out: Vec<u8>, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    fn seal_after_nonce(&self, out: &mut Vec<u8>, aad: &[u8], plaintext: &[u8]) {
         let n = out.len();
         out.extend_from_slice(plaintext);
         let (nonce, body) = out.split_at_mut(n);
@@ -174,7 +183,6 @@ impl AeadKey {
         // (ChaCha20), far beyond any request limit and beyond wasm32's address space.
         .expect("AEAD input within the algorithm's length limit");
         out.extend_from_slice(&tag);
-        out
     }
 
     /// Decrypts `nonce ‖ ciphertext ‖ tag`. Every failure, including a value too short to
