@@ -104,7 +104,7 @@ pub struct Principal {
 /// Why a request is not authenticated. Reasons are fixed strings, safe to return to the caller:
 /// never token contents or key material.
 #[non_exhaustive]
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum AuthError {
     /// No `Authorization` header.
     Missing,
@@ -227,7 +227,11 @@ fn parse_authorization(header: Option<&str>) -> Result<Credential<'_>, AuthError
 pub struct Authenticator {
     /// `Some` only in dev mode with a long-enough secret.
     hs256_secret: Option<Zeroizing<Vec<u8>>>,
-    static_keys: KeySet,
+    /// `jwt_jwks` and `jwt_public_key_pem`, parsed on the first verification that needs them:
+    /// most requests present a token the verified-token cache already holds (or an HS256 dev
+    /// token), and building RSA/EC keys is the costliest part of a fresh instance's start.
+    static_docs: (Option<String>, Option<String>),
+    static_keys: OnceLock<Result<KeySet, AuthError>>,
     jwks_url: Option<String>,
     /// The JWKS URL's keys, once fetched; `Err` if that failed (not retried by this instance).
     fetched: OnceLock<Result<KeySet, ()>>,
@@ -267,22 +271,14 @@ impl Authenticator {
             // Outside dev mode the secret is ignored: HS256 is never accepted.
             _ => None,
         };
-        let mut static_keys = KeySet::default();
-        if let Some(doc) = &cfg.jwks_inline {
-            let set = jwks::parse_jwks(doc, Strictness::Strict)
-                .map_err(|e| AuthError::Config(format!("jwt_jwks: {e}")))?;
-            if set.is_empty() {
-                return Err(AuthError::Config("jwt_jwks: no usable signing key".to_owned()));
-            }
-            static_keys = set;
-        }
-        if let Some(pem) = &cfg.public_key_pem {
-            let key =
-                jwks::parse_pem(pem).map_err(|e| AuthError::Config(format!("jwt_public_key_pem: {e}")))?;
-            static_keys.push(key);
-        }
+        let present = |v: &Option<String>| v.as_ref().is_some_and(|d| !d.trim().is_empty());
+        let static_docs = (
+            cfg.jwks_inline.clone().filter(|_| present(&cfg.jwks_inline)),
+            cfg.public_key_pem.clone().filter(|_| present(&cfg.public_key_pem)),
+        );
         let jwks_url = cfg.jwks_url.filter(|u| !u.trim().is_empty());
-        if hs256_secret.is_none() && static_keys.is_empty() && jwks_url.is_none() {
+        if hs256_secret.is_none() && static_docs.0.is_none() && static_docs.1.is_none() && jwks_url.is_none()
+        {
             return Err(AuthError::Config(
                 "no JWT verification key: set jwt_jwks_url, jwt_jwks or jwt_public_key_pem \
                  (or jwt_hs256_secret in dev mode)"
@@ -300,7 +296,8 @@ impl Authenticator {
         }
         Ok(Self {
             hs256_secret,
-            static_keys,
+            static_docs,
+            static_keys: OnceLock::new(),
             jwks_url,
             fetched: OnceLock::new(),
             issuer: cfg.issuer,
@@ -311,6 +308,37 @@ impl Authenticator {
             fingerprint,
             token_cache: None,
         })
+    }
+
+    /// The keys of `jwt_jwks` and `jwt_public_key_pem`; a malformed one is a configuration
+    /// error (500 `config_error`) for every token that needs them.
+    fn static_keys(&self) -> Result<&KeySet, AuthError> {
+        self.static_keys
+            .get_or_init(|| {
+                let mut keys = KeySet::default();
+                if let Some(doc) = &self.static_docs.0 {
+                    keys = jwks::parse_jwks(doc, Strictness::Strict)
+                        .map_err(|e| AuthError::Config(format!("jwt_jwks: {e}")))?;
+                    if keys.is_empty() {
+                        return Err(AuthError::Config("jwt_jwks: no usable signing key".to_owned()));
+                    }
+                }
+                if let Some(pem) = &self.static_docs.1 {
+                    keys.push(
+                        jwks::parse_pem(pem)
+                            .map_err(|e| AuthError::Config(format!("jwt_public_key_pem: {e}")))?,
+                    );
+                }
+                Ok(keys)
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Parses the static keys now, so that a malformed `jwt_jwks` or `jwt_public_key_pem` shows
+    /// up at once (tests, and a host that wants to check its configuration at start-up).
+    pub fn check_static_keys(&self) -> Result<(), AuthError> {
+        self.static_keys().map(drop)
     }
 
     /// Reuses verified tokens across requests through the host key-value store, for at most
@@ -339,11 +367,17 @@ impl Authenticator {
     ) -> Result<Principal, AuthError> {
         match parse_authorization(authorization)? {
             Credential::Jwt(token) => {
-                if let Some(claims) = self.cached(token, now) {
-                    return Ok(claims.into_principal());
+                // An HS256 (dev) token costs one HMAC: less than a cache lookup and store.
+                let cacheable = jwt::parse(token).is_ok_and(|t| t.alg != Alg::Hs256);
+                if cacheable {
+                    if let Some(claims) = self.cached(token, now) {
+                        return Ok(claims.into_principal());
+                    }
                 }
                 let claims = self.verify_jwt_at(token, fetcher, now)?;
-                self.remember(token, &claims, now);
+                if cacheable {
+                    self.remember(token, &claims, now);
+                }
                 Ok(claims.into_principal())
             }
             // API-KEY SEAM: look up `veil_<id>`, compare SHA-256 of the secret in constant time.
@@ -405,7 +439,7 @@ impl Authenticator {
             let secret = self.hs256_secret.as_ref().ok_or(AuthError::Invalid("algorithm not allowed"))?;
             return conclude(jwt::verify_hs256(&t, secret, &rules));
         }
-        match self.static_keys.select(t.alg, t.kid.as_deref()) {
+        match self.static_keys()?.select(t.alg, t.kid.as_deref()) {
             Selection::Found(keys) => return try_keys(&t, &keys, &rules),
             Selection::WrongAlgorithm => return Err(AuthError::Invalid("algorithm does not match key")),
             Selection::NotFound => {}

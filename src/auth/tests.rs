@@ -528,14 +528,32 @@ fn bad_inline_jwks() {
     broken["n"] = json!("AQAB");
     let only_oct = json!({"kty": "oct", "k": b64(SECRET)});
     for doc in ["not json".to_owned(), "{}".to_owned(), jwks(&[broken]), jwks(&[only_oct]), jwks(&[])] {
-        let r = Authenticator::new(AuthConfig { jwks_inline: Some(doc), ..config() });
-        assert!(matches!(r, Err(AuthError::Config(_))), "{r:?}");
+        let r = Authenticator::new(AuthConfig { jwks_inline: Some(doc), ..config() })
+            .map(|a| a.check_static_keys());
+        assert!(matches!(r, Ok(Err(AuthError::Config(_)))), "{r:?}");
+    }
+}
+
+/// A malformed inline JWKS is parsed only when a token needs it: an HS256 dev token still
+/// works, and every RS256 token gets the configuration error (never a verification).
+#[test]
+fn bad_inline_jwks_is_reported_when_first_needed() {
+    let a = rsa(RSA_A, "a");
+    let mut broken = rsa_jwk(&a, "a");
+    broken["n"] = json!("AQAB");
+    let authn = auth(AuthConfig { jwks_inline: Some(jwks(&[broken])), ..dev_config() });
+    assert_eq!(check(&authn, &hs256(payload())).ok().map(|p| p.tenant.to_string()), Some("acme".to_owned()));
+    let token = a.sign(claims(payload())).unwrap();
+    for _ in 0..2 {
+        assert!(matches!(check(&authn, &token), Err(AuthError::Config(m)) if m.starts_with("jwt_jwks")));
     }
 }
 
 #[test]
 fn other_misconfigurations() {
-    let config_err = |cfg: AuthConfig| matches!(Authenticator::new(cfg), Err(AuthError::Config(_)));
+    let config_err = |cfg: AuthConfig| {
+        matches!(Authenticator::new(cfg).and_then(|a| a.check_static_keys()), Err(AuthError::Config(_)))
+    };
     assert!(config_err(config()), "no key at all");
     assert!(config_err(AuthConfig {
         public_key_pem: Some("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----".into()),
@@ -653,6 +671,14 @@ mod token_cache {
         let err =
             auth_b.authenticate_at(Some(&format!("Bearer {t}")), &FakeFetcher::new(Ok(jwks_a())), NOW + 1);
         assert!(matches!(err, Err(AuthError::Invalid(_))), "{err:?}");
+    }
+
+    #[test]
+    fn hs256_dev_tokens_bypass_the_cache() {
+        let kv = MemKv::default();
+        let auth = auth(dev_config()).with_token_cache(Box::new(kv.clone()), 60);
+        assert!(check(&auth, &hs256(payload())).is_ok());
+        assert!(kv.0.borrow().is_empty(), "an HS256 verification is cheaper than the cache");
     }
 
     #[test]
