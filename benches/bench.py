@@ -57,9 +57,12 @@ LUA = REPO / "benches" / "wrk.lua"
 LISTEN_RE = re.compile(r"veil: listening on (http://\S+)")
 TENANT = "bench"
 SCHEME = "pii"
+SCHEME_CHACHA = "pii_chacha"
 VALUE = "4111111111111111"  # 16 bytes: a card number, the typical protected field
 BATCH = 100
 CONCURRENCY = (1, 8, 32)
+REUSE = 1000  # `veil serve --reuse-instances` for the instance-reuse rows
+CHACHA = "ChaCha20-Poly1305 scheme"  # the auth-column suffix of rows on a chacha20-poly1305 scheme
 
 # --------------------------------------------------------------------------- processes and cleanup
 
@@ -507,8 +510,8 @@ class Bench:
                 raise BenchError(f"veil-bench-core exited {r.returncode}: {r.stderr[-800:]}")
             for key, rate in parse_core(r.stdout, "native").items():
                 rates.setdefault(key, []).append(rate)
-        if len(rates) < 27:
-            raise BenchError(f"veil-bench-core printed {len(rates)} of 27 rows")
+        if len(rates) < 36:
+            raise BenchError(f"veil-bench-core printed {len(rates)} of 36 rows")
         self.core = {k: Stat(v) for k, v in rates.items()}
 
     def bench_openssl(self) -> None:
@@ -558,8 +561,8 @@ class Bench:
                 raise BenchError(f"veil run veil-bench-core.wasm exited {r.returncode}: {r.stderr[-800:]}")
             for key, rate in parse_core(r.stdout, "wasm").items():
                 rates.setdefault(key, []).append(rate)
-        if len(rates) < 27:
-            raise BenchError(f"veil-bench-core.wasm printed {len(rates)} of 27 rows")
+        if len(rates) < 36:
+            raise BenchError(f"veil-bench-core.wasm printed {len(rates)} of 36 rows")
         self.core_wasm = {k: Stat(v) for k, v in rates.items()}
 
     # ---- 3. cold start
@@ -602,6 +605,8 @@ class Bench:
     def start_veil_for_load(self, store: str) -> Veil:
         if store == "sqlite":
             v = Veil(self.tmp, "veil-sqlite")
+        elif store == "sqlite-reuse":
+            v = Veil(self.tmp, "veil-sqlite-reuse", extra_args=["--reuse-instances", str(REUSE)])
         else:
             url = self.postgres_url()
             u = urlparse(url)
@@ -613,11 +618,12 @@ class Bench:
     def veil_cells(self, store: str, v: Veil) -> list[Cell]:
         s = requests.Session()
         admin = {"authorization": f"Bearer {hs256(['admin'])}"}
-        r = s.post(f"{v.url}/v1/schemes", headers=admin, timeout=30, json={
-            "name": SCHEME, "algorithm": "aes-256-gcm", "kek": {"provider": "local"},
-            "policy": {"protect": ["app"], "unprotect": ["support"], "admin": ["admin"]}})
-        if r.status_code != 201:
-            raise BenchError(f"create scheme on {store}: {r.status_code} {r.text[:300]}")
+        for name, alg in ((SCHEME, "aes-256-gcm"), (SCHEME_CHACHA, "chacha20-poly1305")):
+            r = s.post(f"{v.url}/v1/schemes", headers=admin, timeout=30, json={
+                "name": name, "algorithm": alg, "kek": {"provider": "local"},
+                "policy": {"protect": ["app"], "unprotect": ["support"], "admin": ["admin"]}})
+            if r.status_code != 201:
+                raise BenchError(f"create scheme {name} on {store}: {r.status_code} {r.text[:300]}")
         hs = f"Bearer {hs256(['app', 'support'])}"
         rs = f"Bearer {rs256(['app', 'support'])}"
         values = [f"{VALUE[:-3]}{i:03d}" for i in range(BATCH)]
@@ -639,20 +645,38 @@ class Bench:
             raise BenchError(f"{store}: batch unprotect did not round-trip")
         post("/v1/protect", {"scheme": SCHEME, "values": [VALUE]}, rs, 1)  # RS256 accepted
 
+        _, toks_cc = post("/v1/protect", {"scheme": SCHEME_CHACHA, "values": values}, hs, BATCH)
+        if post("/v1/unprotect", {"values": toks_cc}, hs, BATCH)[1] != values:
+            raise BenchError(f"{store}: batch unprotect ({SCHEME_CHACHA}) did not round-trip")
+
         bodies = {
             ("protect", 1): {"scheme": SCHEME, "values": [VALUE]},
             ("protect", BATCH): {"scheme": SCHEME, "values": values},
             ("unprotect", 1): {"values": [tok1]},
             ("unprotect", BATCH): {"values": toks},
         }
+        # The instance-reuse server is measured at c=32 only: the rows the targets are about.
+        conc = (32,) if store == "sqlite-reuse" else CONCURRENCY
         cells = []
         for (op, n), body in bodies.items():
             f = self.tmp / f"{store}-{op}-{n}.json"
             f.write_text(json.dumps(body))
-            for c in CONCURRENCY:
+            for c in conc:
                 cells.append(Cell("Veil", store, "HS256", op, n, c, f"{v.url}/v1/{op}",
                                   {"BENCH_BODY": str(f), "BENCH_AUTH_HEADER": "Authorization",
                                    "BENCH_AUTH_VALUE": hs}, self.duration, f"veil-{store}-{op}-{n}"))
+        if store != "postgres":  # the AEAD does not depend on the store
+            for op, body in (("protect", {"scheme": SCHEME_CHACHA, "values": values}),
+                             ("unprotect", {"values": toks_cc})):
+                f = self.tmp / f"{store}-{op}-{BATCH}-chacha.json"
+                f.write_text(json.dumps(body))
+                cells.append(Cell("Veil", store, f"HS256, {CHACHA}", op, BATCH, 32, f"{v.url}/v1/{op}",
+                                  {"BENCH_BODY": str(f), "BENCH_AUTH_HEADER": "Authorization",
+                                   "BENCH_AUTH_VALUE": hs}, self.duration, f"veil-{store}-{op}-{BATCH}-chacha"))
+        if store == "sqlite-reuse":
+            cells.append(Cell("Veil", store, "none", "healthz", 0, 32, f"{v.url}/healthz",
+                              {"BENCH_METHOD": "GET"}, self.duration, "veil-sqlite-reuse-healthz"))
+            return cells
         if store == "sqlite":
             f = self.tmp / f"{store}-protect-1.json"
             for c in CONCURRENCY:
@@ -744,7 +768,7 @@ class Bench:
         self.versions["veil"] = run([veil, "--version"]).stdout.strip()
         self.versions["wrk"] = (run(["wrk", "--version"]).stdout.strip().splitlines() or ["?"])[0]
         cells: list[Cell] = []
-        for store in ("sqlite", "postgres"):
+        for store in ("sqlite", "postgres", "sqlite-reuse"):
             try:
                 log(f"starting veil serve on {store}")
                 v = self.start_veil_for_load(store)
@@ -926,6 +950,31 @@ class Bench:
             max_unwraps = max(max_unwraps, counts.get("unwraps", 0))
         return {**totals, "max_unwraps": max_unwraps, "requests": n, "seconds": time.monotonic() - t}
 
+    # ---- 8. profile
+    def bench_profile(self) -> None:
+        import importlib.util  # noqa: PLC0415
+
+        # benches/profile.py (by path: the standard library has a `profile` module); it imports
+        # this file as `bench`, which must be this very module, not a second copy.
+        sys.modules.setdefault("bench", sys.modules[__name__])
+        spec = importlib.util.spec_from_file_location("veil_profile", Path(__file__).with_name("profile.py"))
+        veil_profile = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(veil_profile)
+
+        why = veil_profile.perf_available()
+        if why:
+            self.profile_note = f"pending: {why}"
+            self.pending.append(f"profile ({why})")
+            return
+        self.profiles = []
+        configs = [("protect ×1, fresh instances", "protect", 1, 1),
+                   (f"protect ×1, --reuse-instances {REUSE}", "protect", 1, REUSE),
+                   ("protect ×100, fresh instances", "protect", BATCH, 1)]
+        for label, op, n, reuse in (configs[:1] if self.smoke else configs):
+            log(f"profile: {label}")
+            p = veil_profile.profile(self.tmp, op, n, 32, 1 if self.smoke else 6, reuse, self.tmp / "profiles")
+            self.profiles.append((label, p))
+
     # ---- orchestration
     def main(self) -> int:
         steps = [
@@ -935,6 +984,7 @@ class Bench:
             ("cold start", self.bench_cold_start),
             ("HTTP", self.bench_http),
             ("KMS calls", self.bench_kms),
+            ("profile", self.bench_profile),
         ]
         only = set(self.args.only.split(",")) if self.args.only else None
         for name, fn in steps:
@@ -1065,7 +1115,7 @@ class Report:
             lines += ["**Failed benchmarks** (this run exited non-zero):", ""]
             lines += [f"- {f}" for f in b.failures] + [""]
         body = [self.core_section(), self.wasm_section(), self.http_section(), self.ratio_section(),
-                self.cold_section(), self.kms_section(), self.memory_section()]
+                self.cold_section(), self.kms_section(), self.memory_section(), self.profile_section()]
         self.compute_targets()
         lines += ["## Targets", "",
                   md_table(["target", "goal", "measured", "status"], self.targets), ""]
@@ -1149,7 +1199,9 @@ class Report:
                f"{len(VALUE)}-byte values. Each request was first checked for a 200 and correct results; a run "
                "with any non-2xx response, socket error or timeout fails the benchmark.", ""]
         for store, title in (("sqlite", "Veil on SQLite (embedded, `veil serve`)"),
-                             ("postgres", "Veil on PostgreSQL")):
+                             ("postgres", "Veil on PostgreSQL"),
+                             ("sqlite-reuse", f"Veil on SQLite with `--reuse-instances {REUSE}` (opt-in instance "
+                                              "reuse, docs/architecture.md)")):
             out += [f"### {title}", ""]
             cells = [x for x in b.cells if x.system == "Veil" and x.store == store]
             if store in b.store_pending:
@@ -1169,9 +1221,9 @@ class Report:
         rows = []
         pairs = (("protect", 1, "encrypt", "rps"), ("protect", BATCH, "encrypt", "vps"),
                  ("unprotect", 1, "decrypt", "rps"), ("unprotect", BATCH, "decrypt", "vps"))
-        for store in ("sqlite", "postgres"):
+        for store in ("sqlite", "postgres", "sqlite-reuse"):
             for vop, n, bop, metric in pairs:
-                for c in CONCURRENCY:
+                for c in ((32,) if store == "sqlite-reuse" else CONCURRENCY):
                     v = self.cell("Veil", store, "HS256", vop, n, c)
                     o = self.cell("OpenBao", "inmem", "root token", bop, n, c)
                     label = f"{vop} ×{n} ÷ {bop} ×{n}"
@@ -1249,6 +1301,40 @@ class Report:
                           md_table(["store", "peak RSS (VmHWM)", "RSS at the end"], rows) if rows
                           else "No figures (see failures above).", ""])
 
+    def profile_section(self) -> str:
+        b = self.b
+        out = ["## 8. Where the time goes (perf profile)", ""]
+        profiles = getattr(b, "profiles", None)
+        if not profiles:
+            out += [f"**{getattr(b, 'profile_note', '') or 'no figures (see failures above)'}**", ""]
+            return "\n".join(out)
+        out += ["`benches/profile.py` for each column: `veil serve` (SQLite, HS256, an AES-256-GCM scheme) with "
+                "`VEIL_PROFILE=perfmap` under wrk at c=32, every server thread sampled by `perf record -e cpu-clock "
+                f"-g` for {1 if b.smoke else 6} s (a software clock: no hardware counters here). Percentages are of "
+                "the server's CPU; guest rows are inclusive (Cranelift code keeps frame pointers), host rows are "
+                "what the host binary's leaf functions and the kernel stacks below them show (the host is built "
+                "without frame pointers).", ""]
+        hdr = ["", *[label for label, _ in profiles]]
+        rows = [["req/s during the profile", *[num(p["rps"]) for _, p in profiles]],
+                ["server CPU per request (µs)", *[num(p["cpu_us_per_request"]) for _, p in profiles]]]
+        for i, (label, _) in enumerate(profiles[0][1]["buckets"]):
+            rows.append([label, *[f"{p['buckets'][i][1]:.1f}%" for _, p in profiles]])
+        names = []
+        for _, p in profiles:
+            for _, name in p["dso"]:
+                if name not in names:
+                    names.append(name)
+        for name in names[:5]:
+            shown = "guest code (JIT)" if name.startswith("[JIT]") else name
+            rows.append([f"self time in {shown}",
+                         *[f"{next((x for x, n in p['dso'] if n == name), 0.0):.1f}%" for _, p in profiles]])
+        out += [md_table(hdr, rows), ""]
+        label, p = profiles[0]
+        out += [f"Hottest functions ({label}, self time):", "",
+                md_table(["%", "where", "function"], [[f"{x:.2f}", d, f"`{f[:90]}`"] for x, d, f in p["top"][:12]]),
+                ""]
+        return "\n".join(out)
+
     def notes(self) -> str:
         b = self.b
         return "\n".join([
@@ -1284,7 +1370,7 @@ class Report:
         enc = self.cell("OpenBao", "inmem", "root token", "encrypt", 1, 32)
         encb = self.cell("OpenBao", "inmem", "root token", "encrypt", BATCH, 32)
         decb = self.cell("OpenBao", "inmem", "root token", "decrypt", BATCH, 32)
-        for store in ("sqlite", "postgres"):
+        for store in ("sqlite", "postgres", "sqlite-reuse"):
             pend = "pending" if store in b.store_pending else ""
             p = self.cell("Veil", store, "HS256", "protect", 1, 32)
             r = (p.stat("rps").med / enc.stat("rps").med) if (p and enc) else None
@@ -1294,12 +1380,15 @@ class Report:
             self.target(f"HTTP {store}: single protect c=32 p99", "< 5 ms", p99, 5, "lt",
                         f"{p99:.2f} ms" if p99 is not None else "", pend)
             for vop, o in (("protect", encb), ("unprotect", decb)):
-                x = self.cell("Veil", store, "HS256", vop, BATCH, 32)
-                r = (x.stat("vps").med / o.stat("vps").med) if (x and o) else None
-                self.target(f"HTTP {store}: {vop} ×100 c=32 values/s ÷ OpenBao {o.op if o else ''} ×100",
-                            "≥ 2×", r, 2, "min",
-                            f"{r:.2f}× ({num(x.stat('vps').med)} vs {num(o.stat('vps').med)} values/s)" if r else "",
-                            pend)
+                for auth, alg in (("HS256", ""), (f"HS256, {CHACHA}", ", ChaCha20-Poly1305 scheme")):
+                    if alg and store == "postgres":
+                        continue
+                    x = self.cell("Veil", store, auth, vop, BATCH, 32)
+                    r = (x.stat("vps").med / o.stat("vps").med) if (x and o) else None
+                    self.target(f"HTTP {store}: {vop} ×100{alg} c=32 values/s ÷ OpenBao {o.op if o else ''} ×100",
+                                "≥ 2×", r, 2, "min",
+                                f"{r:.2f}× ({num(x.stat('vps').med)} vs {num(o.stat('vps').med)} values/s)"
+                                if r else "", pend)
         hs = self.cell("Veil", "sqlite", "HS256", "protect", 1, 32)
         for auth in ("RS256 warm", "RS256 cold"):
             rs = self.cell("Veil", "sqlite", auth, "protect", 1, 32)

@@ -10,6 +10,8 @@ machines have no hardware counters). Writes the reports to --dir and prints the 
   symbols.txt  samples per function (self time)
   callers.txt  the same with call graphs (callers of the hottest functions)
 
+benches/bench.py calls profile() for the "Where the time goes" section of BENCHMARKS.md.
+
 Usage (after scripts/build.sh; perf from Debian's linux-perf package):
   .venv/bin/python benches/profile.py [--op protect|unprotect|healthz] [--values 1|100]
                                       [--c 32] [--seconds 8] [--reuse-instances N] [--dir DIR]
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,28 +33,67 @@ import bench  # noqa: E402  (the benchmark's helpers: Veil, wrk, tokens)
 
 import requests  # noqa: E402
 
+# What a request's CPU is spent on: (label, symbol substrings; inclusive time of the first match).
+# Guest frames (Cranelift keeps frame pointers) give reliable inclusive times; the host binary is
+# built without frame pointers, so host rows are the leaf functions' own time plus what the
+# kernel stacks below them show.
+BUCKETS = [
+    ("guest: the whole request, host calls included (`spin_executor::run`)", ["spin_executor::run"]),
+    ("guest: authentication (`Authenticator::authenticate`)", ["veil::auth::Authenticator::authenticate"]),
+    ("guest: protect/unprotect work (`ops::protect` / `ops::unprotect`)", ["veil::ops::protect", "veil::ops::unprotect"]),
+    ("guest:   of which sealing/opening values (`AeadKey::seal_into` / `AeadKey::open`)",
+     ["veil::crypto::aead::AeadKey::seal_into", "veil::crypto::aead::AeadKey::open"]),
+    ("guest:   of which the DEK unwrap (`Ctx::unwrap_dek`)", ["veil::ops::Ctx::unwrap_dek"]),
+    ("guest:   of which the scheme lookup (`Store::get_scheme`)", ["veil::store::Store::get_scheme"]),
+    ("guest: configuration from variables (`Config::load`)", ["veil::config::Config::load"]),
+    ("guest: JSON in and out (`serde_json`, self time)", None),
+    ("host: instance memory set-up (`MemoryImageSlot::instantiate` + `set_heap_limit`)",
+     ["wasmtime::runtime::vm::cow::MemoryImageSlot::instantiate", "wasmtime::runtime::vm::cow::MemoryImageSlot::set_heap_limit"]),
+    ("kernel: `mprotect` (pool slots' memory)", ["do_mprotect_pkey"]),
+    ("kernel: TCP send (`tcp_sendmsg`)", ["tcp_sendmsg"]),
+    ("kernel: thread wake-ups and waits (`futex`)", ["__x64_sys_futex"]),
+]
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--op", default="protect", choices=("protect", "unprotect", "healthz"))
-    ap.add_argument("--values", type=int, default=1, help="values per request (protect/unprotect)")
-    ap.add_argument("--c", type=int, default=32, help="wrk connections")
-    ap.add_argument("--seconds", type=int, default=8, help="seconds sampled (wrk runs 1 s longer)")
-    ap.add_argument("--reuse-instances", type=int, default=1, help="passed to veil serve")
-    ap.add_argument("--dir", default="", help="where the reports go (default: a new /tmp directory)")
-    ap.add_argument("--top", type=int, default=40, help="entries printed per report")
-    a = ap.parse_args()
 
-    out = Path(a.dir or tempfile.mkdtemp(prefix="veil-profile-"))
+def perf_available() -> str:
+    """'' when `perf record -e cpu-clock` works here, else why not."""
+    if not shutil.which("perf"):
+        return "perf is not installed (Debian package linux-perf)"
+    r = subprocess.run(["perf", "record", "-q", "-e", "cpu-clock", "-o", "/dev/null", "--", "true"],
+                       capture_output=True, text=True)
+    return "" if r.returncode == 0 else f"perf record fails here: {r.stderr.strip()[-200:]}"
+
+
+def _report(data: Path, *args: str) -> str:
+    r = subprocess.run(["perf", "report", "-i", str(data), "--stdio", *args], capture_output=True, text=True)
+    return r.stdout
+
+
+def _rows(text: str) -> list[tuple[float, float | None, str]]:
+    """(first %, second % or None, rest) of each data line of a perf report."""
+    out = []
+    for line in text.splitlines():
+        m = re.match(r"^\s+([\d.]+)%\s+(?:([\d.]+)%\s+)?(.*)$", line)
+        if m:
+            out.append((float(m.group(1)), float(m.group(2)) if m.group(2) else None, m.group(3).strip()))
+    return out
+
+
+def profile(workdir: Path, op: str = "protect", values: int = 1, c: int = 32, seconds: int = 8,
+            reuse: int = 1, out: Path | None = None) -> dict:
+    """Runs one profiled load and returns its figures:
+    {summary, rps, p50_us, p99_us, cpu_us_per_request, dso: [(pct, name)], buckets: [(label, pct)],
+     top: [(pct, dso, symbol)]}."""
+    out = out or Path(tempfile.mkdtemp(prefix="veil-profile-"))
     out.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="veil-profile-work-"))
-    v = bench.Veil(work, "veil", env_extra={"VEIL_PROFILE": "perfmap"},
-                   extra_args=["--reuse-instances", str(a.reuse_instances)])
+    name = f"profile-{op}-{values}-r{reuse}"
+    v = bench.Veil(workdir, name, env_extra={"VEIL_PROFILE": "perfmap"},
+                   extra_args=["--reuse-instances", str(reuse)])
     try:
         v.wait_healthy()
         env = {"BENCH_METHOD": "GET"}
         url = f"{v.url}/healthz"
-        if a.op != "healthz":
+        if op != "healthz":
             s = requests.Session()
             admin = {"authorization": f"Bearer {bench.hs256(['admin'])}"}
             r = s.post(f"{v.url}/v1/schemes", headers=admin, timeout=30, json={
@@ -58,50 +101,111 @@ def main() -> int:
                 "policy": {"protect": ["app"], "unprotect": ["app"], "admin": ["admin"]}})
             r.raise_for_status()
             auth = f"Bearer {bench.hs256(['app'])}"
-            values = [f"{bench.VALUE[:-3]}{i:03d}" for i in range(a.values)]
-            body = {"scheme": bench.SCHEME, "values": values}
-            if a.op == "unprotect":
+            vals = [f"{bench.VALUE[:-3]}{i:03d}" for i in range(values)]
+            body = {"scheme": bench.SCHEME, "values": vals}
+            if op == "unprotect":
                 r = s.post(f"{v.url}/v1/protect", headers={"authorization": auth}, json=body, timeout=30)
                 r.raise_for_status()
                 body = {"values": [x["value"] for x in r.json()["results"]]}
-            f = work / "body.json"
+            f = workdir / f"{name}-body.json"
             f.write_text(json.dumps(body))
             env = {"BENCH_BODY": str(f), "BENCH_AUTH_HEADER": "Authorization", "BENCH_AUTH_VALUE": auth}
-            url = f"{v.url}/v1/{a.op}"
+            url = f"{v.url}/v1/{op}"
 
-        result = {}
+        result: dict = {}
 
         def load():
-            result["wrk"] = bench.wrk(url, a.c, a.seconds + 2, env, work)
+            try:
+                result["wrk"] = bench.wrk(url, c, seconds + 2, env, workdir)
+            except Exception as e:  # noqa: BLE001
+                result["error"] = e
 
         t = threading.Thread(target=load)
         t.start()
-        data = out / "perf.data"
+        data = out / f"{name}.perf.data"
         subprocess.run(["sleep", "1"], check=True)  # past wrk's connection set-up
-        subprocess.run(["perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "-g", "-p", str(v.proc.pid),
-                        "-o", str(data), "--", "sleep", str(a.seconds)], check=True)
+        rec = subprocess.run(["perf", "record", "-q", "-e", "cpu-clock", "-F", "2000", "-g", "-p", str(v.proc.pid),
+                              "-o", str(data), "--", "sleep", str(seconds)], capture_output=True, text=True)
         t.join()
-        w = result["wrk"]
-        rps = w["requests"] / (w["duration_us"] / 1e6)
-        summary = (f"{a.op} x{a.values} c={a.c} reuse={a.reuse_instances}: {rps:,.0f} req/s, "
-                   f"p50 {w['p50_us'] / 1000:.2f} ms, p99 {w['p99_us'] / 1000:.2f} ms")
-        reports = {
-            "dso.txt": ["--sort", "dso", "-g", "none"],
-            "symbols.txt": ["--sort", "dso,sym", "-g", "none"],
-            "callers.txt": ["--sort", "sym", "-G"],
-        }
-        for name, args in reports.items():
-            r = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--no-children", *args],
-                               capture_output=True, text=True)
-            (out / name).write_text(summary + "\n" + r.stdout)
-        print(summary)
-        for name in ("dso.txt", "symbols.txt"):
-            lines = [ln for ln in (out / name).read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-            print(f"\n== {name}")
-            print("\n".join(lines[1:a.top + 1]))
-        print(f"\nreports in {out}")
+        if "error" in result:
+            raise result["error"]
+        if rec.returncode != 0:
+            raise bench.BenchError(f"perf record failed: {rec.stderr.strip()[-300:]}")
     finally:
         v.stop()
+
+    w = result["wrk"]
+    rps = w["requests"] / (w["duration_us"] / 1e6)
+    header = _report(data, "--header-only")
+    m = re.search(r"Event count \(approx\.\): (\d+)", _report(data, "--sort", "dso", "-g", "none"))
+    cpu_ns = int(m.group(1)) if m else 0  # cpu-clock counts nanoseconds
+    dur = re.search(r"sample duration :\s+([\d.]+) ms", header)
+    sampled_s = float(dur.group(1)) / 1000 if dur else float(seconds)
+    cpu_us = cpu_ns / 1000 / (rps * sampled_s) if rps else 0.0
+    dso = [(pct, rest) for pct, _, rest in _rows(_report(data, "--no-children", "--sort", "dso", "-g", "none"))]
+    flat = [(pct, rest) for pct, _, rest in
+            _rows(_report(data, "--no-children", "--sort", "dso,sym", "-g", "none"))]
+    children = _rows(_report(data, "--children", "--sort", "sym", "-g", "none"))
+    buckets = []
+    for label, needles in BUCKETS:
+        if needles is None:  # self time of serde_json inside the guest
+            pct = sum(p for p, rest in flat if "[JIT]" in rest and "serde_json" in rest)
+        else:
+            pct = 0.0
+            for needle in needles:
+                hit = next((total for total, _, rest in children if needle in rest), None)
+                pct += hit or 0.0
+        buckets.append((label, pct))
+    top = []
+    for pct, rest in flat[:25]:
+        parts = rest.split(None, 2)
+        # "[JIT] tid 123  [.] sym" or "veil  [.] sym" or "[kernel.kallsyms]  [k] sym"
+        if rest.startswith("[JIT]"):
+            dso_name, sym = "guest (JIT)", rest.split("] ", 2)[-1]
+        else:
+            dso_name, sym = parts[0], rest.split("] ", 1)[-1] if "] " in rest else rest
+        sym = re.sub(r"::h[0-9a-f]{16}$", "", sym.replace("[.] ", "").replace("[k] ", "").strip())
+        top.append((pct, dso_name, sym))
+    summary = (f"{op} ×{values} c={c} --reuse-instances {reuse}: {rps:,.0f} req/s, "
+               f"p50 {w['p50_us'] / 1000:.2f} ms, p99 {w['p99_us'] / 1000:.2f} ms, "
+               f"server CPU {cpu_us:,.0f} µs per request")
+    (out / f"{name}.txt").write_text(summary + "\n" + _report(data, "--no-children", "--sort", "dso,sym", "-g", "none"))
+    (out / f"{name}.callers.txt").write_text(_report(data, "--no-children", "--sort", "sym", "-G"))
+    return {"summary": summary, "rps": rps, "p50_us": w["p50_us"], "p99_us": w["p99_us"],
+            "cpu_us_per_request": cpu_us, "dso": dso, "buckets": buckets, "top": top, "dir": str(out)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--op", default="protect", choices=("protect", "unprotect", "healthz"))
+    ap.add_argument("--values", type=int, default=1, help="values per request (protect/unprotect)")
+    ap.add_argument("--c", type=int, default=32, help="wrk connections")
+    ap.add_argument("--seconds", type=int, default=8, help="seconds sampled (wrk runs 2 s longer)")
+    ap.add_argument("--reuse-instances", type=int, default=1, help="passed to veil serve")
+    ap.add_argument("--dir", default="", help="where the reports go (default: a new /tmp directory)")
+    ap.add_argument("--top", type=int, default=25, help="functions printed")
+    a = ap.parse_args()
+    why = perf_available()
+    if why:
+        print(why, file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="veil-profile-work-"))
+    try:
+        p = profile(work, a.op, a.values, a.c, a.seconds, a.reuse_instances, Path(a.dir) if a.dir else None)
+    finally:
+        bench.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+    print(p["summary"])
+    print("\n== by binary (self time)")
+    for pct, name in p["dso"]:
+        print(f"{pct:6.2f}%  {name}")
+    print("\n== by activity (inclusive time)")
+    for label, pct in p["buckets"]:
+        print(f"{pct:6.2f}%  {label}")
+    print("\n== hottest functions (self time)")
+    for pct, dso, sym in p["top"][:a.top]:
+        print(f"{pct:6.2f}%  {dso:12s} {sym}")
+    print(f"\nreports in {p['dir']}")
     return 0
 
 
