@@ -241,8 +241,9 @@ pub struct Authenticator {
     roles_claim: String,
     leeway_secs: u64,
     /// SHA-256 of every setting that decides whether a token verifies: a cached verification
-    /// is only reused by an authenticator with the same fingerprint.
-    fingerprint: [u8; 32],
+    /// is only reused by an authenticator with the same fingerprint. Computed on first use
+    /// (hashing an inline JWKS is not free inside wasm, and HS256 requests never need it).
+    fingerprint: OnceLock<[u8; 32]>,
     token_cache: Option<(Box<dyn crate::kv::KeyValue>, u64)>,
 }
 
@@ -260,7 +261,6 @@ impl fmt::Debug for Authenticator {
 impl Authenticator {
     /// Checks the configuration and parses the inline JWKS and PEM key.
     pub fn new(cfg: AuthConfig) -> Result<Self, AuthError> {
-        let fingerprint = settings_fingerprint(&cfg, cfg.dev_mode && cfg.hs256_secret.is_some());
         let hs256_secret = match cfg.hs256_secret {
             Some(secret) if cfg.dev_mode => {
                 if secret.len() < MIN_HS256_SECRET_BYTES {
@@ -305,9 +305,13 @@ impl Authenticator {
             tenant_claim: cfg.tenant_claim,
             roles_claim: cfg.roles_claim,
             leeway_secs: cfg.leeway_secs,
-            fingerprint,
+            fingerprint: OnceLock::new(),
             token_cache: None,
         })
+    }
+
+    fn fingerprint(&self) -> &[u8; 32] {
+        self.fingerprint.get_or_init(|| settings_fingerprint(self))
     }
 
     /// The keys of `jwt_jwks` and `jwt_public_key_pem`; a malformed one is a configuration
@@ -398,7 +402,7 @@ impl Authenticator {
         let bytes = kv.get(&Self::cache_slot(token)).ok()??;
         let entry: CachedToken = serde_json::from_slice(&bytes).ok()?;
         let fresh =
-            entry.fingerprint == hex32(&self.fingerprint) && now < entry.until && now < entry.claims.exp;
+            entry.fingerprint == hex32(self.fingerprint()) && now < entry.until && now < entry.claims.exp;
         fresh.then_some(entry.claims)
     }
 
@@ -408,7 +412,7 @@ impl Authenticator {
         if until <= now {
             return;
         }
-        let entry = CachedToken { fingerprint: hex32(&self.fingerprint), until, claims: claims.clone() };
+        let entry = CachedToken { fingerprint: hex32(self.fingerprint()), until, claims: claims.clone() };
         if let Ok(bytes) = serde_json::to_vec(&entry) {
             let _ = kv.set(&Self::cache_slot(token), &bytes);
         }
@@ -499,21 +503,22 @@ fn hex32(b: &[u8; 32]) -> String {
 }
 
 /// The settings that decide whether a token verifies, hashed (length-prefixed, so unambiguous).
-fn settings_fingerprint(cfg: &AuthConfig, hs256_active: bool) -> [u8; 32] {
+/// SHA-256 over every setting that decides whether a token verifies.
+fn settings_fingerprint(a: &Authenticator) -> [u8; 32] {
     let mut h = Sha256::new();
     let mut field = |b: &[u8]| {
         h.update((b.len() as u64).to_be_bytes());
         h.update(b);
     };
     field(b"veil/v1/jwt-cache");
-    field(&[u8::from(hs256_active)]);
-    field(cfg.hs256_secret.as_deref().filter(|_| hs256_active).map_or(&[][..], |s| &s[..]));
-    for text in [&cfg.jwks_inline, &cfg.public_key_pem, &cfg.jwks_url, &cfg.issuer, &cfg.audience] {
+    field(&[u8::from(a.hs256_secret.is_some())]);
+    field(a.hs256_secret.as_deref().map_or(&[][..], |s| &s[..]));
+    for text in [&a.static_docs.0, &a.static_docs.1, &a.jwks_url, &a.issuer, &a.audience] {
         field(text.as_deref().unwrap_or("\u{0}unset").as_bytes());
     }
-    field(cfg.tenant_claim.as_bytes());
-    field(cfg.roles_claim.as_bytes());
-    field(&cfg.leeway_secs.to_be_bytes());
+    field(a.tenant_claim.as_bytes());
+    field(a.roles_claim.as_bytes());
+    field(&a.leeway_secs.to_be_bytes());
     h.finalize().into()
 }
 
