@@ -3,9 +3,11 @@
 # BENCHMARKS.md (or --out FILE).
 #
 #   benches/run.sh                 full mode: medians of 3 runs, 4 s wrk runs (about 10 minutes)
-#   benches/run.sh --smoke         1 run of everything, 1 s wrk runs (about a minute; CI)
+#   benches/run.sh --smoke         1 run of everything, 1 s wrk runs (about 3 minutes; CI)
 #   benches/run.sh --out FILE      write the report elsewhere
 #   benches/run.sh --no-build      use the binaries already in target/
+#   .venv/bin/python benches/profile.py [--reuse-instances N] [--values 100]
+#                                  where a request's CPU goes (perf; BENCHMARKS.md section 8)
 # Other options go to benches/bench.py (--runs N, --duration S; see `benches/bench.py --help`).
 #
 # Needs: a Rust toolchain (rustup), Python 3.11+, wrk (installed here with apt-get if missing),
@@ -23,7 +25,7 @@ args=()
 for a in "$@"; do
   case "$a" in
     --no-build) build=0 ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exec true ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exec true ;;
     *) args+=("$a") ;;
   esac
 done
@@ -35,6 +37,14 @@ if ! command -v wrk >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   $sudo apt-get update -qq >&2
   $sudo apt-get install -y -qq wrk >&2
+fi
+
+# perf for the profile section (best effort: without it that section says "pending")
+if ! command -v perf >/dev/null 2>&1; then
+  echo "==> installing perf (apt-get linux-perf; optional)" >&2
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq linux-perf >&2 || \
+    echo "    perf unavailable: the profile section will say pending" >&2
 fi
 
 if [ ! -x .venv/bin/python ]; then
