@@ -1359,58 +1359,69 @@ class Report:
         h32, h32r = rps("sqlite", "none", "healthz", 0), rps("sqlite-reuse", "none", "healthz", 0)
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         lines = ["## Why the missed targets are missed", ""]
-        budget = f"{cores * 1e6 / (3 * bao1):,.0f} µs" if bao1 else "?"
-        lines.append(
-            f"- **Single-value HTTP (≥ 3× OpenBao, p99 < 5 ms).** Veil serves {f(v1)} req/s with a fresh instance "
-            f"per request and {f(v1r)} with `--reuse-instances {REUSE}`; OpenBao {f(bao1)}. Three times OpenBao "
-            f"leaves {budget} of CPU per request on {cores} cores for server *and* wrk together. "
-            + (f"The profile (section 8) measures the server alone at {num(fresh['cpu_us_per_request'])} µs per "
-               f"request fresh and {num(reuse['cpu_us_per_request'])} µs with reuse. Fresh, instance set-up is "
-               f"{bucket(fresh, 'host: instance memory'):.0f}% of it (a pool slot's memory image and its "
-               f"`mprotect` calls, whose TLB shoot-downs show up as `smp_call_function_many_cond`), the guest's "
-               f"whole request {bucket(fresh, 'guest: the whole request'):.0f}% (of which authentication "
-               f"{bucket(fresh, 'guest: authentication'):.0f}%, the protect work "
-               f"{bucket(fresh, 'guest: protect'):.0f}%, itself mostly the DEK unwrap and the scheme lookup), and "
-               "the rest is the host's HTTP server, wasi-http resource plumbing, SQLite, allocation and the "
-               "kernel's loopback TCP. " if fresh and reuse else "")
-            + f"The floor is visible in `GET /healthz`, which only loads the configuration: {f(h32)} req/s fresh, "
-            f"{f(h32r)} with reuse, below 3× OpenBao even with no work at all. p99 follows throughput at a fixed "
-            "concurrency (Little's law: 32 connections ÷ req/s is the mean latency), so p99 < 5 ms at c=32 needs "
-            "well over 6,400 req/s of steady service. What would close it: instance reuse (opt-in, done: "
-            "docs/architecture.md), more cores than the two shared with the load generator, and a leaner host "
-            "request path (the per-request wasi-http resources and header copies); not more guest tuning, "
-            "which is now under a third of the CPU.")
-        vb, vbc = rps("sqlite", "HS256", "protect", BATCH, what="vps"), rps("sqlite", f"HS256, {CHACHA}", "protect",
-                                                                           BATCH, what="vps")
-        vbr, vbcr = (rps("sqlite-reuse", "HS256", "protect", BATCH, what="vps"),
-                     rps("sqlite-reuse", f"HS256, {CHACHA}", "protect", BATCH, what="vps"))
-        lines.append(
-            f"- **100-value batches (≥ 2× OpenBao values/s).** OpenBao: {f(bao_b)} values/s. Veil, fresh instances: "
-            f"{f(vb)} (AES-256-GCM scheme), {f(vbc)} (ChaCha20-Poly1305 scheme); with instance reuse {f(vbr)} and "
-            f"{f(vbcr)}. "
-            + (f"In a batch, sealing the values is {bucket(batch, 'guest:   of which sealing'):.0f}% of the "
-               "server's CPU (section 8): wasm has no AES or carry-less-multiply instructions, so AES-GCM runs "
-               "as bit-sliced software (SIMD128 halves its cost; section 2), JSON in and out "
-               f"{bucket(batch, 'guest: JSON'):.0f}%. " if batch else "")
-            + "ChaCha20-Poly1305 is the faster scheme algorithm inside wasm (docs/api.md); the remaining gap is "
-            "the per-request cost above, amortised over 100 values.")
+        p99 = rps("sqlite", "HS256", "protect", 1, what="p99_us")
+        single_missed = (v1 is not None and bao1 is not None and v1 < 3 * bao1) or (p99 is not None and p99 >= 5000)
+        if single_missed:
+            budget = f"{cores * 1e6 / (3 * bao1):,.0f} µs" if bao1 else "?"
+            lines.append(
+                f"- **Single-value HTTP (≥ 3× OpenBao, p99 < 5 ms).** Veil serves {f(v1)} req/s with a fresh "
+                f"instance per request and {f(v1r)} with `--reuse-instances {REUSE}`; OpenBao {f(bao1)}. Three "
+                f"times OpenBao leaves {budget} of CPU per request on {cores} cores for server *and* wrk together. "
+                + (f"The profile (section 8) measures the server alone at {num(fresh['cpu_us_per_request'])} µs "
+                   f"per request fresh"
+                   + (f" and {num(reuse['cpu_us_per_request'])} µs with reuse" if reuse else "")
+                   + f". Fresh, instance set-up is {bucket(fresh, 'host: instance memory'):.0f}% of it (a pool "
+                   "slot's memory image and its `mprotect` calls, whose TLB shoot-downs show up as "
+                   "`smp_call_function_many_cond`), the guest's whole request "
+                   f"{bucket(fresh, 'guest: the whole request'):.0f}% (authentication "
+                   f"{bucket(fresh, 'guest: authentication'):.0f}%, the protect work "
+                   f"{bucket(fresh, 'guest: protect'):.0f}%, mostly the DEK unwrap and the scheme lookup), and the "
+                   "rest is the host's HTTP server, the wasi-http resource plumbing, SQLite, allocation and the "
+                   "kernel's loopback TCP. " if fresh else "")
+                + f"The floor shows in `GET /healthz`, which only loads the configuration: {f(h32)} req/s fresh, "
+                f"{f(h32r)} with reuse. p99 follows throughput at a fixed concurrency (Little's law: 32 "
+                "connections ÷ req/s is the mean latency), so p99 < 5 ms at c=32 needs well over 6,400 req/s of "
+                "steady service. What would close it: instance reuse (opt-in, done), more cores than the two "
+                "shared with the load generator, and a leaner host request path (section 8 has the host's "
+                "share); guest tuning alone cannot, the guest being the smaller part.")
+        batch_rows = [(rps(st, a, op, BATCH, what="vps"), o) for st in ("sqlite", "postgres", "sqlite-reuse")
+                      for a in ("HS256", f"HS256, {CHACHA}")
+                      for op, o in (("protect", bao_b), ("unprotect", rps("bao", "root token", "decrypt", BATCH,
+                                                                          what="vps")))]
+        if any(v is not None and o and v < 2 * o for v, o in batch_rows):
+            vb = rps("sqlite", "HS256", "protect", BATCH, what="vps")
+            vbc = rps("sqlite", f"HS256, {CHACHA}", "protect", BATCH, what="vps")
+            vbr = rps("sqlite-reuse", "HS256", "protect", BATCH, what="vps")
+            vbcr = rps("sqlite-reuse", f"HS256, {CHACHA}", "protect", BATCH, what="vps")
+            lines.append(
+                f"- **100-value batches (≥ 2× OpenBao values/s).** OpenBao encrypts {f(bao_b)} values/s. Veil "
+                f"protects, fresh instances: {f(vb)} (AES-256-GCM scheme), {f(vbc)} (ChaCha20-Poly1305 scheme); "
+                f"with instance reuse {f(vbr)} and {f(vbcr)}. "
+                + (f"In a batch, sealing the values is {bucket(batch, 'guest:   of which sealing'):.0f}% of the "
+                   "server's CPU (section 8): wasm has no AES or carry-less-multiply instructions, so AES-GCM runs "
+                   "as bit-sliced software (SIMD128 halves its cost, section 2); JSON in and out is "
+                   f"{bucket(batch, 'guest: JSON'):.0f}%. " if batch else "")
+                + "ChaCha20-Poly1305 is the faster scheme algorithm inside wasm (docs/api.md); what remains is "
+                "the per-request cost above, amortised over 100 values, and decryption's per-token parsing.")
         core64 = b.core.get(("protect", "aes-256-gcm", 64))
         raw64 = b.core.get(("raw_seal", "aes-256-gcm", 64))
-        if core64 and raw64:
+        if core64 and raw64 and core64.med < 3e6:
             per = 1e9 / core64.med - 1e9 / raw64.med
             lines.append(
                 f"- **Core native, 64 B AES-256-GCM protect (≥ 3 M/s).** The AEAD alone does {num(raw64.med)}/s "
-                f"here; protect adds {per:.0f} ns per value: a nonce from the CSPRNG (ChaCha20), the base64 of the "
-                "92-byte payload and the token's one allocation. On a quiet machine it is at or near 3 M/s; on a "
-                "loaded one it moves with the AEAD figure beside it.")
+                f"in this run; protect adds {per:.0f} ns per value: a nonce from the CSPRNG (ChaCha20), the base64 "
+                "of the 92-byte payload and the token's one allocation. The figure moves with the AEAD's beside it "
+                "(the machine's load); on a quiet run it was just under or at 3 M/s.")
         wcc, wccraw = b.core_wasm.get(("protect", "chacha20-poly1305", 64)), b.core_wasm.get(
             ("raw_seal", "chacha20-poly1305", 64))
-        if wcc and wccraw:
+        if wcc and wccraw and wcc.med < 1e6:
             lines.append(
                 f"- **In wasm, ChaCha20-Poly1305 64 B (≥ 1 M/s).** The raw crate does {num(wccraw.med)}/s in wasm "
-                f"here and protect {num(wcc.med)}/s: the token's base64, the nonce and the allocation cost more "
-                "in wasm than natively. The chacha20 and poly1305 crates have no wasm SIMD back-end; SIMD128 "
+                f"in this run and protect {num(wcc.med)}/s: the token's base64, the nonce and the allocation cost "
+                "more in wasm than natively. The chacha20 and poly1305 crates have no wasm SIMD back-end; SIMD128 "
                 "auto-vectorisation is all they get.")
+        if len(lines) == 2:
+            lines.append("Every target with a figure in this run was met.")
         lines.append("")
         return "\n".join(lines)
 
