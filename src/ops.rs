@@ -16,7 +16,7 @@ use crate::kms::{Kek, Keks, KeyContext};
 use crate::policy;
 use crate::scheme::{mask::MaskRule, KekRef, Operation, Policy, Scheme};
 use crate::store::sql::SqlConn;
-use crate::store::{KeyState, Store, StoreError};
+use crate::store::{DataKey, KeyState, Store, StoreError};
 
 /// Longest subject and context accepted (bytes).
 pub const MAX_SUBJECT_BYTES: usize = 256;
@@ -50,9 +50,20 @@ impl<'a> Ctx<'a> {
     }
 
     fn unwrap_dek(&mut self, scheme: &Scheme, version: KeyVersion) -> Result<Option<SecretKey>, ApiError> {
-        let Some(dk) = self.store.data_key(&scheme.tenant, &scheme.name, version)? else {
+        let dk = self.store.data_key(&scheme.tenant, &scheme.name, version)?;
+        self.unwrap_data_key(scheme, dk)
+    }
+
+    /// Unwraps a data key already read from the store (through the DEK cache if it is on).
+    fn unwrap_data_key(
+        &mut self,
+        scheme: &Scheme,
+        dk: Option<DataKey>,
+    ) -> Result<Option<SecretKey>, ApiError> {
+        let Some(dk) = dk else {
             return Ok(None);
         };
+        let version = dk.version;
         if dk.state == KeyState::Destroyed {
             return Ok(None);
         }
@@ -207,12 +218,14 @@ pub fn protect(
 ) -> Result<(KeyVersion, Vec<Result<String, ItemError>>), ApiError> {
     check_batch(ctx.config, values.len())?;
     check_binding(subject, context)?;
-    let scheme = ctx.scheme(who, scheme)?;
+    let name = SchemeName::parse(scheme).map_err(|e| ApiError::invalid_field(format!("scheme: {e}")))?;
+    let (scheme, current) =
+        ctx.store.get_scheme_with_current_key(&who.tenant, &name)?.ok_or_else(|| not_found(&name))?;
     if !policy::allows(who, &scheme.policy, Operation::Protect) {
         return Err(ApiError::forbidden("protecting with this scheme"));
     }
     let version = scheme.current_version;
-    let dek = ctx.unwrap_dek(&scheme, version)?.ok_or_else(|| {
+    let dek = ctx.unwrap_data_key(&scheme, current)?.ok_or_else(|| {
         eprintln!("veil: scheme {}/{} has no usable current data key", scheme.tenant, scheme.name);
         ApiError::internal()
     })?;

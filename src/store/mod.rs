@@ -91,6 +91,9 @@ pub struct Store<'a> {
 }
 
 const SCHEME_COLUMNS: &str = "tenant, name, algorithm, kek, policy, mask_rule, current_version, created_at";
+/// [`SCHEME_COLUMNS`] of `schemes s`, then the columns of its current `data_keys d` row.
+const SCHEME_AND_KEY_COLUMNS: &str = "s.tenant, s.name, s.algorithm, s.kek, s.policy, s.mask_rule, \
+     s.current_version, s.created_at, d.version, d.wrapped_dek, d.kek_id, d.kek_version, d.state";
 
 impl<'a> Store<'a> {
     pub fn new(conn: &'a dyn SqlConn) -> Self {
@@ -239,6 +242,31 @@ impl<'a> Store<'a> {
         rows.first().map(|r| scheme_from_row(&Row(r))).transpose()
     }
 
+    /// A scheme and its current data key in one round trip (the protect path). The key is `None`
+    /// if its row is missing, which a consistent store never shows.
+    pub fn get_scheme_with_current_key(
+        &self,
+        tenant: &TenantId,
+        name: &SchemeName,
+    ) -> Result<Option<(Scheme, Option<DataKey>)>, StoreError> {
+        let sql = format!(
+            "SELECT {SCHEME_AND_KEY_COLUMNS} FROM schemes s LEFT JOIN data_keys d \
+             ON d.tenant = s.tenant AND d.scheme = s.name AND d.version = s.current_version \
+             WHERE s.tenant = $1 AND s.name = $2"
+        );
+        let rows = self.with_schema(|| {
+            self.conn
+                .query(&sql, &[SqlValue::Text(tenant.as_str().into()), SqlValue::Text(name.as_str().into())])
+        })?;
+        let Some(r) = rows.first() else { return Ok(None) };
+        let scheme = scheme_from_row(&Row(r))?;
+        let key = match r.get(8) {
+            None | Some(SqlValue::Null) => None,
+            Some(_) => Some(data_key_from_row(&Row(&r[8..]))?),
+        };
+        Ok(Some((scheme, key)))
+    }
+
     /// The tenant's schemes, sorted by name.
     pub fn list_schemes(&self, tenant: &TenantId) -> Result<Vec<Scheme>, StoreError> {
         let sql = format!("SELECT {SCHEME_COLUMNS} FROM schemes WHERE tenant = $1 ORDER BY name");
@@ -264,19 +292,22 @@ impl<'a> Store<'a> {
                 ],
             )
         })?;
-        let Some(r) = rows.first() else { return Ok(None) };
-        let r = Row(r);
-        let state = KeyState::parse(r.text(4)?).ok_or_else(|| corrupt("data_keys.state"))?;
-        Ok(Some(DataKey {
-            version: key_version(r.int(0)?)?,
-            wrapped: WrappedDek {
-                blob: r.blob(1)?.to_vec(),
-                kek_id: r.text(2)?.into(),
-                kek_version: r.text(3)?.into(),
-            },
-            state,
-        }))
+        rows.first().map(|r| data_key_from_row(&Row(r))).transpose()
     }
+}
+
+/// `version, wrapped_dek, kek_id, kek_version, state` of `data_keys`.
+fn data_key_from_row(r: &Row<'_>) -> Result<DataKey, StoreError> {
+    let state = KeyState::parse(r.text(4)?).ok_or_else(|| corrupt("data_keys.state"))?;
+    Ok(DataKey {
+        version: key_version(r.int(0)?)?,
+        wrapped: WrappedDek {
+            blob: r.blob(1)?.to_vec(),
+            kek_id: r.text(2)?.into(),
+            kek_version: r.text(3)?.into(),
+        },
+        state,
+    })
 }
 
 fn corrupt(what: &str) -> StoreError {

@@ -121,6 +121,27 @@ fn rotation_is_compare_and_set(db: &dyn SqlConn) {
     assert!(store.data_key(&s.tenant, &s.name, v3).expect("k").is_none());
 }
 
+/// The protect path's one query returns the same scheme and current key as the two reads.
+fn scheme_with_current_key_follows_rotation(db: &dyn SqlConn) {
+    let store = Store::new(db);
+    let s = scheme("pii");
+    assert!(store.get_scheme_with_current_key(&s.tenant, &s.name).expect("get").is_none(), "no scheme yet");
+    store.create_scheme(&s, &wrapped(1), 1).expect("create");
+    for (tag, version) in [(1u8, 1u32), (2, 2), (3, 3)] {
+        if version > 1 {
+            let prev = KeyVersion::new(version - 1).expect("v");
+            store.add_key_version(&s.tenant, &s.name, prev, &wrapped(tag), 2).expect("rotate");
+        }
+        let (got, key) = store.get_scheme_with_current_key(&s.tenant, &s.name).expect("get").expect("some");
+        assert_eq!(Some(got.clone()), store.get_scheme(&s.tenant, &s.name).expect("get"));
+        assert_eq!(got.current_version.get(), version);
+        let key = key.expect("the current key");
+        assert_eq!((key.version.get(), key.wrapped, key.state), (version, wrapped(tag), KeyState::Active));
+    }
+    let other = TenantId::parse("other").expect("tenant");
+    assert!(store.get_scheme_with_current_key(&other, &s.name).expect("get").is_none());
+}
+
 fn list_is_sorted_and_per_tenant(db: &dyn SqlConn) {
     let store = Store::new(db);
     for n in ["zeta", "alpha", "mid"] {
@@ -253,5 +274,6 @@ contract!(
     migrates_on_first_use_and_only_once,
     scheme_round_trip_and_duplicates,
     rotation_is_compare_and_set,
+    scheme_with_current_key_follows_rotation,
     list_is_sorted_and_per_tenant,
 );
