@@ -267,13 +267,19 @@ pub fn unprotect(
             }
         })
         .collect();
-    // Every scheme named in the batch, checked before any decryption.
+    // Every scheme named in the batch, checked before any decryption; each read brings along the
+    // data key of the first token naming it (one round trip for the common one-version batch).
     let mut schemes: HashMap<SchemeName, Option<Scheme>> = HashMap::new();
+    let mut fetched: HashMap<(SchemeName, KeyVersion), Option<DataKey>> = HashMap::new();
     for p in parsed.iter().flatten() {
         if schemes.contains_key(&p.scheme) {
             continue;
         }
-        let found = ctx.store.get_scheme(&who.tenant, &p.scheme)?;
+        let found = ctx.store.get_scheme_with_key(&who.tenant, &p.scheme, p.key_version)?;
+        let found = found.map(|(s, key)| {
+            fetched.insert((p.scheme.clone(), p.key_version), key);
+            s
+        });
         if let Some(s) = &found {
             if !policy::allows(who, &s.policy, Operation::Unprotect) {
                 return Err(ApiError::forbidden(&format!("unprotecting with scheme \"{}\"", s.name)));
@@ -301,7 +307,11 @@ pub fn unprotect(
             let key = if p.key_version > scheme.current_version {
                 None
             } else {
-                ctx.unwrap_dek(scheme, p.key_version)?.map(|dek| {
+                let dek = match fetched.remove(&slot) {
+                    Some(dk) => ctx.unwrap_data_key(scheme, dk)?,
+                    None => ctx.unwrap_dek(scheme, p.key_version)?,
+                };
+                dek.map(|dek| {
                     let key = AeadKey::new(
                         scheme.algorithm,
                         &kdf::scheme_data_key(&dek, &scheme.tenant, &scheme.name, p.key_version),

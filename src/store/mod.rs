@@ -249,15 +249,37 @@ impl<'a> Store<'a> {
         tenant: &TenantId,
         name: &SchemeName,
     ) -> Result<Option<(Scheme, Option<DataKey>)>, StoreError> {
+        self.scheme_with_key(tenant, name, None)
+    }
+
+    /// A scheme and one of its data-key versions (`None` if no such version) in one round trip
+    /// (the unprotect path).
+    pub fn get_scheme_with_key(
+        &self,
+        tenant: &TenantId,
+        name: &SchemeName,
+        version: KeyVersion,
+    ) -> Result<Option<(Scheme, Option<DataKey>)>, StoreError> {
+        self.scheme_with_key(tenant, name, Some(version))
+    }
+
+    fn scheme_with_key(
+        &self,
+        tenant: &TenantId,
+        name: &SchemeName,
+        version: Option<KeyVersion>,
+    ) -> Result<Option<(Scheme, Option<DataKey>)>, StoreError> {
+        let which = if version.is_some() { "$3" } else { "s.current_version" };
         let sql = format!(
             "SELECT {SCHEME_AND_KEY_COLUMNS} FROM schemes s LEFT JOIN data_keys d \
-             ON d.tenant = s.tenant AND d.scheme = s.name AND d.version = s.current_version \
+             ON d.tenant = s.tenant AND d.scheme = s.name AND d.version = {which} \
              WHERE s.tenant = $1 AND s.name = $2"
         );
-        let rows = self.with_schema(|| {
-            self.conn
-                .query(&sql, &[SqlValue::Text(tenant.as_str().into()), SqlValue::Text(name.as_str().into())])
-        })?;
+        let mut params = vec![SqlValue::Text(tenant.as_str().into()), SqlValue::Text(name.as_str().into())];
+        if let Some(v) = version {
+            params.push(SqlValue::Int(v.get().into()));
+        }
+        let rows = self.with_schema(|| self.conn.query(&sql, &params))?;
         let Some(r) = rows.first() else { return Ok(None) };
         let scheme = scheme_from_row(&Row(r))?;
         let key = match r.get(8) {

@@ -138,8 +138,18 @@ fn scheme_with_current_key_follows_rotation(db: &dyn SqlConn) {
         let key = key.expect("the current key");
         assert_eq!((key.version.get(), key.wrapped, key.state), (version, wrapped(tag), KeyState::Active));
     }
+    for version in 1..=4u32 {
+        let v = KeyVersion::new(version).expect("v");
+        let (got, key) = store.get_scheme_with_key(&s.tenant, &s.name, v).expect("get").expect("some");
+        assert_eq!(got.current_version.get(), 3);
+        match key {
+            Some(k) => assert_eq!((k.version, k.wrapped), (v, wrapped(version as u8))),
+            None => assert_eq!(version, 4, "versions 1-3 exist"),
+        }
+    }
     let other = TenantId::parse("other").expect("tenant");
     assert!(store.get_scheme_with_current_key(&other, &s.name).expect("get").is_none());
+    assert!(store.get_scheme_with_key(&other, &s.name, KeyVersion::FIRST).expect("get").is_none());
 }
 
 fn list_is_sorted_and_per_tenant(db: &dyn SqlConn) {
