@@ -59,6 +59,17 @@ impl KeyValue for SpinKeyValue {
     }
 }
 
+/// A CSPRNG seeded with 32 bytes of `wasi:random` (straight from the host's generator).
+pub(crate) fn seeded_rng() -> Option<Csprng> {
+    let bytes = zeroize::Zeroizing::new(wasi::random::random::get_random_bytes(32));
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    if bytes.len() != seed.len() || bytes.iter().all(|b| *b == 0) {
+        return None;
+    }
+    seed.copy_from_slice(&bytes);
+    Some(Csprng::from_entropy(seed))
+}
+
 /// Runs `f` with everything one request needs, built from the host: configuration, a lazily
 /// opened database connection, a CSPRNG seeded once, the authenticator and the JWKS fetcher.
 pub(crate) fn with_request<T>(
@@ -66,7 +77,7 @@ pub(crate) fn with_request<T>(
     auth_config: AuthConfig,
     f: impl FnOnce(&mut Ctx<'_>, Result<&Authenticator, ApiError>, &outbound::Outbound) -> T,
 ) -> Result<T, ApiError> {
-    let rng = Csprng::from_os().map_err(|_| {
+    let rng = seeded_rng().ok_or_else(|| {
         eprintln!("veil: the host gave no randomness");
         ApiError::internal()
     })?;
