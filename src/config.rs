@@ -1,6 +1,8 @@
 //! Deployment configuration, read from Spin variables once per request (DESIGN §12).
 
+use std::cell::OnceCell;
 use std::fmt;
+use std::rc::Rc;
 
 use zeroize::Zeroizing;
 
@@ -48,10 +50,44 @@ pub struct Config {
     pub database_url: Option<Zeroizing<String>>,
     pub limits: Limits,
     pub auth: AuthConfig,
-    /// AWS KMS and Azure Key Vault settings (docs/kms.md).
-    pub kms: KmsSettings,
+    /// AWS KMS and Azure Key Vault settings (docs/kms.md), read when a vault is first needed.
+    pub kms: LazyKms,
     /// The opt-in DEK cache (`dek_cache*`); `None` when off.
     pub dek_cache: Option<DekCacheSettings>,
+}
+
+/// The KMS settings, loaded at once ([`Config::load`]) or on first use ([`Config::load_deferred`]):
+/// they are 18 variables, and a request on the local KEK or a warm DEK cache needs none of them.
+pub struct LazyKms {
+    source: Option<Rc<dyn Variables>>,
+    cell: OnceCell<Result<KmsSettings, ConfigError>>,
+}
+
+impl LazyKms {
+    fn loaded(settings: KmsSettings) -> Self {
+        LazyKms { source: None, cell: OnceCell::from(Ok(settings)) }
+    }
+
+    /// The settings; a malformed KMS variable is an error for every request that needs a vault.
+    pub fn get(&self) -> Result<&KmsSettings, ConfigError> {
+        self.cell
+            .get_or_init(|| match &self.source {
+                Some(vars) => KmsSettings::load(vars.as_ref()),
+                None => Ok(KmsSettings::default()),
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+impl fmt::Debug for LazyKms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.cell.get() {
+            Some(Ok(k)) => k.fmt(f),
+            Some(Err(e)) => write!(f, "LazyKms(error: {e})"),
+            None => f.write_str("LazyKms(not loaded yet)"),
+        }
+    }
 }
 
 /// The opt-in DEK cache: its sealing key and limits (docs/kms.md § DEK cache).
@@ -310,7 +346,22 @@ fn parse_limit(
 }
 
 impl Config {
+    /// Reads and checks every variable now.
     pub fn load(vars: &dyn Variables) -> Result<Config, ConfigError> {
+        let mut c = Self::load_core(vars)?;
+        c.kms = LazyKms::loaded(KmsSettings::load(vars)?);
+        Ok(c)
+    }
+
+    /// Like [`Config::load`], but the KMS variables are read when a vault is first needed: the
+    /// component's per-request path, where each variable is a host call.
+    pub fn load_deferred(vars: Rc<dyn Variables>) -> Result<Config, ConfigError> {
+        let mut c = Self::load_core(vars.as_ref())?;
+        c.kms = LazyKms { source: Some(vars), cell: OnceCell::new() };
+        Ok(c)
+    }
+
+    fn load_core(vars: &dyn Variables) -> Result<Config, ConfigError> {
         let dev_mode = parse_bool("dev_mode", vars.get("dev_mode"))?;
         let d = Limits::default();
         let limits = Limits {
@@ -353,7 +404,7 @@ impl Config {
             database_url,
             limits,
             auth,
-            kms: KmsSettings::load(vars)?,
+            kms: LazyKms::loaded(KmsSettings::default()),
             dek_cache: DekCacheSettings::load(vars)?,
         })
     }
@@ -379,6 +430,24 @@ pub(crate) mod tests {
         fn get(&self, name: &str) -> Option<String> {
             self.0.get(name).filter(|v| !v.is_empty()).cloned()
         }
+    }
+
+    /// Deferred KMS settings read no KMS variable until asked, then report a bad one.
+    #[test]
+    fn kms_settings_are_read_on_first_use_when_deferred() {
+        struct Counting(MapVars, std::cell::RefCell<Vec<String>>);
+        impl Variables for Counting {
+            fn get(&self, name: &str) -> Option<String> {
+                self.1.borrow_mut().push(name.to_owned());
+                self.0.get(name)
+            }
+        }
+        let vars = Rc::new(Counting(MapVars::default().with("kms_timeout_ms", "nope"), Default::default()));
+        let c = Config::load_deferred(vars.clone()).expect("the rest of the configuration is fine");
+        assert!(!vars.1.borrow().iter().any(|n| n.starts_with("kms_") || n.starts_with("aws_")));
+        let e = c.kms.get().expect_err("a bad kms_timeout_ms");
+        assert!(e.0.contains("kms_timeout_ms"), "{e}");
+        assert!(Config::load(&vars.0).is_err(), "the eager load refuses it at once");
     }
 
     #[test]
@@ -416,9 +485,9 @@ pub(crate) mod tests {
     #[test]
     fn kms_settings_defaults_checks_and_secrets_hidden() {
         let c = Config::load(&MapVars::default()).expect("config");
-        assert_eq!(c.kms, KmsSettings::default());
-        assert_eq!(c.kms.azure.api_version, "7.5");
-        assert_eq!(c.kms.timeout_ms, 5000);
+        assert_eq!(c.kms.get().expect("kms"), &KmsSettings::default());
+        assert_eq!(c.kms.get().expect("kms").azure.api_version, "7.5");
+        assert_eq!(c.kms.get().expect("kms").timeout_ms, 5000);
         let c = Config::load(
             &MapVars::default()
                 .with("aws_region", "eu-west-1")
@@ -431,8 +500,9 @@ pub(crate) mod tests {
                 .with("kms_max_retries", "0"),
         )
         .expect("config");
-        assert_eq!(c.kms.aws.region.as_deref(), Some("eu-west-1"));
-        assert_eq!((c.kms.timeout_ms, c.kms.max_retries), (250, 0));
+        assert_eq!(c.kms.get().expect("kms").aws.region.as_deref(), Some("eu-west-1"));
+        let k = c.kms.get().expect("kms");
+        assert_eq!((k.timeout_ms, k.max_retries), (250, 0));
         let shown = format!("{c:?}");
         assert!(!shown.contains("very-secret"), "{shown}");
         assert!(shown.contains("AKIDEXAMPLE"));

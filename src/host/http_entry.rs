@@ -36,7 +36,7 @@ fn header(fields: &Fields, name: &str) -> Option<String> {
 }
 
 async fn respond(req: IncomingRequest) -> (ApiResponse, bool) {
-    let mut config = match Config::load(&SpinVariables) {
+    let mut config = match Config::load_deferred(std::rc::Rc::new(SpinVariables)) {
         Ok(c) => c,
         Err(e) => return (ApiResponse::error(&ApiError::from(e)), false),
     };

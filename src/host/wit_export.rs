@@ -29,7 +29,7 @@ fn run<T>(
     credential: &str,
     f: impl FnOnce(&mut ops::Ctx<'_>, &crate::auth::Principal) -> Result<T, ApiError>,
 ) -> Result<T, Error> {
-    let mut config = Config::load(&SpinVariables).map_err(ApiError::from)?;
+    let mut config = Config::load_deferred(std::rc::Rc::new(SpinVariables)).map_err(ApiError::from)?;
     let auth_config = std::mem::take(&mut config.auth);
     let result = with_request(&config, auth_config, |ctx, auth, outbound| {
         let who = auth?.authenticate(Some(credential), outbound)?;

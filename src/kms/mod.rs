@@ -258,7 +258,13 @@ impl Keks {
         };
         let slot = (kek.provider(), id);
         if !self.providers.contains_key(&slot) {
-            let policy = transport::RetryPolicy::from_settings(&config.kms);
+            let kms_settings = || config.kms.get().map_err(|e| KmsError::Misconfigured(e.0));
+            let policy = match kek {
+                KekRef::Local => {
+                    transport::RetryPolicy::from_settings(&crate::config::KmsSettings::default())
+                }
+                _ => transport::RetryPolicy::from_settings(kms_settings()?),
+            };
             let built: Box<dyn Kek> = match kek {
                 KekRef::Local => {
                     let local = local::LocalKek::from_config(
@@ -270,7 +276,7 @@ impl Keks {
                 }
                 KekRef::AwsKms { key_id } => {
                     let kms = aws::AwsKms::new(
-                        &config.kms.aws,
+                        &kms_settings()?.aws,
                         key_id,
                         policy,
                         self.transport.clone(),
@@ -285,7 +291,7 @@ impl Keks {
                         None => {
                             let t = Rc::new(
                                 azure::Authenticator::new(
-                                    &config.kms.azure,
+                                    &kms_settings()?.azure,
                                     policy,
                                     self.transport.clone(),
                                     self.clock.clone(),
@@ -298,7 +304,7 @@ impl Keks {
                         }
                     };
                     let kv = azure::AzureKeyVault::new(
-                        &config.kms.azure,
+                        &kms_settings()?.azure,
                         key_url,
                         policy,
                         tokens,
