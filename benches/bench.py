@@ -1370,14 +1370,17 @@ class Report:
                 + (f"The profile (section 8) measures the server alone at {num(fresh['cpu_us_per_request'])} µs "
                    f"per request fresh"
                    + (f" and {num(reuse['cpu_us_per_request'])} µs with reuse" if reuse else "")
-                   + f". Fresh, instance set-up is {bucket(fresh, 'host: instance memory'):.0f}% of it (a pool "
-                   "slot's memory image and its `mprotect` calls, whose TLB shoot-downs show up as "
-                   "`smp_call_function_many_cond`), the guest's whole request "
+                   + f". Fresh, setting up a pool slot's memory is {bucket(fresh, 'host: instance memory'):.0f}% "
+                   f"of it (`mprotect` {bucket(fresh, 'kernel: `mprotect`'):.0f}%), the guest's whole request "
                    f"{bucket(fresh, 'guest: the whole request'):.0f}% (authentication "
                    f"{bucket(fresh, 'guest: authentication'):.0f}%, the protect work "
-                   f"{bucket(fresh, 'guest: protect'):.0f}%, mostly the DEK unwrap and the scheme lookup), and the "
-                   "rest is the host's HTTP server, the wasi-http resource plumbing, SQLite, allocation and the "
-                   "kernel's loopback TCP. " if fresh else "")
+                   f"{bucket(fresh, 'guest: protect'):.0f}%: scheme and key lookup "
+                   f"{bucket(fresh, 'guest:   of which the scheme'):.0f}%, DEK unwrap "
+                   f"{bucket(fresh, 'guest:   of which the DEK'):.0f}%, sealing "
+                   f"{bucket(fresh, 'guest:   of which sealing'):.0f}%), and the other "
+                   f"{100 - bucket(fresh, 'guest: the whole request'):.0f}% is the host: "
+                   "hyper, tokio, the wasi-http resources and component-model calls, SQLite, allocation, and "
+                   "the kernel's loopback TCP. " if fresh else "")
                 + f"The floor shows in `GET /healthz`, which only loads the configuration: {f(h32)} req/s fresh, "
                 f"{f(h32r)} with reuse. p99 follows throughput at a fixed concurrency (Little's law: 32 "
                 "connections ÷ req/s is the mean latency), so p99 < 5 ms at c=32 needs well over 6,400 req/s of "

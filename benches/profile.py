@@ -43,8 +43,8 @@ BUCKETS = [
     ("guest: protect/unprotect work (`ops::protect` / `ops::unprotect`)", ["veil::ops::protect", "veil::ops::unprotect"]),
     ("guest:   of which sealing/opening values (`AeadKey::seal_into` / `AeadKey::open`)",
      ["veil::crypto::aead::AeadKey::seal_into", "veil::crypto::aead::AeadKey::open"]),
-    ("guest:   of which the DEK unwrap (`Ctx::unwrap_dek`)", ["veil::ops::Ctx::unwrap_dek"]),
-    ("guest:   of which the scheme lookup (`Store::get_scheme`)", ["veil::store::Store::get_scheme"]),
+    ("guest:   of which the DEK unwrap (`Ctx::unwrap_data_key`)", ["veil::ops::Ctx::unwrap_data_key"]),
+    ("guest:   of which the scheme and key lookup (`Store::scheme_with_key`)", ["veil::store::Store::scheme_with_key"]),
     ("guest: configuration from variables (`Config::load`)", ["veil::config::Config::load"]),
     ("guest: JSON in and out (`serde_json`, self time)", None),
     ("host: instance memory set-up (`MemoryImageSlot::instantiate` + `set_heap_limit`)",
@@ -142,7 +142,9 @@ def profile(workdir: Path, op: str = "protect", values: int = 1, c: int = 32, se
     dur = re.search(r"sample duration :\s+([\d.]+) ms", header)
     sampled_s = float(dur.group(1)) / 1000 if dur else float(seconds)
     cpu_us = cpu_ns / 1000 / (rps * sampled_s) if rps else 0.0
-    dso = [(pct, rest) for pct, _, rest in _rows(_report(data, "--no-children", "--sort", "dso", "-g", "none"))]
+    # "[JIT] tid 1234" names the perf map of one process: one name for every run.
+    dso = [(pct, re.sub(r"^\[JIT\] tid \d+", "[JIT]", rest))
+           for pct, _, rest in _rows(_report(data, "--no-children", "--sort", "dso", "-g", "none"))]
     flat = [(pct, rest) for pct, _, rest in
             _rows(_report(data, "--no-children", "--sort", "dso,sym", "-g", "none"))]
     children = _rows(_report(data, "--children", "--sort", "sym", "-g", "none"))
