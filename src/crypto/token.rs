@@ -106,9 +106,13 @@ pub fn parse(token: &str) -> Result<ParsedToken, TokenError> {
 
 /// Writes `veil.1.<scheme>.<version>.<base64url(sealed)>`.
 pub fn encode(scheme: &SchemeName, version: KeyVersion, sealed: &[u8]) -> String {
-    let prefix = head(scheme, version);
-    let mut s = String::with_capacity(prefix.len() + sealed.len().div_ceil(3) * 4);
-    s.push_str(&prefix);
+    with_head(&head(scheme, version), sealed)
+}
+
+/// `head` followed by the unpadded base64url of `sealed`, in one allocation.
+fn with_head(head: &str, sealed: &[u8]) -> String {
+    let mut s = String::with_capacity(head.len() + sealed.len().div_ceil(3) * 4);
+    s.push_str(head);
     URL_SAFE_NO_PAD.encode_string(sealed, &mut s);
     s
 }
@@ -187,10 +191,7 @@ impl<'k> Sealer<'k> {
     /// One token for `plaintext`, with a fresh nonce from `rng`.
     pub fn protect(&mut self, rng: &mut Csprng, plaintext: &[u8]) -> String {
         self.key.seal_into(rng, &self.aad, plaintext, &mut self.buf);
-        let mut s = String::with_capacity(self.head.len() + self.buf.len().div_ceil(3) * 4);
-        s.push_str(&self.head);
-        URL_SAFE_NO_PAD.encode_string(&*self.buf, &mut s);
-        s
+        with_head(&self.head, &self.buf)
     }
 }
 

@@ -258,13 +258,9 @@ impl Keks {
         };
         let slot = (kek.provider(), id);
         if !self.providers.contains_key(&slot) {
+            // Read only for a vault: the local KEK needs no KMS variable.
             let kms_settings = || config.kms.get().map_err(|e| KmsError::Misconfigured(e.0));
-            let policy = match kek {
-                KekRef::Local => {
-                    transport::RetryPolicy::from_settings(&crate::config::KmsSettings::default())
-                }
-                _ => transport::RetryPolicy::from_settings(kms_settings()?),
-            };
+            let policy = || kms_settings().map(transport::RetryPolicy::from_settings);
             let built: Box<dyn Kek> = match kek {
                 KekRef::Local => {
                     let local = local::LocalKek::from_config(
@@ -278,7 +274,7 @@ impl Keks {
                     let kms = aws::AwsKms::new(
                         &kms_settings()?.aws,
                         key_id,
-                        policy,
+                        policy()?,
                         self.transport.clone(),
                         self.clock.clone(),
                         self.stats.clone(),
@@ -292,7 +288,7 @@ impl Keks {
                             let t = Rc::new(
                                 azure::Authenticator::new(
                                     &kms_settings()?.azure,
-                                    policy,
+                                    policy()?,
                                     self.transport.clone(),
                                     self.clock.clone(),
                                     self.stats.clone(),
@@ -306,7 +302,7 @@ impl Keks {
                     let kv = azure::AzureKeyVault::new(
                         &kms_settings()?.azure,
                         key_url,
-                        policy,
+                        policy()?,
                         tokens,
                         self.transport.clone(),
                         self.clock.clone(),
