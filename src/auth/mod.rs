@@ -396,14 +396,22 @@ impl Authenticator {
     }
 
     /// A verification of exactly this token, by an authenticator with the same settings, that is
-    /// still within its cache period (which never extends past the token's `exp`).
+    /// still within its cache period (which never extends past the token's `exp`). An entry past
+    /// its period, or one that does not decode, is deleted: nothing else would ever remove it.
     fn cached(&self, token: &str, now: u64) -> Option<VerifiedClaims> {
         let (kv, _) = self.token_cache.as_ref()?;
-        let bytes = kv.get(&Self::cache_slot(token)).ok()??;
-        let entry: CachedToken = serde_json::from_slice(&bytes).ok()?;
-        let fresh =
-            entry.fingerprint == hex32(self.fingerprint()) && now < entry.until && now < entry.claims.exp;
-        fresh.then_some(entry.claims)
+        let slot = Self::cache_slot(token);
+        let bytes = kv.get(&slot).ok()??;
+        let Ok(entry) = serde_json::from_slice::<CachedToken>(&bytes) else {
+            let _ = kv.delete(&slot);
+            return None;
+        };
+        if now >= entry.until || now >= entry.claims.exp {
+            let _ = kv.delete(&slot);
+            return None;
+        }
+        // Another deployment's settings (a shared store): its entry, not ours to delete.
+        (entry.fingerprint == hex32(self.fingerprint())).then_some(entry.claims)
     }
 
     fn remember(&self, token: &str, claims: &VerifiedClaims, now: u64) {

@@ -682,6 +682,31 @@ mod token_cache {
     }
 
     #[test]
+    fn a_stale_entry_is_deleted_when_read() {
+        let fetcher = FakeFetcher::new(Ok(jwks_a()));
+        let kv = MemKv::default();
+        let auth = auth_with_url(None).with_token_cache(Box::new(kv.clone()), 5);
+        let t = token(NOW + 3600, None);
+        assert!(auth.authenticate_at(Some(&format!("Bearer {t}")), &fetcher, NOW).is_ok());
+        let slot = Authenticator::cache_slot(&t);
+        assert!(kv.0.borrow().contains_key(&slot));
+        // another deployment's settings: a miss, but its entry is left alone
+        let other = auth_with_url(Some("api-b")).with_token_cache(Box::new(kv.clone()), 5);
+        assert!(other.cached(&t, NOW + 1).is_none());
+        assert!(kv.0.borrow().contains_key(&slot));
+        // still fresh: a hit, kept
+        assert!(auth.cached(&t, NOW + 4).is_some());
+        assert!(kv.0.borrow().contains_key(&slot));
+        // past its max age: a miss, and the entry is gone (the store holds nothing else)
+        assert!(auth.cached(&t, NOW + 5).is_none());
+        assert!(kv.0.borrow().is_empty(), "the stale entry was not deleted");
+        // an entry that does not decode is deleted as well
+        kv.0.borrow_mut().insert(slot.clone(), b"not json".to_vec());
+        assert!(auth.cached(&t, NOW).is_none());
+        assert!(kv.0.borrow().is_empty(), "the undecodable entry was not deleted");
+    }
+
+    #[test]
     fn entries_never_outlive_max_age() {
         let fetcher = FakeFetcher::new(Ok(jwks_a()));
         let kv = MemKv::default();

@@ -48,6 +48,17 @@ pub struct ServeArgs {
     /// Maximum number of concurrently running component instances (sizes the pooling allocator).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_instances: u32,
+    /// How long a request whose body has arrived may wait for a free instance before it gets a
+    /// 503 `overloaded` with `Retry-After`, in ms (0: answer at once when none is free).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub queue_timeout_ms: u64,
+    /// How long a client may take to send a request's headers, and then its whole body, in ms
+    /// (408 `request_timeout` after the body's); also how long a kept-alive connection may idle.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub body_read_timeout_ms: u64,
+    /// Most client connections open at once; beyond it, new connections wait in the listen backlog.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
     /// Maximum linear memory per instance, in MiB.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub max_memory_mib: u32,
@@ -57,6 +68,16 @@ pub struct ServeArgs {
     /// PostgreSQL `statement_timeout` of every connection, in ms (`lock_timeout` is half of it).
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub pg_statement_timeout_ms: u64,
+    /// How long a SQLite statement waits for another connection's lock before it fails, in ms.
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(0..=600_000))]
+    pub sqlite_busy_timeout_ms: u64,
+    /// Most entries in each key-value store; beyond it the least recently used are evicted.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
+    pub kv_max_entries: u32,
+    /// Most data (keys and values) in each key-value store, in MiB; beyond it the least recently
+    /// used entries are evicted.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub kv_max_mib: u32,
     /// Serve up to N requests with one component instance before discarding it (1 = a fresh
     /// instance per request, the default). Faster, but requests share an instance's memory one
     /// after another: read "Instance reuse" in docs/architecture.md before turning it on.

@@ -1,6 +1,11 @@
 //! `veil serve`: an HTTP/1.1 server that runs one fresh component instance per request, or,
 //! with `--reuse-instances N`, keeps instances for up to N requests each (see
 //! docs/architecture.md, "Instance reuse").
+//!
+//! Slow clients cannot starve it (docs/configuration.md, "Slow clients and overload"): a request's
+//! body is read into memory by the host, within the component's `max_body_bytes` and
+//! `--body-read-timeout-ms`, before the request waits (at most `--queue-timeout-ms`) for an
+//! instance slot; at most `--max-connections` connections are open at once.
 
 use std::convert::Infallible;
 use std::io::Write as _;
@@ -11,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -35,6 +40,13 @@ use crate::{config_bail, ConfigError};
 
 /// How long in-flight requests may run on after SIGINT/SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The component's default `max_body_bytes` (1 MiB) and the most it accepts (64 MiB).
+const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+const MAX_BODY_CEILING: usize = 64 << 20;
+/// What `Retry-After` says to a client turned away with 503 `overloaded`, in seconds.
+const RETRY_AFTER_SECS: &str = "1";
+/// How often, at most, the host says again that the connection limit is reached.
+const CONNECTION_LIMIT_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// A Spin HTTP route: exact (`/a`) or wildcard (`/a/...`, `/...`).
 #[derive(Debug, Clone)]
@@ -92,6 +104,14 @@ struct Warm {
 
 struct Server {
     pre: ProxyPre<InstanceState>,
+    /// The component's `max_body_bytes`: the most body the host reads for it.
+    body_limit: usize,
+    /// How long the headers, then the whole body, of a request may take to arrive.
+    body_read_timeout: Duration,
+    /// How long a request may wait for an instance slot.
+    queue_timeout: Duration,
+    /// `dev_mode = true`: the host's own answers carry `veil-dev-mode: true`, as the component's do.
+    dev_mode: bool,
     /// Requests one instance may serve (`--reuse-instances`); 1 = a fresh instance per request.
     reuse_limit: u32,
     /// Instances that completed their last request cleanly, most recent last.
@@ -108,23 +128,38 @@ fn body(bytes: impl Into<Bytes>) -> HyperOutgoingBody {
     Full::new(bytes.into()).map_err(|never: Infallible| match never {}).boxed_unsync()
 }
 
-fn error_response(code: &str, message: &str) -> Response<HyperOutgoingBody> {
+/// A JSON error the host answers itself, with the headers the component puts on its own.
+fn error_response(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    dev_mode: bool,
+) -> Response<HyperOutgoingBody> {
     let json = serde_json::json!({ "error": { "code": code, "message": message } }).to_string();
     let mut response = Response::new(body(json));
-    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if dev_mode {
+        headers.insert("veil-dev-mode", HeaderValue::from_static("true"));
+    }
     response
 }
 
-fn internal_error() -> Response<HyperOutgoingBody> {
-    error_response("internal", "the component failed while handling the request")
+/// The component's `max_body_bytes` as the component reads it: unset or empty → 1 MiB; a value it
+/// would refuse (it then answers 500 `misconfigured`) → the ceiling, so that the request reaches it.
+fn body_limit(value: Option<&str>) -> usize {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => DEFAULT_MAX_BODY_BYTES,
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if (1..=MAX_BODY_CEILING).contains(&n) => n,
+            _ => MAX_BODY_CEILING,
+        },
+    }
 }
 
-fn timeout_error() -> Response<HyperOutgoingBody> {
-    error_response("timeout", "the component did not finish handling the request in time")
-}
-
-fn set_header(req: &mut Request<Incoming>, name: &'static str, value: &str) {
+fn set_header<B>(req: &mut Request<B>, name: &'static str, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         req.headers_mut().insert(name, v);
     }
@@ -144,6 +179,81 @@ fn arm_deadline(store: &mut Store<InstanceState>, deadline: Instant) {
 }
 
 impl Server {
+    fn error(&self, status: StatusCode, code: &str, message: &str) -> Response<HyperOutgoingBody> {
+        error_response(status, code, message, self.dev_mode)
+    }
+
+    fn internal_error(&self) -> Response<HyperOutgoingBody> {
+        self.error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the component failed while handling the request",
+        )
+    }
+
+    fn timeout_error(&self) -> Response<HyperOutgoingBody> {
+        self.error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "timeout",
+            "the component did not finish handling the request in time",
+        )
+    }
+
+    /// The component's own 413 (src/api: `body_too_large`), word for word.
+    fn body_too_large(&self) -> Response<HyperOutgoingBody> {
+        self.error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            &format!("the body is larger than max_body_bytes ({})", self.body_limit),
+        )
+    }
+
+    fn overloaded(&self) -> Response<HyperOutgoingBody> {
+        let mut response = self.error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "every instance is busy; retry after the time in Retry-After",
+        );
+        response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+        response
+    }
+
+    /// Reads the whole body into memory before the request takes an instance slot, so that a slow
+    /// or stalled client holds only its connection: within the component's `max_body_bytes` (413
+    /// as the component answers it) and `--body-read-timeout-ms` (408 `request_timeout`).
+    async fn read_body(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<Request<Full<Bytes>>, Response<HyperOutgoingBody>> {
+        let declared = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.body_limit as u64) {
+            return Err(self.body_too_large());
+        }
+        let (parts, incoming) = req.into_parts();
+        let limited = Limited::new(incoming, self.body_limit);
+        match tokio::time::timeout(self.body_read_timeout, limited.collect()).await {
+            Ok(Ok(collected)) => Ok(Request::from_parts(parts, Full::new(collected.to_bytes()))),
+            Ok(Err(e)) if e.is::<LengthLimitError>() => Err(self.body_too_large()),
+            Ok(Err(_)) => Err(self.error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the request body could not be read",
+            )),
+            Err(_) => Err(self.error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                &format!(
+                    "the request body did not arrive within {} ms (--body-read-timeout-ms)",
+                    self.body_read_timeout.as_millis()
+                ),
+            )),
+        }
+    }
+
     /// A fresh instance in a fresh store.
     async fn instantiate(&self, deadline: Instant) -> wasmtime::Result<Warm> {
         let mut store = Store::new(self.pre.engine(), InstanceState::new(&self.services));
@@ -196,7 +306,7 @@ impl Server {
 
     async fn dispatch(
         self: &Arc<Self>,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         peer: SocketAddr,
         method: &http::Method,
         path: &str,
@@ -205,6 +315,12 @@ impl Server {
             let mut response = Response::new(body("Not Found"));
             *response.status_mut() = StatusCode::NOT_FOUND;
             return response;
+        };
+
+        // The body first, then a slot: a slow body must not hold an instance.
+        let mut req = match self.read_body(req).await {
+            Ok(req) => req,
+            Err(response) => return response,
         };
 
         // The request metadata Spin gives components.
@@ -227,9 +343,20 @@ impl Server {
         set_header(&mut req, "spin-base-path", "/");
         set_header(&mut req, "spin-client-addr", &peer.to_string());
 
-        let Ok(permit) = self.permits.clone().acquire_owned().await else {
-            return internal_error();
-        };
+        let permit =
+            match tokio::time::timeout(self.queue_timeout, self.permits.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_)) => return self.internal_error(),
+                Err(_) => {
+                    if self.verbose {
+                        eprintln!(
+                            "veil: {method} {path}: no instance free within {} ms (--queue-timeout-ms)",
+                            self.queue_timeout.as_millis()
+                        );
+                    }
+                    return self.overloaded();
+                }
+            };
 
         let deadline = Instant::now() + self.request_timeout;
         let (sender, receiver) = tokio::sync::oneshot::channel();
@@ -248,6 +375,7 @@ impl Server {
                 };
                 let (request, outparam) = {
                     let mut http = warm.store.data_mut().http();
+                    let req = req.map(|b| b.map_err(|never: Infallible| -> hyper::Error { match never {} }));
                     let request = http.new_incoming_request(Scheme::Http, req)?;
                     (request, http.new_response_outparam(sender)?)
                 };
@@ -286,18 +414,18 @@ impl Server {
             Ok(Ok(response)) => response,
             Ok(Err(code)) => {
                 eprintln!("veil: {method} {path}: the component responded with error {code:?}");
-                internal_error()
+                self.internal_error()
             }
             Err(_) => match task.await {
-                Ok(Outcome::TimedOut) => timeout_error(),
+                Ok(Outcome::TimedOut) => self.timeout_error(),
                 Ok(Outcome::Completed) => {
                     eprintln!("veil: {method} {path}: the component returned without a response");
-                    internal_error()
+                    self.internal_error()
                 }
-                Ok(Outcome::Failed) => internal_error(),
+                Ok(Outcome::Failed) => self.internal_error(),
                 Err(e) => {
                     eprintln!("veil: {method} {path}: the request task failed: {e}");
-                    internal_error()
+                    self.internal_error()
                 }
             },
         }
@@ -323,11 +451,41 @@ async fn shutdown_signal() {
     }
 }
 
-async fn accept_loop(server: Arc<Server>, listener: TcpListener) {
+/// Connection handling: the cap on open connections and hyper's settings for each.
+struct Connections {
+    permits: Arc<Semaphore>,
+    max: usize,
+    /// `--body-read-timeout-ms`, also the headers' (and a kept-alive connection's idle) limit.
+    header_timeout: Duration,
+}
+
+async fn accept_loop(server: Arc<Server>, listener: TcpListener, connections: Connections) {
     let graceful = GracefulShutdown::new();
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
+    let mut last_limit_log: Option<Instant> = None;
     loop {
+        // At the cap, stop accepting: new connections wait in the kernel's listen backlog until
+        // one closes (each is bounded by the header, body and idle timeouts).
+        let permit = match connections.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if last_limit_log.is_none_or(|t| t.elapsed() >= CONNECTION_LIMIT_LOG_EVERY) {
+                    last_limit_log = Some(Instant::now());
+                    eprintln!(
+                        "veil: {} connections open (--max-connections); new ones wait in the listen backlog",
+                        connections.max
+                    );
+                }
+                tokio::select! {
+                    permit = connections.permits.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                    _ = &mut shutdown => break,
+                }
+            }
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -349,9 +507,11 @@ async fn accept_loop(server: Arc<Server>, listener: TcpListener) {
                 let connection = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .keep_alive(true)
+                    .header_read_timeout(connections.header_timeout)
                     .serve_connection(TokioIo::new(stream), service);
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {
+                    let _permit = permit;
                     if let Err(e) = connection.await {
                         if verbose {
                             eprintln!("veil: connection from {peer}: {e}");
@@ -392,7 +552,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let state_dir = args.state_dir.clone().unwrap_or_else(|| manifest.dir.join(".veil"));
     std::fs::create_dir_all(&state_dir)
         .map_err(|e| ConfigError(format!("cannot create state directory {}: {e}", state_dir.display())))?;
-    let databases = Databases::open(&state_dir, &component.sqlite_databases)?;
+    let databases = Databases::open(
+        &state_dir,
+        &component.sqlite_databases,
+        Duration::from_millis(args.sqlite_busy_timeout_ms),
+    )?;
 
     eprintln!(
         "veil: component `{}` from {} (route {})",
@@ -407,13 +571,23 @@ pub fn run(args: ServeArgs) -> Result<()> {
         "veil: allowed outbound hosts: {}",
         if shown_hosts.is_empty() { "none".to_string() } else { shown_hosts.join(", ") }
     );
-    let key_value = crate::spin::key_value::KeyValueStores::new(&component.key_value_stores);
+    let kv_limits = crate::spin::key_value::Limits {
+        max_entries: args.kv_max_entries as usize,
+        max_bytes: usize::try_from(u64::from(args.kv_max_mib) << 20)?,
+    };
+    let key_value = crate::spin::key_value::KeyValueStores::new(&component.key_value_stores, kv_limits);
     for label in key_value.labels() {
-        eprintln!("veil: key-value store `{label}` (in memory)");
+        eprintln!(
+            "veil: key-value store `{label}` (in memory, at most {} entries and {} MiB; least recently used evicted first)",
+            args.kv_max_entries, args.kv_max_mib
+        );
     }
-    if effective(&app, Some(&variables), "dev_mode").is_some_and(|v| v.expose().trim() == "true") {
+    let dev_mode = effective(&app, Some(&variables), "dev_mode").is_some_and(|v| v.expose().trim() == "true");
+    if dev_mode {
         eprintln!("veil: WARNING: dev mode (dev_mode = true): dev-only keys and tokens are accepted; never use this in production");
     }
+    // The component's own limit, as it will read it (an undeclared variable reads as unset).
+    let body_limit = body_limit(variables.get("max_body_bytes").ok().map(|v| v.expose()));
 
     let max_memory_bytes = usize::try_from(u64::from(args.max_memory_mib) << 20)?;
     let settings = EngineSettings {
@@ -458,6 +632,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let local_addr = listener.local_addr()?;
         let server = Arc::new(Server {
             pre,
+            body_limit,
+            body_read_timeout: Duration::from_millis(args.body_read_timeout_ms),
+            queue_timeout: Duration::from_millis(args.queue_timeout_ms),
+            dev_mode,
             reuse_limit: args.reuse_instances.max(1),
             idle: std::sync::Mutex::new(Vec::new()),
             services,
@@ -471,7 +649,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
         writeln!(stdout, "veil: listening on http://{local_addr}")?;
         stdout.flush()?;
         drop(stdout);
-        accept_loop(server, listener).await;
+        let connections = Connections {
+            permits: Arc::new(Semaphore::new(args.max_connections as usize)),
+            max: args.max_connections as usize,
+            header_timeout: Duration::from_millis(args.body_read_timeout_ms),
+        };
+        accept_loop(server, listener, connections).await;
         anyhow::Ok(())
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
@@ -480,7 +663,19 @@ pub fn run(args: ServeArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::Route;
+    use super::{body_limit, Route, DEFAULT_MAX_BODY_BYTES, MAX_BODY_CEILING};
+
+    #[test]
+    fn the_body_limit_follows_the_components_variable() {
+        assert_eq!(body_limit(None), DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(body_limit(Some("  ")), DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(body_limit(Some(" 2048 ")), 2048);
+        assert_eq!(body_limit(Some("67108864")), MAX_BODY_CEILING);
+        // Values the component refuses (500 misconfigured): the host lets the request reach it.
+        for bad in ["0", "67108865", "-1", "1k"] {
+            assert_eq!(body_limit(Some(bad)), MAX_BODY_CEILING, "{bad}");
+        }
+    }
 
     #[test]
     fn routes() {

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,9 +12,10 @@ use wasmtime::component::{HasData, Resource, ResourceTable};
 
 use super::bindings::spin::sqlite::sqlite::{Error, Host, HostConnection, QueryResult, RowResult, Value};
 
-/// How long a statement waits for another connection's lock before failing (about 5 s, see
+/// How long a statement waits for another connection's lock before failing ("database is
+/// locked"), in ms: `veil serve --sqlite-busy-timeout-ms`, one value for the process (see
 /// [`busy_wait`]).
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+static BUSY_TIMEOUT_MS: AtomicU64 = AtomicU64::new(5_000);
 /// The wait between lock attempts in [`busy_wait`].
 const BUSY_POLL: Duration = Duration::from_millis(2);
 /// Idle connections kept per database.
@@ -75,9 +77,9 @@ impl Database {
 
 /// SQLite's own busy timeout backs off to 100 ms sleeps, so under contention a waiter keeps
 /// losing the lock to newcomers (seen: 2-3 s tails with 32 writers). Polling every 2 ms up to
-/// [`BUSY_TIMEOUT`] keeps waits short and roughly fair.
+/// [`BUSY_TIMEOUT_MS`] keeps waits short and roughly fair.
 fn busy_wait(attempts: i32) -> bool {
-    let max_attempts = BUSY_TIMEOUT.as_millis() / BUSY_POLL.as_millis();
+    let max_attempts = u128::from(BUSY_TIMEOUT_MS.load(Ordering::Relaxed)) / BUSY_POLL.as_millis();
     if u128::try_from(attempts).unwrap_or(u128::MAX) >= max_attempts {
         return false;
     }
@@ -112,8 +114,10 @@ pub struct Databases {
 }
 
 impl Databases {
-    /// Opens `<dir>/sqlite_<name>.db` for each name.
-    pub fn open(dir: &Path, names: &[String]) -> anyhow::Result<Self> {
+    /// Opens `<dir>/sqlite_<name>.db` for each name; a statement waits at most `busy_timeout`
+    /// for another connection's (or process's) lock.
+    pub fn open(dir: &Path, names: &[String], busy_timeout: Duration) -> anyhow::Result<Self> {
+        BUSY_TIMEOUT_MS.store(u64::try_from(busy_timeout.as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
         let mut by_name = BTreeMap::new();
         for name in names {
             let path = dir.join(format!("sqlite_{name}.db"));
@@ -291,7 +295,7 @@ mod tests {
     fn values_round_trip_and_errors() {
         let dir = std::env::temp_dir().join(format!("veil-sqlite-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let dbs = Databases::open(&dir, &["default".to_string()]).unwrap();
+        let dbs = Databases::open(&dir, &["default".to_string()], Duration::from_secs(5)).unwrap();
         let db = dbs.iter().next().unwrap().clone();
         let conn = db.idle().pop().unwrap();
         run(&conn, "CREATE TABLE IF NOT EXISTS t (i INTEGER, r REAL, s TEXT, b BLOB, n)", vec![]).unwrap();
