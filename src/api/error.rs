@@ -65,6 +65,20 @@ impl From<StoreError> for ApiError {
                 eprintln!("veil: metadata store unavailable: {detail}");
                 ApiError::new(503, "store_unavailable", "the metadata database is unavailable; retry later")
             }
+            StoreError::SchemaTooNew { found, known } => {
+                eprintln!(
+                    "veil: metadata store refused: its schema version {found} is newer than this build \
+                     knows ({known}); upgrade Veil (the database is left untouched)"
+                );
+                ApiError::new(
+                    503,
+                    "store_schema_too_new",
+                    format!(
+                        "the metadata database was migrated by a newer Veil (schema version {found}; this \
+                         build knows up to {known}); this deployment must be upgraded"
+                    ),
+                )
+            }
             other => {
                 eprintln!("veil: metadata store error: {other}");
                 ApiError::internal()

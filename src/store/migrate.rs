@@ -69,11 +69,8 @@ fn apply(conn: &dyn SqlConn) -> Result<usize, SqlError> {
             _ => None,
         })
         .collect();
-    if let Some(newer) = applied.iter().find(|v| **v > latest()) {
-        return Err(SqlError::Other(format!(
-            "the database has schema version {newer}, newer than this build knows ({}): upgrade Veil",
-            latest()
-        )));
+    if let Some(newer) = applied.iter().copied().filter(|v| *v > latest()).max() {
+        return Err(SqlError::SchemaTooNew(newer));
     }
     let now = crate::clock::now_unix();
     let mut ran = 0;

@@ -3,7 +3,13 @@
 //! One logical schema for every database (DESIGN §6), versioned migrations in `migrations/`,
 //! applied on first use: a statement that finds its table missing runs the migrations (inside a
 //! write transaction, so concurrent first requests are safe) and is tried once more. The hot path
-//! therefore never pays for a schema check.
+//! therefore never pays for a separate schema check.
+//!
+//! A database migrated by a newer build is refused ([`StoreError::SchemaTooNew`]) rather than read
+//! or written with assumptions that may no longer hold: every read also returns
+//! `MAX(veil_migrations.version)` as one more column of the query it runs anyway (a scalar
+//! subquery on a one-row table: no extra round trip), a read that finds no row asks for it
+//! separately, and every write transaction checks it first (docs/storage.md, "Migrations").
 
 pub mod migrate;
 pub mod sql;
@@ -28,6 +34,9 @@ pub enum StoreError {
     Unavailable(String),
     /// Stored data that does not decode, or a bug in our SQL; details for operators only.
     Corrupt(String),
+    /// The database was migrated by a newer build (schema version `found`; this one knows up to
+    /// `known`): it is left untouched.
+    SchemaTooNew { found: i64, known: i64 },
 }
 
 impl fmt::Display for StoreError {
@@ -37,6 +46,10 @@ impl fmt::Display for StoreError {
             StoreError::Conflict => f.write_str("a concurrent change won"),
             StoreError::Unavailable(m) => write!(f, "metadata database unavailable: {m}"),
             StoreError::Corrupt(m) => write!(f, "metadata database error: {m}"),
+            StoreError::SchemaTooNew { found, known } => write!(
+                f,
+                "the metadata database has schema version {found}, newer than this build knows ({known})"
+            ),
         }
     }
 }
@@ -46,6 +59,7 @@ impl From<SqlError> for StoreError {
         match e {
             SqlError::Unavailable(m) => StoreError::Unavailable(m),
             SqlError::Constraint(_) => StoreError::Conflict,
+            SqlError::SchemaTooNew(found) => StoreError::SchemaTooNew { found, known: migrate::latest() },
             other => StoreError::Corrupt(other.to_string()),
         }
     }
@@ -91,6 +105,8 @@ pub struct Store<'a> {
 }
 
 const SCHEME_COLUMNS: &str = "tenant, name, algorithm, kek, policy, mask_rule, current_version, created_at";
+/// The database's schema version, appended as the last column of every read.
+const SCHEMA_VERSION: &str = "(SELECT MAX(version) FROM veil_migrations)";
 /// [`SCHEME_COLUMNS`] of `schemes s`, then the columns of its current `data_keys d` row.
 const SCHEME_AND_KEY_COLUMNS: &str = "s.tenant, s.name, s.algorithm, s.kek, s.policy, s.mask_rule, \
      s.current_version, s.created_at, d.version, d.wrapped_dek, d.kek_id, d.kek_version, d.state";
@@ -111,14 +127,31 @@ impl<'a> Store<'a> {
         }
     }
 
+    /// Runs a read whose last column is [`SCHEMA_VERSION`], and refuses its rows if the
+    /// database is newer than this build. No rows: the version is read on its own.
+    fn read(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Vec<SqlValue>>, StoreError> {
+        let rows = self.with_schema(|| self.conn.query(sql, params))?;
+        match rows.first() {
+            Some(row) => check_version(row.last())?,
+            None => self.check_schema_version()?,
+        }
+        Ok(rows)
+    }
+
+    fn check_schema_version(&self) -> Result<(), SqlError> {
+        let rows = self.conn.query(&format!("SELECT {SCHEMA_VERSION}"), &[])?;
+        check_version(rows.first().and_then(|r| r.first()))
+    }
+
     fn begin(&self) -> Result<(), SqlError> {
         self.conn.execute(self.conn.dialect().begin(), &[]).map(|_| ())
     }
 
     /// Runs `f` inside a transaction: committed when it succeeds, rolled back otherwise.
+    /// A database newer than this build is never written (checked first, inside the transaction).
     fn transaction<T>(&self, f: impl Fn() -> Result<T, SqlError>) -> Result<T, SqlError> {
         self.begin()?;
-        match f() {
+        match self.check_schema_version().and_then(|()| f()) {
             Ok(v) => match self.conn.execute("COMMIT", &[]) {
                 Ok(_) => Ok(v),
                 Err(e) => {
@@ -234,11 +267,10 @@ impl<'a> Store<'a> {
     }
 
     pub fn get_scheme(&self, tenant: &TenantId, name: &SchemeName) -> Result<Option<Scheme>, StoreError> {
-        let sql = format!("SELECT {SCHEME_COLUMNS} FROM schemes WHERE tenant = $1 AND name = $2");
-        let rows = self.with_schema(|| {
-            self.conn
-                .query(&sql, &[SqlValue::Text(tenant.as_str().into()), SqlValue::Text(name.as_str().into())])
-        })?;
+        let sql =
+            format!("SELECT {SCHEME_COLUMNS}, {SCHEMA_VERSION} FROM schemes WHERE tenant = $1 AND name = $2");
+        let rows =
+            self.read(&sql, &[SqlValue::Text(tenant.as_str().into()), SqlValue::Text(name.as_str().into())])?;
         rows.first().map(|r| scheme_from_row(&Row(r))).transpose()
     }
 
@@ -271,7 +303,7 @@ impl<'a> Store<'a> {
     ) -> Result<Option<(Scheme, Option<DataKey>)>, StoreError> {
         let which = if version.is_some() { "$3" } else { "s.current_version" };
         let sql = format!(
-            "SELECT {SCHEME_AND_KEY_COLUMNS} FROM schemes s LEFT JOIN data_keys d \
+            "SELECT {SCHEME_AND_KEY_COLUMNS}, {SCHEMA_VERSION} FROM schemes s LEFT JOIN data_keys d \
              ON d.tenant = s.tenant AND d.scheme = s.name AND d.version = {which} \
              WHERE s.tenant = $1 AND s.name = $2"
         );
@@ -279,7 +311,7 @@ impl<'a> Store<'a> {
         if let Some(v) = version {
             params.push(SqlValue::Int(v.get().into()));
         }
-        let rows = self.with_schema(|| self.conn.query(&sql, &params))?;
+        let rows = self.read(&sql, &params)?;
         let Some(r) = rows.first() else { return Ok(None) };
         let scheme = scheme_from_row(&Row(r))?;
         let key = match r.get(8) {
@@ -291,8 +323,9 @@ impl<'a> Store<'a> {
 
     /// The tenant's schemes, sorted by name.
     pub fn list_schemes(&self, tenant: &TenantId) -> Result<Vec<Scheme>, StoreError> {
-        let sql = format!("SELECT {SCHEME_COLUMNS} FROM schemes WHERE tenant = $1 ORDER BY name");
-        let rows = self.with_schema(|| self.conn.query(&sql, &[SqlValue::Text(tenant.as_str().into())]))?;
+        let sql =
+            format!("SELECT {SCHEME_COLUMNS}, {SCHEMA_VERSION} FROM schemes WHERE tenant = $1 ORDER BY name");
+        let rows = self.read(&sql, &[SqlValue::Text(tenant.as_str().into())])?;
         rows.iter().map(|r| scheme_from_row(&Row(r))).collect()
     }
 
@@ -303,18 +336,26 @@ impl<'a> Store<'a> {
         name: &SchemeName,
         version: KeyVersion,
     ) -> Result<Option<DataKey>, StoreError> {
-        let rows = self.with_schema(|| {
-            self.conn.query(
-                "SELECT version, wrapped_dek, kek_id, kek_version, state FROM data_keys \
-                 WHERE tenant = $1 AND scheme = $2 AND version = $3",
-                &[
-                    SqlValue::Text(tenant.as_str().into()),
-                    SqlValue::Text(name.as_str().into()),
-                    SqlValue::Int(version.get().into()),
-                ],
-            )
-        })?;
+        let rows = self.read(
+            &format!(
+                "SELECT version, wrapped_dek, kek_id, kek_version, state, {SCHEMA_VERSION} FROM data_keys \
+                 WHERE tenant = $1 AND scheme = $2 AND version = $3"
+            ),
+            &[
+                SqlValue::Text(tenant.as_str().into()),
+                SqlValue::Text(name.as_str().into()),
+                SqlValue::Int(version.get().into()),
+            ],
+        )?;
         rows.first().map(|r| data_key_from_row(&Row(r))).transpose()
+    }
+}
+
+/// A database schema version above this build's is an error; none recorded (NULL) is not.
+fn check_version(version: Option<&SqlValue>) -> Result<(), SqlError> {
+    match version {
+        Some(SqlValue::Int(found)) if *found > migrate::latest() => Err(SqlError::SchemaTooNew(*found)),
+        _ => Ok(()),
     }
 }
 

@@ -23,6 +23,8 @@ pub enum SqlError {
     Constraint(String),
     /// A table or column is missing: migrations have not run yet.
     SchemaMissing(String),
+    /// `veil_migrations` records this schema version, newer than the build knows.
+    SchemaTooNew(i64),
     /// Anything else (a bug in our SQL, a corrupt file, …).
     Other(String),
 }
@@ -33,6 +35,9 @@ impl fmt::Display for SqlError {
             SqlError::Unavailable(m) => write!(f, "database unavailable: {m}"),
             SqlError::Constraint(m) => write!(f, "constraint violated: {m}"),
             SqlError::SchemaMissing(m) => write!(f, "schema missing: {m}"),
+            SqlError::SchemaTooNew(v) => {
+                write!(f, "the database has schema version {v}, newer than this build")
+            }
             SqlError::Other(m) => write!(f, "database error: {m}"),
         }
     }

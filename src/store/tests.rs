@@ -166,6 +166,44 @@ fn list_is_sorted_and_per_tenant(db: &dyn SqlConn) {
     assert_eq!(names, ["alpha", "mid", "zeta"]);
 }
 
+/// A database migrated by a newer build is refused by every read and write, before anything is
+/// written, and also on the migration path (tables missing, newer version recorded).
+fn a_newer_schema_is_refused_everywhere(db: &dyn SqlConn) {
+    let store = Store::new(db);
+    let s = scheme("pii");
+    store.create_scheme(&s, &wrapped(1), 1).expect("create");
+    let newer = migrate::latest() + 1;
+    db.execute(
+        "INSERT INTO veil_migrations (version, name, applied_at) VALUES ($1, 'from the future', 0)",
+        &[SqlValue::Int(newer)],
+    )
+    .expect("record a newer version");
+    let too_new = Some(StoreError::SchemaTooNew { found: newer, known: migrate::latest() });
+    let v1 = KeyVersion::FIRST;
+    let other = TenantId::parse("other").expect("tenant");
+    assert_eq!(store.get_scheme(&s.tenant, &s.name).err(), too_new);
+    assert_eq!(store.get_scheme(&other, &s.name).err(), too_new, "no row: checked on its own");
+    assert_eq!(store.get_scheme_with_current_key(&s.tenant, &s.name).err(), too_new);
+    assert_eq!(store.get_scheme_with_key(&other, &s.name, v1).err(), too_new);
+    assert_eq!(store.list_schemes(&s.tenant).err(), too_new);
+    assert_eq!(store.list_schemes(&other).err(), too_new);
+    assert_eq!(store.data_key(&s.tenant, &s.name, v1).err(), too_new);
+    assert_eq!(store.create_scheme(&scheme("new"), &wrapped(2), 2).err(), too_new);
+    assert_eq!(store.add_key_version(&s.tenant, &s.name, v1, &wrapped(3), 3).err(), too_new);
+    // nothing was written
+    let rows = db.query("SELECT name FROM schemes", &[]).expect("rows");
+    assert_eq!(rows, vec![vec![SqlValue::Text("pii".into())]]);
+    let rows = db.query("SELECT version FROM data_keys", &[]).expect("rows");
+    assert_eq!(rows, vec![vec![SqlValue::Int(1)]]);
+    // the migration path: the tables gone, the newer version still recorded
+    for table in ["data_keys", "schemes", "tenants"] {
+        db.execute(&format!("DROP TABLE {table}"), &[]).expect("drop");
+    }
+    assert_eq!(store.list_schemes(&s.tenant).err(), too_new);
+    assert_eq!(store.create_scheme(&s, &wrapped(1), 1).err(), too_new);
+    assert!(db.query("SELECT 1 FROM schemes", &[]).is_err(), "the migrations did not run");
+}
+
 /// A PostgreSQL connection in a schema of its own, dropped afterwards. The server is
 /// `VEIL_TEST_PG_URL` (default: the local test database); scripts/test.sh makes sure it runs.
 pub(crate) struct Pg {
@@ -286,4 +324,5 @@ contract!(
     rotation_is_compare_and_set,
     scheme_with_current_key_follows_rotation,
     list_is_sorted_and_per_tenant,
+    a_newer_schema_is_refused_everywhere,
 );
