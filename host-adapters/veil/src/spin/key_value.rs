@@ -286,10 +286,13 @@ mod tests {
         kv.set(at(s), "c".into(), vec![3]).expect("overwrite");
         assert_eq!(kv.get_keys(at(s)).expect("keys").len(), 3);
         // thousands of distinct keys later, the store still takes new ones and keeps the hot one
+        assert_eq!(kv.get(at(s), "a".into()).expect("get"), Some(vec![1]));
         for i in 0..5000 {
             kv.set(at(s), format!("k{i}"), vec![0; 8]).expect("set");
             assert_eq!(kv.get(at(s), "a".into()).expect("get"), Some(vec![1]), "{i}");
         }
+        assert_eq!(kv.get(at(s), "k4998".into()).expect("get"), Some(vec![0; 8]));
+        assert_eq!(kv.get(at(s), "k4997".into()).expect("get"), None);
         assert_eq!(kv.get_keys(at(s)).expect("keys").len(), 3);
         let e = stores.by_label["default"].lock();
         assert_eq!(e.map.len(), e.by_use.len());

@@ -7,6 +7,7 @@
 //! terminated) is replaced transparently, once, if it fails before anything ran on the resource.
 
 pub mod pool;
+pub mod tls;
 pub mod types;
 
 use tokio_postgres::error::SqlState;

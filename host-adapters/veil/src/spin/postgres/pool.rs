@@ -6,9 +6,8 @@
 //! life of a guest `connection` resource, which tracks the transaction state and, when dropped,
 //! rolls back a transaction the guest left open before the client goes back to the pool.
 //!
-//! TLS is not supported yet: connections are made with `NoTls`. `sslmode=prefer` (libpq's
-//! default) therefore connects in plain text, and `sslmode=require` is refused rather than
-//! silently downgraded.
+//! Connections use TLS unless the connection string says `sslmode=disable` ([`super::tls`]):
+//! `prefer` (libpq's default) and `allow` are treated as `require`, never as plain text.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,8 +15,9 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::config::{Host, SslMode};
-use tokio_postgres::{Client, Config, NoTls, Statement};
+use tokio_postgres::{Client, Config, Statement};
 
+use super::tls::{self, PgTls};
 use crate::outbound::AllowedHosts;
 
 /// How long establishing a new connection (TCP, startup, authentication) may take.
@@ -144,6 +144,8 @@ impl PooledClient {
 /// The clients of one connection string.
 pub struct Pool {
     config: Config,
+    tls: PgTls,
+    tls_mode: tls::Mode,
     /// `postgres://user@host:port/db`, never the password.
     label: String,
     /// Every (host, port) a connection may go to, as checked against `allowed_outbound_hosts`.
@@ -157,18 +159,16 @@ pub struct Pool {
 
 impl Pool {
     fn new(address: &str, settings: &PgSettings) -> Result<Pool, String> {
+        let (address, tls_request) = tls::split(address)?;
+        let tls_mode = tls::mode(&tls_request)?;
         let mut config: Config = address
             .parse()
             .map_err(|e: tokio_postgres::Error| format!("invalid connection string: {}", chain(&e)))?;
-        match config.get_ssl_mode() {
-            SslMode::Disable | SslMode::Prefer => {}
-            // No TLS connector is built in yet: refuse rather than connect in plain text.
-            _ => {
-                return Err("the connection string requires TLS (sslmode=require), which veil does not \
-                            support yet; use sslmode=disable on a trusted network"
-                    .to_string())
-            }
-        }
+        // TLS or no connection at all: tokio-postgres's `Prefer` would fall back to plain text.
+        config.ssl_mode(match tls_mode {
+            tls::Mode::Plain => SslMode::Disable,
+            tls::Mode::Tls(_) => SslMode::Require,
+        });
         let ports = config.get_ports();
         let port_of = |i: usize| match ports {
             [] => DEFAULT_PORT,
@@ -220,8 +220,12 @@ impl Pool {
             config.application_name("veil");
         }
         let max = settings.max_per_address.max(1);
+        // Read `sslrootcert` once the address is known to be well-formed (and before any connection).
+        let tls = tls::connector(tls_mode, &tls_request)?;
         Ok(Pool {
             config,
+            tls,
+            tls_mode,
             label,
             targets,
             slots: Arc::new(Semaphore::new(max)),
@@ -276,7 +280,7 @@ impl Pool {
     async fn connect(&self) -> Result<PooledClient, String> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| "no async runtime to connect on".to_string())?;
-        let connected = tokio::time::timeout(CONNECT_TIMEOUT, self.config.connect(NoTls)).await;
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, self.config.connect(self.tls.clone())).await;
         let (client, connection) = match connected {
             Ok(Ok(pair)) => pair,
             Ok(Err(e)) => {
@@ -299,7 +303,12 @@ impl Pool {
                 _ => {}
             }
         });
-        self.log(format_args!("new connection ({} of {} slots in use)", self.in_use(), self.max));
+        self.log(format_args!(
+            "new connection, {} ({} of {} slots in use)",
+            self.tls_mode,
+            self.in_use(),
+            self.max
+        ));
         Ok(PooledClient::new(client))
     }
 
@@ -471,8 +480,9 @@ impl Drop for Lease {
             self.pool.log(format_args!("discarded a connection with a statement in flight"));
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 let token = client.client.cancel_token();
+                let tls = self.pool.tls.clone();
                 runtime.spawn(async move {
-                    let _ = tokio::time::timeout(ROLLBACK_TIMEOUT, token.cancel_query(NoTls)).await;
+                    let _ = tokio::time::timeout(ROLLBACK_TIMEOUT, token.cancel_query(tls)).await;
                 });
             }
             return;
@@ -575,8 +585,12 @@ mod tests {
         assert!(p.pool("postgres://u@db.internal/db", &allowed).is_err());
         // hostaddr is where the connection goes: it must be allowed as well.
         assert!(p.pool("host=db.internal port=6432 hostaddr=10.0.0.1 user=u", &allowed).is_err());
-        assert!(p.pool("postgres://u@127.0.0.1/db?sslmode=require", &allowed).err().unwrap().contains("TLS"));
+        assert!(p.pool("postgres://u@127.0.0.1/db?sslmode=require", &allowed).is_ok());
         assert!(p.pool("postgres://u@127.0.0.1/db?sslmode=disable", &allowed).is_ok());
+        let e = p.pool("postgres://u@127.0.0.1/db?sslmode=verify-full", &allowed).err().unwrap();
+        assert!(e.contains("sslrootcert"), "{e}");
+        // the TLS parameters do not get around the allow-list
+        assert!(p.pool("postgres://u@127.0.0.1:5433/db?sslmode=require", &allowed).is_err());
         assert!(p.pool("host=/var/run/postgresql user=u", &allowed).is_err());
         assert!(p.pool("postgres://u@%2Fvar%2Frun/db", &allowed).is_err());
         assert!(p.pool("not a connection string", &allowed).is_err());

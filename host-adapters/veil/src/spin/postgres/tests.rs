@@ -317,8 +317,8 @@ fn server_errors_carry_their_sqlstate() {
         strict.allowed = AllowedHosts::parse(&["postgres://db.example:5432"]).unwrap();
         let denied = strict.open().await.unwrap_err();
         assert!(matches!(&denied, Error::ConnectionFailed(m) if m.contains("not allowed by allowed_outbound_hosts")));
-        let tls = host.open_at(&format!("{}?sslmode=require", pg_url())).await.unwrap_err();
-        assert!(matches!(&tls, Error::ConnectionFailed(m) if m.contains("TLS")), "{tls:?}");
+        let tls = host.open_at(&format!("{}?sslmode=verify-full", pg_url())).await.unwrap_err();
+        assert!(matches!(&tls, Error::ConnectionFailed(m) if m.contains("sslrootcert")), "{tls:?}");
         let refused = host.open_at("postgres://postgres:pw@127.0.0.1:1/test").await.unwrap_err();
         assert!(
             matches!(&refused, Error::ConnectionFailed(m) if m.contains("cannot connect") && !m.contains("pw")),
@@ -510,5 +510,38 @@ fn concurrent_instances_share_the_pool() {
         // Other veil processes may be connected too; this pool alone never exceeds its 4 slots.
         assert!(matches!(open.rows[0][0], DbValue::Int64(n) if n >= 1));
         HostConnection::drop(&mut view, c).unwrap();
+    });
+}
+
+/// Through the pool, an address without `sslmode` (libpq's `prefer`) uses TLS when the server
+/// offers it, and is refused (never plain text) when it does not; `sslmode=disable` is plain text.
+#[test]
+fn tls_unless_disabled() {
+    let rt = runtime();
+    let Some(scratch) = Scratch::new(&rt, "tls") else { return };
+    let server_ssl: String =
+        rt.block_on(scratch.admin.query_one("SHOW ssl", &[])).unwrap().get::<_, String>(0);
+    rt.block_on(async {
+        let mut host = Host::new(PgSettings::default());
+        let ssl_of = |set: RowSet| match set.rows.first().and_then(|r| r.first()) {
+            Some(DbValue::Boolean(b)) => *b,
+            other => panic!("unexpected {other:?}"),
+        };
+        let sql = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+        let disable = if pg_url().contains('?') { "&sslmode=disable" } else { "?sslmode=disable" };
+        let c = host.open_at(&format!("{}{disable}", pg_url())).await.unwrap();
+        assert!(!ssl_of(host.query(&c, sql, vec![]).await.unwrap()));
+        host.close(c);
+        match host.open_at(&pg_url()).await {
+            Ok(c) => {
+                assert_eq!(server_ssl, "on");
+                assert!(ssl_of(host.query(&c, sql, vec![]).await.unwrap()), "not TLS");
+                host.close(c);
+            }
+            Err(e) => {
+                assert_eq!(server_ssl, "off", "{e:?}");
+                assert!(matches!(&e, Error::ConnectionFailed(m) if m.contains("TLS")), "{e:?}");
+            }
+        }
     });
 }
