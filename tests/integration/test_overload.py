@@ -92,18 +92,19 @@ def test_oversized_bodies_get_the_components_413_from_the_host(tmp_path):
 
 
 def test_the_wait_for_an_instance_is_bounded(tmp_path):
-    lock_ms, queue_ms = 3000, 300
+    lock_ms, queue_ms = 4000, 300
     with serving(tmp_path / "queue", "--max-instances", "1", "--queue-timeout-ms", str(queue_ms),
                  *lock_flags(lock_ms)) as s:
         t = s.tenant()
         t.create_scheme()
         with write_lock(s):
-            # a write stuck behind the lock holds the only instance for about lock_ms
+            # a write stuck behind the lock holds the only instance for about lock_ms (1.5 s is
+            # ample for it to get there first, and leaves 2.5 s to ask for another instance)
             blocked = {}
             th = threading.Thread(target=lambda: blocked.update(
                 r=t.admin.post("/v1/schemes", t.scheme_body())))
             th.start()
-            time.sleep(1.0)
+            time.sleep(1.5)
             begun = time.monotonic()
             r = requests.get(s.url + "/healthz", timeout=queue_ms / 1000 + SLACK)
             assert time.monotonic() - begun < queue_ms / 1000 + SLACK
