@@ -1,12 +1,12 @@
-//! The one place where failures become HTTP statuses and stable codes.
+//! The one place where failures become HTTP statuses: an operation's [`OpError`] keeps its code
+//! and caller-safe message and gets its status here; the API's own refusals (JSON, content type,
+//! routes, body size) are made here directly.
 
 use std::fmt;
 
-use serde::Serialize;
-
 use crate::auth::AuthError;
-use crate::config::ConfigError;
 use crate::kms::KmsError;
+use crate::ops::OpError;
 use crate::store::StoreError;
 
 /// A whole-request failure: status, stable snake_case code, and a message safe to show.
@@ -21,14 +21,12 @@ impl ApiError {
     pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
         ApiError { status, code, message: message.into() }
     }
+    /// 422 `invalid_field`: a field the API parses itself (a scheme's definition) is not acceptable.
     pub fn invalid_field(message: impl Into<String>) -> Self {
-        Self::new(422, "invalid_field", message)
-    }
-    pub fn forbidden(what: &str) -> Self {
-        Self::new(403, "forbidden", format!("your roles do not allow {what}"))
+        ApiError::from(OpError::invalid_field(message))
     }
     pub fn internal() -> Self {
-        Self::new(500, "internal", "an internal error occurred; the details are in the server log")
+        ApiError::from(OpError::Internal)
     }
 }
 
@@ -38,82 +36,34 @@ impl fmt::Display for ApiError {
     }
 }
 
+/// The HTTP status of an operation's failure.
+fn status(e: &OpError) -> u16 {
+    match e {
+        OpError::InvalidField(_) => 422,
+        OpError::Auth(AuthError::JwksUnavailable) => 503,
+        OpError::Auth(AuthError::Config(_)) => 500,
+        OpError::Auth(_) => 401,
+        OpError::Forbidden(_) => 403,
+        OpError::SchemeNotFound(_) => 404,
+        OpError::SchemeExists(_) | OpError::VersionsExhausted | OpError::Conflict => 409,
+        OpError::BatchTooLarge { .. } => 413,
+        OpError::Store(StoreError::Unavailable(_)) => 503,
+        OpError::Kms(KmsError::DevModeRequired) => 422,
+        OpError::Kms(KmsError::Misconfigured(_) | KmsError::UnwrapFailed) => 500,
+        OpError::Kms(KmsError::Unavailable(_) | KmsError::Throttled(_)) => 503,
+        OpError::Kms(_) => 502,
+        OpError::Store(_) | OpError::Config(_) | OpError::Internal => 500,
+    }
+}
+
+impl From<OpError> for ApiError {
+    fn from(e: OpError) -> Self {
+        ApiError::new(status(&e), e.code(), e.to_string())
+    }
+}
+
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
-        match e {
-            AuthError::Missing => {
-                ApiError::new(401, "unauthenticated", "send a bearer token in the Authorization header")
-            }
-            AuthError::Invalid(why) => ApiError::new(401, "invalid_credentials", why),
-            AuthError::JwksUnavailable => {
-                ApiError::new(503, "auth_unavailable", "the token signing keys could not be fetched")
-            }
-            AuthError::Config(detail) => {
-                eprintln!("veil: authentication misconfigured: {detail}");
-                ApiError::new(500, "auth_misconfigured", "token verification is misconfigured")
-            }
-            #[allow(unreachable_patterns)]
-            _ => ApiError::new(401, "invalid_credentials", "the credentials are not valid"),
-        }
+        ApiError::from(OpError::from(e))
     }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Unavailable(detail) => {
-                eprintln!("veil: metadata store unavailable: {detail}");
-                ApiError::new(503, "store_unavailable", "the metadata database is unavailable; retry later")
-            }
-            other => {
-                eprintln!("veil: metadata store error: {other}");
-                ApiError::internal()
-            }
-        }
-    }
-}
-
-impl From<KmsError> for ApiError {
-    fn from(e: KmsError) -> Self {
-        let status = match &e {
-            KmsError::DevModeRequired => 422,
-            KmsError::Misconfigured(_) | KmsError::UnwrapFailed => 500,
-            KmsError::Unavailable(_) | KmsError::Throttled(_) => 503,
-            _ => 502,
-        };
-        if status >= 500 {
-            eprintln!("veil: KMS error: {e:?}");
-        }
-        ApiError::new(status, e.code(), e.to_string())
-    }
-}
-
-impl From<ConfigError> for ApiError {
-    fn from(e: ConfigError) -> Self {
-        eprintln!("veil: configuration error: {e}");
-        ApiError::new(500, "misconfigured", e.0)
-    }
-}
-
-/// A per-item failure inside batch results.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ItemError {
-    pub code: &'static str,
-    pub message: &'static str,
-}
-
-impl ItemError {
-    pub const VALUE_TOO_LARGE: ItemError =
-        ItemError { code: "value_too_large", message: "the value is larger than max_value_bytes" };
-    pub const INVALID_TOKEN: ItemError = ItemError { code: "invalid_token", message: "not a Veil token" };
-    pub const DECRYPTION_FAILED: ItemError = ItemError {
-        code: "decryption_failed",
-        message: "the token does not decrypt for this tenant, subject and context",
-    };
-    pub const INVALID_ENCODING: ItemError =
-        ItemError { code: "invalid_encoding", message: "the value is not valid base64" };
-    pub const NOT_UTF8: ItemError = ItemError {
-        code: "not_utf8",
-        message: "the plaintext is not UTF-8 text; ask for encoding \"base64\"",
-    };
 }

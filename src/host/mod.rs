@@ -9,13 +9,12 @@ mod wit_export;
 
 use std::rc::Rc;
 
-use crate::api::error::ApiError;
 use crate::auth::{AuthConfig, Authenticator};
 use crate::config::{Config, Variables};
 use crate::crypto::rng::Csprng;
 use crate::kms::cache::DekCache;
 use crate::kv::KeyValue;
-use crate::ops::Ctx;
+use crate::ops::{Ctx, OpError};
 use crate::store::sql::SqlConn;
 
 /// Spin component variables; empty values count as unset.
@@ -75,11 +74,11 @@ pub(crate) fn seeded_rng() -> Option<Csprng> {
 pub(crate) fn with_request<T>(
     config: &Config,
     auth_config: AuthConfig,
-    f: impl FnOnce(&mut Ctx<'_>, Result<&Authenticator, ApiError>, &outbound::Outbound) -> T,
-) -> Result<T, ApiError> {
+    f: impl FnOnce(&mut Ctx<'_>, Result<&Authenticator, OpError>, &outbound::Outbound) -> T,
+) -> Result<T, OpError> {
     let rng = seeded_rng().ok_or_else(|| {
         eprintln!("veil: the host gave no randomness");
-        ApiError::internal()
+        OpError::Internal
     })?;
     let conn: Box<dyn SqlConn> = match config.database_url.as_ref() {
         None => Box::new(sqlite::LazySqlite::default()),
@@ -96,6 +95,6 @@ pub(crate) fn with_request<T>(
     let token_cache_age = auth_config.token_cache_max_age_secs;
     let auth = Authenticator::new(auth_config)
         .map(|a| a.with_token_cache(Box::new(kv), token_cache_age))
-        .map_err(ApiError::from);
+        .map_err(OpError::from);
     Ok(f(&mut ctx, auth.as_ref().map_err(Clone::clone), &outbound::Outbound))
 }
