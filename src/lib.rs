@@ -19,6 +19,7 @@ pub mod ops;
 pub mod policy;
 pub mod scheme;
 pub mod store;
+pub mod vars;
 
 #[cfg(all(target_arch = "wasm32", feature = "component"))]
 #[allow(unsafe_code)] // generated bindings only (`#[http_component]`, `wit_bindgen::generate!`)

@@ -10,12 +10,15 @@ mod wit_export;
 use std::rc::Rc;
 
 use crate::auth::{AuthConfig, Authenticator};
-use crate::config::{Config, Variables};
+use crate::config::Config;
 use crate::crypto::rng::Csprng;
 use crate::kms::cache::DekCache;
+use crate::kms::transport::SystemClock;
+use crate::kms::Keks;
 use crate::kv::KeyValue;
 use crate::ops::{Ctx, OpError};
 use crate::store::sql::SqlConn;
+use crate::vars::Variables;
 
 /// Spin component variables; empty values count as unset.
 pub(crate) struct SpinVariables;
@@ -84,11 +87,10 @@ pub(crate) fn with_request<T>(
         None => Box::new(sqlite::LazySqlite::default()),
         Some(url) => Box::new(postgres::LazyPostgres::new(url.clone())),
     };
-    let mut ctx = Ctx::new(config, conn.as_ref(), rng, crate::clock::now_unix());
     let kv = Rc::new(SpinKeyValue::default());
-    ctx.keks =
-        crate::kms::Keks::new(Rc::new(outbound::Outbound), Rc::new(crate::kms::transport::SystemClock))
-            .with_shared_store(kv.clone());
+    let keks = Keks::new(config.kek_settings(), Rc::new(outbound::Outbound), Rc::new(SystemClock))
+        .with_shared_store(kv.clone());
+    let mut ctx = Ctx::with_keks(config, conn.as_ref(), rng, crate::clock::now_unix(), keks);
     if let Some(settings) = &config.dek_cache {
         ctx.dek_cache = Some(DekCache::new(Box::new(kv.clone()), &settings.key, settings.limits));
     }

@@ -33,8 +33,8 @@ use super::transport::{
 use super::{
     checked_endpoint, context_bytes, is_local_host, Kek, KeyContext, KmsError, KmsStats, WrappedDek,
 };
-use crate::config::AzureSettings;
 use crate::crypto::secret::SecretKey;
+use crate::vars::{trimmed, ConfigError, Variables};
 
 /// The Key Vault token audience (public cloud).
 pub const VAULT_RESOURCE: &str = "https://vault.azure.net";
@@ -60,6 +60,97 @@ const VAULT_HOST_SUFFIXES: &[&str] = &[
 ];
 const WHO_VAULT: &str = "Azure Key Vault";
 const WHO_TOKEN: &str = "Azure token endpoint";
+
+pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
+pub const DEFAULT_KEYVAULT_API_VERSION: &str = "7.5";
+pub const DEFAULT_IMDS_ENDPOINT: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
+
+/// Azure Key Vault: where tokens come from, and how wrapkey/unwrapkey are called (`azure_*`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub tenant_id: Option<String>,
+    /// The app registration (with a secret) or the user-assigned managed identity (without).
+    pub client_id: Option<String>,
+    pub client_secret: Option<Zeroizing<String>>,
+    pub authority_host: String,
+    /// Managed identity on App Service / Functions (`IDENTITY_ENDPOINT` / `IDENTITY_HEADER`).
+    pub identity_endpoint: Option<String>,
+    pub identity_header: Option<Zeroizing<String>>,
+    /// The IMDS token URL (`azure_imds_endpoint`, overridable for tests).
+    pub imds_endpoint: String,
+    /// Key Vault REST `api-version` (`azure_keyvault_api_version`).
+    pub api_version: String,
+    /// `azure_keyvault_wrap_alg`: `RSA-OAEP-256` or `A256KW`; default by the key URL's host.
+    pub wrap_alg: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            tenant_id: None,
+            client_id: None,
+            client_secret: None,
+            authority_host: DEFAULT_AUTHORITY_HOST.into(),
+            identity_endpoint: None,
+            identity_header: None,
+            imds_endpoint: DEFAULT_IMDS_ENDPOINT.into(),
+            api_version: DEFAULT_KEYVAULT_API_VERSION.into(),
+            wrap_alg: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("azure::Settings")
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "<secret>"))
+            .field("authority_host", &self.authority_host)
+            .field("identity_endpoint", &self.identity_endpoint)
+            .field("identity_header", &self.identity_header.as_ref().map(|_| "<secret>"))
+            .field("imds_endpoint", &self.imds_endpoint)
+            .field("api_version", &self.api_version)
+            .field("wrap_alg", &self.wrap_alg)
+            .finish()
+    }
+}
+
+impl Settings {
+    /// Reads the `azure_*` variables; the API version and wrap algorithm are checked now, the
+    /// token source when a key is first used.
+    pub fn load(vars: &dyn Variables) -> Result<Self, ConfigError> {
+        let api_version =
+            vars.get("azure_keyvault_api_version").unwrap_or_else(|| DEFAULT_KEYVAULT_API_VERSION.into());
+        if api_version.is_empty()
+            || api_version.len() > 32
+            || !api_version.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        {
+            return Err(ConfigError("variable azure_keyvault_api_version must look like 7.5".into()));
+        }
+        let wrap_alg = vars.get("azure_keyvault_wrap_alg").map(|a| a.trim().to_string());
+        if let Some(a) = &wrap_alg {
+            if a != ALG_RSA_OAEP_256 && a != ALG_A256KW {
+                return Err(ConfigError(
+                    "variable azure_keyvault_wrap_alg must be RSA-OAEP-256 or A256KW".into(),
+                ));
+            }
+        }
+        Ok(Settings {
+            tenant_id: trimmed(vars, "azure_tenant_id"),
+            client_id: trimmed(vars, "azure_client_id"),
+            client_secret: vars.get("azure_client_secret").map(Zeroizing::new),
+            authority_host: trimmed(vars, "azure_authority_host")
+                .unwrap_or_else(|| DEFAULT_AUTHORITY_HOST.into()),
+            identity_endpoint: trimmed(vars, "azure_identity_endpoint"),
+            identity_header: vars.get("azure_identity_header").map(Zeroizing::new),
+            imds_endpoint: trimmed(vars, "azure_imds_endpoint")
+                .unwrap_or_else(|| DEFAULT_IMDS_ENDPOINT.into()),
+            api_version,
+            wrap_alg,
+        })
+    }
+}
 
 fn b64url() -> base64::engine::GeneralPurpose {
     base64::engine::GeneralPurpose::new(
@@ -118,7 +209,7 @@ fn valid_id(s: &str) -> bool {
 impl Authenticator {
     /// Client secret wins over the managed-identity endpoint, which wins over IMDS.
     pub fn new(
-        s: &AzureSettings,
+        s: &Settings,
         policy: RetryPolicy,
         transport: Rc<dyn HttpTransport>,
         clock: Rc<dyn Clock>,
@@ -496,7 +587,7 @@ fn valid_segment(s: &str, max: usize) -> bool {
 impl AzureKeyVault {
     /// Parses `https://<vault>.vault.azure.net/keys/<name>[/<version>]`; nothing is sent yet.
     pub fn new(
-        s: &AzureSettings,
+        s: &Settings,
         key_url: &str,
         policy: RetryPolicy,
         tokens: Rc<Authenticator>,
@@ -713,20 +804,20 @@ mod tests {
         kv: AzureKeyVault,
     }
 
-    fn client_secret() -> AzureSettings {
-        AzureSettings {
+    fn client_secret() -> Settings {
+        Settings {
             tenant_id: Some("72f988bf-86f1-41af-91ab-2d7cd011db47".into()),
             client_id: Some("00000000-1111-2222-3333-444444444444".into()),
             client_secret: Some(Zeroizing::new("s3cr3t&value".into())),
-            ..AzureSettings::default()
+            ..Settings::default()
         }
     }
 
-    fn fx(s: &AzureSettings, key_url: &str) -> Fx {
+    fn fx(s: &Settings, key_url: &str) -> Fx {
         fx_policy(s, key_url, RetryPolicy::default())
     }
 
-    fn fx_policy(s: &AzureSettings, key_url: &str, policy: RetryPolicy) -> Fx {
+    fn fx_policy(s: &Settings, key_url: &str, policy: RetryPolicy) -> Fx {
         let t = Rc::new(ScriptedTransport::default());
         let clock = Rc::new(FakeClock::at_unix(T0));
         let stats = Rc::new(KmsStats::default());
@@ -862,11 +953,11 @@ mod tests {
 
     #[test]
     fn managed_identity_endpoint_token() {
-        let s = AzureSettings {
+        let s = Settings {
             identity_endpoint: Some("http://127.0.0.1:41741/msi/token".into()),
             identity_header: Some(Zeroizing::new("hdr-secret".into())),
             client_id: Some("user-assigned-id".into()),
-            ..AzureSettings::default()
+            ..Settings::default()
         };
         let f = fx(&s, &format!("{VAULT}/keys/veil-kek"));
         assert_eq!(f.kv.tokens.source_name(), "managed-identity");
@@ -895,9 +986,9 @@ mod tests {
 
     #[test]
     fn imds_token_and_source_precedence() {
-        let s = AzureSettings {
+        let s = Settings {
             imds_endpoint: "http://169.254.169.254/metadata/identity/oauth2/token".into(),
-            ..AzureSettings::default()
+            ..Settings::default()
         };
         let f = fx(&s, &format!("{VAULT}/keys/veil-kek"));
         assert_eq!(f.kv.tokens.source_name(), "imds");
@@ -916,12 +1007,12 @@ mod tests {
         );
         assert_eq!(r.header("metadata"), Some("true"));
 
-        let with_mi = AzureSettings {
+        let with_mi = Settings {
             identity_endpoint: Some("http://localhost:8081/msi/token".into()),
             identity_header: Some(Zeroizing::new("h".into())),
             ..client_secret()
         };
-        let mk = |s: &AzureSettings| {
+        let mk = |s: &Settings| {
             Authenticator::new(
                 s,
                 RetryPolicy::default(),
@@ -931,11 +1022,11 @@ mod tests {
             )
         };
         assert_eq!(mk(&with_mi).map(|a| a.source_name()), Ok("client-secret"));
-        let no_secret = AzureSettings { client_secret: None, ..with_mi.clone() };
+        let no_secret = Settings { client_secret: None, ..with_mi.clone() };
         assert_eq!(mk(&no_secret).map(|a| a.source_name()), Ok("managed-identity"));
-        let no_header = AzureSettings { identity_header: None, ..no_secret };
+        let no_header = Settings { identity_header: None, ..no_secret };
         assert!(matches!(mk(&no_header), Err(KmsError::Misconfigured(_))));
-        let no_tenant = AzureSettings { tenant_id: None, ..client_secret() };
+        let no_tenant = Settings { tenant_id: None, ..client_secret() };
         assert!(matches!(mk(&no_tenant), Err(KmsError::Misconfigured(_))));
         let dbg = format!("{:?}", mk(&client_secret()));
         assert!(!dbg.contains("s3cr3t"), "{dbg}");
@@ -1163,7 +1254,7 @@ mod tests {
 
     #[test]
     fn key_urls_hosts_and_algorithms() {
-        let mk = |s: &AzureSettings, url: &str| {
+        let mk = |s: &Settings, url: &str| {
             let t: Rc<ScriptedTransport> = Rc::new(ScriptedTransport::default());
             let c = Rc::new(FakeClock::at_unix(0));
             let st = Rc::new(KmsStats::default());
@@ -1177,7 +1268,7 @@ mod tests {
         assert_eq!(*hsm.resource.borrow(), MANAGED_HSM_RESOURCE);
         let kv = mk(&s, "https://contoso.vault.azure.net/keys/kek/").expect("kv");
         assert_eq!((kv.alg, kv.version.as_deref()), (ALG_RSA_OAEP_256, None));
-        let forced = AzureSettings { wrap_alg: Some("A256KW".into()), ..client_secret() };
+        let forced = Settings { wrap_alg: Some("A256KW".into()), ..client_secret() };
         assert_eq!(mk(&forced, "http://127.0.0.1:8200/keys/kek").map(|k| k.alg).ok(), Some(ALG_A256KW));
         for bad in [
             "https://evil.example.com/keys/kek",

@@ -8,10 +8,10 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::auth::AuthError;
-use crate::config::ConfigError;
 use crate::ids::SchemeName;
 use crate::kms::KmsError;
 use crate::store::StoreError;
+use crate::vars::ConfigError;
 
 /// A whole-request failure of an operation.
 #[derive(Debug, Clone)]

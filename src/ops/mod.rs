@@ -35,18 +35,30 @@ pub struct Ctx<'a> {
     pub rng: Csprng,
     pub now: i64,
     /// The KEK providers this request has used, and its count of KMS calls.
-    pub keks: Keks,
+    pub keks: Keks<'a>,
     /// The opt-in DEK cache in the host key-value store, when configured.
     pub dek_cache: Option<DekCache>,
 }
 
 impl<'a> Ctx<'a> {
+    /// A context whose KEK providers have no outbound HTTP (native builds and tests).
     pub fn new(config: &'a Config, conn: &'a dyn SqlConn, rng: Csprng, now: i64) -> Self {
-        Ctx { config, store: Store::new(conn), rng, now, keks: Keks::default(), dek_cache: None }
+        Self::with_keks(config, conn, rng, now, Keks::offline(config.kek_settings()))
+    }
+
+    /// A context with the door's KEK providers (outbound HTTP, the host's key-value store).
+    pub fn with_keks(
+        config: &'a Config,
+        conn: &'a dyn SqlConn,
+        rng: Csprng,
+        now: i64,
+        keks: Keks<'a>,
+    ) -> Self {
+        Ctx { config, store: Store::new(conn), rng, now, keks, dek_cache: None }
     }
 
     fn kek(&mut self, r: &KekRef) -> Result<&dyn Kek, OpError> {
-        Ok(self.keks.get(r, self.config, &mut self.rng)?)
+        Ok(self.keks.get(r, &mut self.rng)?)
     }
 
     fn unwrap_dek(&mut self, scheme: &Scheme, version: KeyVersion) -> Result<Option<SecretKey>, OpError> {
