@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use zeroize::Zeroizing;
 
-use super::azure::{Authenticator, AzureKeyVault};
+use super::azure::{AzureKeyVault, Credential};
 use super::transport::loopback::LoopbackTransport;
 use super::transport::{Clock, HttpTransport, RetryPolicy, SystemClock};
 use super::{aws, azure};
@@ -122,7 +122,7 @@ impl Emu {
     }
     fn vault(&self, s: &azure::Settings, key_url: &str, p: RetryPolicy) -> (AzureKeyVault, Rc<KmsStats>) {
         let stats = Rc::new(KmsStats::default());
-        let auth = Rc::new(Authenticator::new(s, p, transport(), clock(), stats.clone()).expect("auth"));
+        let auth = Rc::new(Credential::new(s, p, transport(), clock(), stats.clone()).expect("auth"));
         let kv = AzureKeyVault::new(s, key_url, p, auth, transport(), clock(), stats.clone()).expect("vault");
         (kv, stats)
     }

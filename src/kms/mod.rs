@@ -229,7 +229,7 @@ pub struct Keks<'a> {
     transport: Rc<dyn transport::HttpTransport>,
     clock: Rc<dyn transport::Clock>,
     stats: Rc<KmsStats>,
-    azure_credential: Option<Rc<azure::Authenticator>>,
+    azure_credential: Option<Rc<azure::Credential>>,
     providers: HashMap<(&'static str, String), Box<dyn Kek>>,
     /// The host key-value store, for state that outlives a request (Azure bearer tokens).
     shared: Option<Rc<dyn crate::kv::KeyValue>>,
@@ -316,7 +316,7 @@ impl<'a> Keks<'a> {
                     Some(c) => c.clone(),
                     None => {
                         let c = Rc::new(
-                            azure::Authenticator::new(
+                            azure::Credential::new(
                                 &kms_settings()?.azure,
                                 policy()?,
                                 self.transport.clone(),
