@@ -31,7 +31,7 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
 }
 
 fn header(fields: &Fields, name: &str) -> Option<String> {
-    let values = fields.get(&name.to_string());
+    let values = fields.get(name);
     let first = values.into_iter().next()?;
     String::from_utf8(first).ok()
 }

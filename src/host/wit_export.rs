@@ -4,12 +4,16 @@ use super::{with_request, SpinVariables};
 use crate::config::Config;
 use crate::ops::{self, ItemError, OpError};
 
-wit_bindgen::generate!({
-    world: "veil",
-    path: "wit/veil.wit",
-});
+/// The generated bindings, in their own module so that what their glue needs stays there.
+#[allow(clippy::mem_forget, reason = "wit-bindgen's glue hands buffers to the host with mem::forget")]
+mod bindings {
+    wit_bindgen::generate!({
+        world: "veil",
+        path: "wit/veil.wit",
+    });
+}
 
-use exports::veil::gateway::protection::{Error, Guest};
+use bindings::exports::veil::gateway::protection::{Error, Guest};
 
 struct Veil;
 
@@ -81,4 +85,4 @@ impl Guest for Veil {
     }
 }
 
-export!(Veil);
+bindings::export!(Veil with_types_in bindings);
