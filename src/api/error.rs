@@ -67,3 +67,142 @@ impl From<AuthError> for ApiError {
         ApiError::from(OpError::from(e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::SchemeName;
+    use crate::vars::ConfigError;
+
+    /// Every operation failure keeps the status, code and message it had before `OpError`
+    /// existed; the WIT export sends the same code and message (`code()`, `Display`).
+    #[test]
+    fn op_errors_map_to_exact_statuses_codes_and_messages() {
+        let pii = || SchemeName::parse("pii").expect("name");
+        let internal = "an internal error occurred; the details are in the server log";
+        let detail = || "secret-detail".to_string();
+        let cases: Vec<(OpError, u16, &str, &str)> = vec![
+            (OpError::invalid_field("scheme: too long"), 422, "invalid_field", "scheme: too long"),
+            (
+                OpError::Auth(AuthError::Missing),
+                401,
+                "unauthenticated",
+                "send a bearer token in the Authorization header",
+            ),
+            (OpError::Auth(AuthError::Invalid("token expired")), 401, "invalid_credentials", "token expired"),
+            (
+                OpError::Auth(AuthError::JwksUnavailable),
+                503,
+                "auth_unavailable",
+                "the token signing keys could not be fetched",
+            ),
+            (
+                OpError::Auth(AuthError::Config(detail())),
+                500,
+                "auth_misconfigured",
+                "token verification is misconfigured",
+            ),
+            (
+                OpError::forbidden("masking with this scheme"),
+                403,
+                "forbidden",
+                "your roles do not allow masking with this scheme",
+            ),
+            (
+                OpError::SchemeNotFound(pii()),
+                404,
+                "scheme_not_found",
+                "no scheme named \"pii\" in this tenant",
+            ),
+            (
+                OpError::SchemeExists(pii()),
+                409,
+                "scheme_exists",
+                "a scheme named \"pii\" already exists in this tenant",
+            ),
+            (
+                OpError::BatchTooLarge { values: 4, max: 3 },
+                413,
+                "batch_too_large",
+                "4 values is more than max_batch (3)",
+            ),
+            (OpError::VersionsExhausted, 409, "key_versions_exhausted", "no key version is left"),
+            (
+                OpError::Conflict,
+                409,
+                "conflict",
+                "the scheme kept changing under concurrent rotations; retry",
+            ),
+            (
+                OpError::Store(StoreError::Unavailable(detail())),
+                503,
+                "store_unavailable",
+                "the metadata database is unavailable; retry later",
+            ),
+            (OpError::Store(StoreError::Corrupt(detail())), 500, "internal", internal),
+            (OpError::Store(StoreError::Exists), 500, "internal", internal),
+            (
+                OpError::Kms(KmsError::DevModeRequired),
+                422,
+                "dev_mode_required",
+                "the local KEK is only available in dev mode",
+            ),
+            (
+                OpError::Kms(KmsError::Misconfigured("set aws_region".into())),
+                500,
+                "misconfigured",
+                "KEK misconfigured: set aws_region",
+            ),
+            (
+                OpError::Kms(KmsError::UnwrapFailed),
+                500,
+                "kms_unwrap_failed",
+                "a stored data key does not unwrap under its KEK",
+            ),
+            (
+                OpError::Kms(KmsError::Unavailable(detail())),
+                503,
+                "kms_unavailable",
+                "the key vault did not answer",
+            ),
+            (
+                OpError::Kms(KmsError::Throttled(detail())),
+                503,
+                "kms_throttled",
+                "the key vault is rate-limiting requests; retry later",
+            ),
+            (
+                OpError::Kms(KmsError::Denied(detail())),
+                502,
+                "kms_denied",
+                "the key vault refused the request",
+            ),
+            (
+                OpError::Kms(KmsError::KeyNotFound(detail())),
+                502,
+                "kms_key_not_found",
+                "the key-encryption key was not found",
+            ),
+            (
+                OpError::Kms(KmsError::BadResponse(detail())),
+                502,
+                "kms_bad_response",
+                "the key vault sent an invalid response",
+            ),
+            (
+                OpError::Config(ConfigError(
+                    "variable max_batch must be a whole number from 1 to 100000".into(),
+                )),
+                500,
+                "misconfigured",
+                "variable max_batch must be a whole number from 1 to 100000",
+            ),
+            (OpError::Internal, 500, "internal", internal),
+        ];
+        for (e, status, code, message) in cases {
+            assert_eq!((e.code(), e.to_string().as_str()), (code, message), "{e:?}");
+            let a = ApiError::from(e);
+            assert_eq!((a.status, a.code, a.message.as_str()), (status, code, message));
+        }
+    }
+}
