@@ -12,6 +12,7 @@ pub mod aead;
 pub mod kdf;
 pub mod rng;
 pub mod secret;
+pub mod sign;
 pub mod token;
 
 /// One opaque error for every decrypt failure (no tag/format oracle): a wrong key, a
