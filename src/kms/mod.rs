@@ -10,6 +10,8 @@ pub mod local;
 pub mod transport;
 
 #[cfg(test)]
+mod binding_vectors;
+#[cfg(test)]
 mod live_tests;
 #[cfg(test)]
 mod sigv4_suite;
