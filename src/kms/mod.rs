@@ -11,6 +11,8 @@ mod settings;
 pub mod transport;
 
 #[cfg(test)]
+mod binding_vectors;
+#[cfg(test)]
 mod live_tests;
 #[cfg(test)]
 mod sigv4_suite;
