@@ -176,11 +176,10 @@ class Report:
 
     def wasm_section(self) -> str:
         b = self.b
-        out = ["## 2. Core, inside wasm", "",
-               "`veil-bench-core` built for wasm32-wasip2 and run by `veil run` (the host's wasmtime), ops/s, "
-               "cases as in section 1. Built twice in this run: with SIMD128, as the component is "
-               "(`.cargo/config.toml`), and with `RUSTFLAGS=\"-C target-feature=-simd128\"`; the last column is "
-               "what SIMD128 gives.", ""]
+        intro = ("`veil-bench-core` for wasm32-wasip2, run by `veil run`, ops/s, cases as in section 1; built "
+                 "twice in this run, with SIMD128 as the component is (`.cargo/config.toml`) and with "
+                 "`RUSTFLAGS=\"-C target-feature=-simd128\"`: the last column is what SIMD128 gives.")
+        out = ["## 2. Core, inside wasm", "", intro, ""]
         if not b.core_wasm.get(SIMD) or not b.core_wasm.get(NO_SIMD):
             out += ["No figures: the benchmark failed (see above).", ""]
             return "\n".join(out)

@@ -8,7 +8,7 @@
 #   5. integration  the fixtures' own tests, then the suite on SQLite and on PostgreSQL: the real
 #                   component through the real host over HTTP (pytest: tests/pytest.ini)
 #   6. dependencies cargo deny: licenses, bans, sources (deny.toml); advisories where a local
-#                   copy of the advisory database exists (VEIL_ADVISORY_DB_PATH, docs/testing.md)
+#                   copy of the advisory database exists (VEIL_ADVISORY_DB_PATH; README, Tests)
 #   7. benchmarks   benches/run.sh --smoke: every benchmark produces its rows or the run fails
 # Installs what it needs (wasm target, rustfmt, cargo-deny, PostgreSQL, the Python venv, wrk).
 # Arguments go to the integration runs' pytest (e.g. -k PATTERN). VEIL_TEST_NO_BENCH=1 skips
@@ -98,24 +98,23 @@ if compgen -G "$advisory_dbs/advisory-db-*" >/dev/null; then
   cargo deny --workspace --locked --offline check --hide-inclusion-graph advisories
 else
   echo "advisories: NOT CHECKED: no local copy of the RustSec advisory database in $advisory_dbs" >&2
-  echo "  (it lives only on GitHub, which this machine cannot reach; docs/testing.md says how to add one)" >&2
+  echo "  (it lives only on GitHub, which this machine cannot reach; README.md, Tests, says how to add one)" >&2
 fi
 
 if [ "${VEIL_TEST_NO_BENCH:-}" != 1 ]; then
   gate "7. benchmark smoke (benches/run.sh --smoke)"
-  smoke_dir="$(mktemp -d)"
-  benches/run.sh --smoke --out "$smoke_dir/BENCHMARKS.smoke.md"  # builds only the core benchmark here
+  smoke=target/BENCHMARKS.smoke.md  # kept for a look; target/ is not tracked
+  benches/run.sh --smoke --out "$smoke"  # builds only the core benchmarks here
   # every section of BENCHMARKS.md is there, and no row says it failed
   for section in "## Targets" "## 1. Core, native" "## 2. Core, inside wasm" "## 3. HTTP" \
                  "## 4. Veil ÷ OpenBao" "## 5. Cold start" "## 6. KMS calls" "## 7. Memory" \
                  "## 8. Where the time goes" "## Why the missed targets are missed" "## Notes"; do
-    grep -q "^$section" "$smoke_dir/BENCHMARKS.smoke.md" || { echo "smoke report: no '$section'" >&2; exit 1; }
+    grep -q "^$section" "$smoke" || { echo "smoke report $smoke: no '$section'" >&2; exit 1; }
   done
-  if grep -n "FAILED\|no figure" "$smoke_dir/BENCHMARKS.smoke.md" >&2; then
-    echo "smoke report: the rows above failed" >&2
+  if grep -n "FAILED\|no figure" "$smoke" >&2; then
+    echo "smoke report $smoke: the rows above failed" >&2
     exit 1
   fi
-  rm -rf "$smoke_dir"
 else
   echo "7. benchmark smoke: not run (VEIL_TEST_NO_BENCH=1; CI never sets it)" >&2
 fi

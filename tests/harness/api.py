@@ -89,21 +89,11 @@ class Tenant:
     def as_(self, *roles, **extra) -> Api:
         return self.server.api(self.signer(self.id, roles, **extra))
 
-    @property
-    def admin(self):
-        return self.as_("admin")
-
-    @property
-    def app(self):
-        return self.as_("app")
-
-    @property
-    def support(self):
-        return self.as_("support")
-
-    @property
-    def analyst(self):
-        return self.as_("analyst")
+    # a client for each role of DEFAULT_POLICY, with a fresh token each time
+    admin = property(lambda self: self.as_("admin"))
+    app = property(lambda self: self.as_("app"))
+    support = property(lambda self: self.as_("support"))
+    analyst = property(lambda self: self.as_("analyst"))
 
     def scheme_body(self, name=None, **fields) -> dict:
         body = {"name": name or new_name(), "algorithm": "aes-256-gcm", "kek": {"provider": "local"},
