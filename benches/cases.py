@@ -77,9 +77,14 @@ def log(msg: str) -> None:
 
 # --------------------------------------------------------------------------- Veil for the benchmarks
 
+def run_token(roles, signer=hs256) -> str:
+    """A JWT for the bench tenant, valid for the whole run."""
+    return signer(TENANT, roles, sub="bench", exp=int(time.time()) + TOKEN_TTL)
+
+
 def bearer(roles, signer=hs256) -> str:
-    """An Authorization value for the bench tenant, valid for the whole run."""
-    return f"Bearer {signer(TENANT, roles, sub='bench', exp=int(time.time()) + TOKEN_TTL)}"
+    """An Authorization value with a `run_token`."""
+    return f"Bearer {run_token(roles, signer)}"
 
 
 def start_veil(workdir: Path, name: str, raw_env: dict | None = None, outbound=(), state_dir: Path | None = None,
@@ -403,7 +408,8 @@ class Bench:
         """Checks that every body the load test sends gets the right answer, then its cells."""
         t = set_up_schemes(v, ((SCHEME, "aes-256-gcm"), (SCHEME_CHACHA, "chacha20-poly1305")))
         hs = bearer(["app", "support"])
-        rs = bearer(["app", "support"], signer=rs256)
+        rs_token = run_token(["app", "support"], signer=rs256)
+        rs = f"Bearer {rs_token}"
         values = batch_values()
         [tok1] = t.protect(SCHEME, [VALUE])
         toks = t.protect(SCHEME, values)
@@ -411,7 +417,7 @@ class Bench:
         for given, want in (([tok1], [VALUE]), (toks, values), (toks_cc, values)):
             if t.unprotect(given) != want:
                 raise BenchError(f"{store}: unprotect did not round-trip")
-        r = ok(Api(v.url, rs.removeprefix("Bearer ")).post("/v1/protect", {"scheme": SCHEME, "values": [VALUE]}))
+        r = ok(Api(v.url, rs_token).post("/v1/protect", {"scheme": SCHEME, "values": [VALUE]}))
         assert item_errors(r["results"]) == [None], r  # the warm RS256 token is accepted
 
         def cell(auth, op, n, c, body, group, auth_value=hs):
@@ -433,13 +439,13 @@ class Bench:
             cells += [cell(f"HS256, {CHACHA}", op, BATCH, 32, body, f"veil-{store}-{op}-{BATCH}-chacha")
                       for op, body in (("protect", {"scheme": SCHEME_CHACHA, "values": values}),
                                        ("unprotect", {"values": toks_cc}))]
-        healthz = [1, 32] if store == "sqlite" else [32] if store == "sqlite-reuse" else []
-        cells += [Cell("Veil", store, "none", "healthz", 0, c, f"{v.url}/healthz", {"BENCH_METHOD": "GET"},
-                       self.duration, f"veil-{store}-healthz") for c in healthz]
         if store == "sqlite":  # JWT verification does not depend on the store
             one = bodies[("protect", 1)]
             cells += [cell("RS256 warm", "protect", 1, c, one, "veil-sqlite-rs256", rs) for c in CONCURRENCY]
             cells.append(cell("RS256 cold", "protect", 1, 32, one, "veil-sqlite-rs256-cold", None))
+        healthz = [1, 32] if store == "sqlite" else [32] if store == "sqlite-reuse" else []
+        cells += [Cell("Veil", store, "none", "healthz", 0, c, f"{v.url}/healthz", {"BENCH_METHOD": "GET"},
+                       self.duration, f"veil-{store}-healthz") for c in healthz]
         return cells
 
     def start_openbao(self) -> list[Cell]:

@@ -3,7 +3,9 @@
 # BENCHMARKS.md (or --out FILE) and fails unless every benchmark produced its rows.
 #
 #   benches/run.sh                 full mode: medians of 3 runs, 4 s wrk runs (about 15 minutes)
-#   benches/run.sh --smoke         1 run of everything, 1 s wrk runs (about 5 minutes; CI)
+#   benches/run.sh --smoke         1 run of everything, 1 s wrk runs (about 2 minutes; CI)
+#                                  The first run builds the core benchmark natively and twice for
+#                                  wasm (with and without SIMD128): about 7 more minutes on 2 cores.
 #   benches/run.sh --out FILE      write the report elsewhere
 #   benches/run.sh --no-build      use the binaries already in target/
 #   .venv/bin/python benches/profile.py [--reuse-instances N] [--values 100]
@@ -27,7 +29,7 @@ args=()
 for a in "$@"; do
   case "$a" in
     --no-build) build=0 ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exec true ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exec true ;;
     *) args+=("$a") ;;
   esac
 done
