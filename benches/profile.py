@@ -40,7 +40,7 @@ from harness.procs import cleanup  # noqa: E402
 BUCKETS = [
     ("guest: the whole request, host calls included (`spin_executor::run`)", ["spin_executor::run"]),
     ("guest: authentication (`Authenticator::authenticate`)", ["veil::auth::Authenticator::authenticate"]),
-    ("guest: protect/unprotect work (`ops::protect` / `ops::unprotect`)", ["veil::ops::protect", "veil::ops::unprotect"]),
+    ("guest: protect/unprotect work (`ops::protect` / `ops::unprotect`)", ["veil::ops::data::protect", "veil::ops::data::unprotect"]),
     ("guest:   of which sealing/opening values (`AeadKey::seal_into` / `AeadKey::open`)",
      ["veil::crypto::aead::AeadKey::seal_into", "veil::crypto::aead::AeadKey::open"]),
     ("guest:   of which the DEK unwrap (`Ctx::unwrap_data_key`)", ["veil::ops::Ctx::unwrap_data_key"]),

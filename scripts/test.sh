@@ -54,10 +54,17 @@ fi
 cargo fmt --all -- --check
 
 gate "2. clippy"
-# ---- CLIPPY: the coordinator wires the two lint commands here when the Rust branches land:
-#   cargo clippy --locked --workspace --all-targets -- -D warnings
-#   cargo clippy --locked -p veil --target wasm32-wasip2 -- -D warnings
-echo "clippy is not wired into this script yet (see the CLIPPY mark in scripts/test.sh)" >&2
+if ! rustup component list --installed 2>/dev/null | grep -q '^clippy'; then
+  echo "clippy is missing: rustup component add clippy" >&2
+  rustup component add clippy
+fi
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+  rustup target add wasm32-wasip2
+fi
+# Natively (every crate, tests and benches included), then the component for wasm32-wasip2: the
+# only way src/host/ (compiled for wasm32 only) is linted.
+cargo clippy --locked --workspace --all-targets -- -D warnings
+cargo clippy --locked -p veil --target wasm32-wasip2 -- -D warnings
 
 gate "set-up: PostgreSQL and the Python venv (.venv)"
 VEIL_TEST_PG_URL="${VEIL_TEST_PG_URL:-$(scripts/ensure-postgres.sh)}"
