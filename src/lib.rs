@@ -6,6 +6,9 @@
 // `deny`, not `forbid`: the Spin SDK's and wit-bindgen's macros expand to `unsafe` glue in the
 // `host` module, the one place allowed to contain it. No hand-written unsafe anywhere.
 #![deny(unsafe_code)]
+// The component's stdout is nobody's log: diagnostics go to stderr (`eprintln!`), answers to
+// the response. (Only here: for the host and the benchmark, stdout is their output.)
+#![warn(clippy::print_stdout)]
 
 pub mod api;
 pub mod auth;
@@ -19,7 +22,8 @@ pub mod ops;
 pub mod policy;
 pub mod scheme;
 pub mod store;
+pub mod vars;
 
 #[cfg(all(target_arch = "wasm32", feature = "component"))]
-#[allow(unsafe_code)] // generated bindings only (`#[http_component]`, `wit_bindgen::generate!`)
+#[allow(unsafe_code, reason = "generated bindings only (`#[http_component]`, `wit_bindgen::generate!`)")]
 mod host;

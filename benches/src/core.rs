@@ -7,6 +7,7 @@
 //! there with `veil run`), so the two can be compared. Prints one TSV row per case:
 //! `case  algorithm  bytes  ops_per_sec` — the median of `--runs` timed runs (warm-up excluded).
 #![forbid(unsafe_code)]
+#![allow(clippy::panic, clippy::exit, reason = "a command-line benchmark: a bad argument or setup stops it")]
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

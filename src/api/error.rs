@@ -1,12 +1,12 @@
-//! The one place where failures become HTTP statuses and stable codes.
+//! The one place where failures become HTTP statuses: an operation's [`OpError`] keeps its code
+//! and caller-safe message and gets its status here; the API's own refusals (JSON, content type,
+//! routes, body size) are made here directly.
 
 use std::fmt;
 
-use serde::Serialize;
-
 use crate::auth::AuthError;
-use crate::config::ConfigError;
 use crate::kms::KmsError;
+use crate::ops::OpError;
 use crate::store::StoreError;
 
 /// A whole-request failure: status, stable snake_case code, and a message safe to show.
@@ -21,14 +21,12 @@ impl ApiError {
     pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
         ApiError { status, code, message: message.into() }
     }
+    /// 422 `invalid_field`: a field the API parses itself (a scheme's definition) is not acceptable.
     pub fn invalid_field(message: impl Into<String>) -> Self {
-        Self::new(422, "invalid_field", message)
-    }
-    pub fn forbidden(what: &str) -> Self {
-        Self::new(403, "forbidden", format!("your roles do not allow {what}"))
+        ApiError::from(OpError::invalid_field(message))
     }
     pub fn internal() -> Self {
-        Self::new(500, "internal", "an internal error occurred; the details are in the server log")
+        ApiError::from(OpError::Internal)
     }
 }
 
@@ -38,96 +36,179 @@ impl fmt::Display for ApiError {
     }
 }
 
+/// The HTTP status of an operation's failure.
+fn status(e: &OpError) -> u16 {
+    match e {
+        OpError::InvalidField(_) => 422,
+        OpError::Auth(AuthError::JwksUnavailable) => 503,
+        OpError::Auth(AuthError::Config(_)) => 500,
+        OpError::Auth(_) => 401,
+        OpError::Forbidden(_) => 403,
+        OpError::SchemeNotFound(_) => 404,
+        OpError::SchemeExists(_) | OpError::VersionsExhausted | OpError::Conflict => 409,
+        OpError::BatchTooLarge { .. } => 413,
+        OpError::Store(StoreError::Unavailable(_) | StoreError::SchemaTooNew { .. }) => 503,
+        OpError::Kms(KmsError::DevModeRequired) => 422,
+        OpError::Kms(KmsError::Misconfigured(_) | KmsError::UnwrapFailed) => 500,
+        OpError::Kms(KmsError::Unavailable(_) | KmsError::Throttled(_)) => 503,
+        OpError::Kms(_) => 502,
+        OpError::Store(_) | OpError::Config(_) | OpError::Internal => 500,
+    }
+}
+
+impl From<OpError> for ApiError {
+    fn from(e: OpError) -> Self {
+        ApiError::new(status(&e), e.code(), e.to_string())
+    }
+}
+
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
-        match e {
-            AuthError::Missing => {
-                ApiError::new(401, "unauthenticated", "send a bearer token in the Authorization header")
-            }
-            AuthError::Invalid(why) => ApiError::new(401, "invalid_credentials", why),
-            AuthError::JwksUnavailable => {
-                ApiError::new(503, "auth_unavailable", "the token signing keys could not be fetched")
-            }
-            AuthError::Config(detail) => {
-                eprintln!("veil: authentication misconfigured: {detail}");
-                ApiError::new(500, "auth_misconfigured", "token verification is misconfigured")
-            }
-            #[allow(unreachable_patterns)]
-            _ => ApiError::new(401, "invalid_credentials", "the credentials are not valid"),
+        ApiError::from(OpError::from(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::SchemeName;
+    use crate::vars::ConfigError;
+
+    /// Every operation failure keeps the status, code and message it had before `OpError`
+    /// existed; the WIT export sends the same code and message (`code()`, `Display`).
+    #[test]
+    fn op_errors_map_to_exact_statuses_codes_and_messages() {
+        let pii = || SchemeName::parse("pii").expect("name");
+        let internal = "an internal error occurred; the details are in the server log";
+        let detail = || "secret-detail".to_string();
+        let cases: Vec<(OpError, u16, &str, &str)> = vec![
+            (OpError::invalid_field("scheme: too long"), 422, "invalid_field", "scheme: too long"),
+            (
+                OpError::Auth(AuthError::Missing),
+                401,
+                "unauthenticated",
+                "send a bearer token in the Authorization header",
+            ),
+            (OpError::Auth(AuthError::Invalid("token expired")), 401, "invalid_credentials", "token expired"),
+            (
+                OpError::Auth(AuthError::JwksUnavailable),
+                503,
+                "auth_unavailable",
+                "the token signing keys could not be fetched",
+            ),
+            (
+                OpError::Auth(AuthError::Config(detail())),
+                500,
+                "auth_misconfigured",
+                "token verification is misconfigured",
+            ),
+            (
+                OpError::forbidden("masking with this scheme"),
+                403,
+                "forbidden",
+                "your roles do not allow masking with this scheme",
+            ),
+            (
+                OpError::SchemeNotFound(pii()),
+                404,
+                "scheme_not_found",
+                "no scheme named \"pii\" in this tenant",
+            ),
+            (
+                OpError::SchemeExists(pii()),
+                409,
+                "scheme_exists",
+                "a scheme named \"pii\" already exists in this tenant",
+            ),
+            (
+                OpError::BatchTooLarge { values: 4, max: 3 },
+                413,
+                "batch_too_large",
+                "4 values is more than max_batch (3)",
+            ),
+            (OpError::VersionsExhausted, 409, "key_versions_exhausted", "no key version is left"),
+            (
+                OpError::Conflict,
+                409,
+                "conflict",
+                "the scheme kept changing under concurrent rotations; retry",
+            ),
+            (
+                OpError::Store(StoreError::Unavailable(detail())),
+                503,
+                "store_unavailable",
+                "the metadata database is unavailable; retry later",
+            ),
+            (
+                OpError::Store(StoreError::SchemaTooNew { found: 3, known: 2 }),
+                503,
+                "store_schema_too_new",
+                "the metadata database was migrated by a newer Veil (schema version 3; this build knows up to 2); this deployment must be upgraded",
+            ),
+            (OpError::Store(StoreError::Corrupt(detail())), 500, "internal", internal),
+            (OpError::Store(StoreError::Exists), 500, "internal", internal),
+            (
+                OpError::Kms(KmsError::DevModeRequired),
+                422,
+                "dev_mode_required",
+                "the local KEK is only available in dev mode",
+            ),
+            (
+                OpError::Kms(KmsError::Misconfigured("set aws_region".into())),
+                500,
+                "misconfigured",
+                "KEK misconfigured: set aws_region",
+            ),
+            (
+                OpError::Kms(KmsError::UnwrapFailed),
+                500,
+                "kms_unwrap_failed",
+                "a stored data key does not unwrap under its KEK",
+            ),
+            (
+                OpError::Kms(KmsError::Unavailable(detail())),
+                503,
+                "kms_unavailable",
+                "the key vault did not answer",
+            ),
+            (
+                OpError::Kms(KmsError::Throttled(detail())),
+                503,
+                "kms_throttled",
+                "the key vault is rate-limiting requests; retry later",
+            ),
+            (
+                OpError::Kms(KmsError::Denied(detail())),
+                502,
+                "kms_denied",
+                "the key vault refused the request",
+            ),
+            (
+                OpError::Kms(KmsError::KeyNotFound(detail())),
+                502,
+                "kms_key_not_found",
+                "the key-encryption key was not found",
+            ),
+            (
+                OpError::Kms(KmsError::BadResponse(detail())),
+                502,
+                "kms_bad_response",
+                "the key vault sent an invalid response",
+            ),
+            (
+                OpError::Config(ConfigError(
+                    "variable max_batch must be a whole number from 1 to 100000".into(),
+                )),
+                500,
+                "misconfigured",
+                "variable max_batch must be a whole number from 1 to 100000",
+            ),
+            (OpError::Internal, 500, "internal", internal),
+        ];
+        for (e, status, code, message) in cases {
+            assert_eq!((e.code(), e.to_string().as_str()), (code, message), "{e:?}");
+            let a = ApiError::from(e);
+            assert_eq!((a.status, a.code, a.message.as_str()), (status, code, message));
         }
     }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Unavailable(detail) => {
-                eprintln!("veil: metadata store unavailable: {detail}");
-                ApiError::new(503, "store_unavailable", "the metadata database is unavailable; retry later")
-            }
-            StoreError::SchemaTooNew { found, known } => {
-                eprintln!(
-                    "veil: metadata store refused: its schema version {found} is newer than this build \
-                     knows ({known}); upgrade Veil (the database is left untouched)"
-                );
-                ApiError::new(
-                    503,
-                    "store_schema_too_new",
-                    format!(
-                        "the metadata database was migrated by a newer Veil (schema version {found}; this \
-                         build knows up to {known}); this deployment must be upgraded"
-                    ),
-                )
-            }
-            other => {
-                eprintln!("veil: metadata store error: {other}");
-                ApiError::internal()
-            }
-        }
-    }
-}
-
-impl From<KmsError> for ApiError {
-    fn from(e: KmsError) -> Self {
-        let status = match &e {
-            KmsError::DevModeRequired => 422,
-            KmsError::Misconfigured(_) | KmsError::UnwrapFailed => 500,
-            KmsError::Unavailable(_) | KmsError::Throttled(_) => 503,
-            _ => 502,
-        };
-        if status >= 500 {
-            eprintln!("veil: KMS error: {e:?}");
-        }
-        ApiError::new(status, e.code(), e.to_string())
-    }
-}
-
-impl From<ConfigError> for ApiError {
-    fn from(e: ConfigError) -> Self {
-        eprintln!("veil: configuration error: {e}");
-        ApiError::new(500, "misconfigured", e.0)
-    }
-}
-
-/// A per-item failure inside batch results.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ItemError {
-    pub code: &'static str,
-    pub message: &'static str,
-}
-
-impl ItemError {
-    pub const VALUE_TOO_LARGE: ItemError =
-        ItemError { code: "value_too_large", message: "the value is larger than max_value_bytes" };
-    pub const INVALID_TOKEN: ItemError = ItemError { code: "invalid_token", message: "not a Veil token" };
-    pub const DECRYPTION_FAILED: ItemError = ItemError {
-        code: "decryption_failed",
-        message: "the token does not decrypt for this tenant, subject and context",
-    };
-    pub const INVALID_ENCODING: ItemError =
-        ItemError { code: "invalid_encoding", message: "the value is not valid base64" };
-    pub const NOT_UTF8: ItemError = ItemError {
-        code: "not_utf8",
-        message: "the plaintext is not UTF-8 text; ask for encoding \"base64\"",
-    };
 }

@@ -1,19 +1,19 @@
 //! The HTTP API (docs/api.md): routes, JSON bodies, limits and error statuses. The only room
 //! that knows about HTTP; the work itself is in [`crate::ops`].
+//!
+//! The route table is [`route`]; each area's handlers (parse the body, call the operation, shape
+//! the answer) live in their own file: [`schemes`] and [`data`]. Statuses come from [`error`].
 
+mod data;
 pub mod error;
+mod schemes;
 
-use base64::Engine as _;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::auth::{Authenticator, JwksFetcher, Principal};
-use crate::clock::rfc3339;
-use crate::crypto::aead::Algorithm;
-use crate::ids::SchemeName;
-use crate::ops::{self, Ctx, NewScheme};
-use crate::scheme::{mask::MaskRule, KekRef, Policy, Scheme};
-use error::{ApiError, ItemError};
+use crate::auth::{Authenticator, JwksFetcher};
+use crate::ops::{Ctx, ItemError, OpError};
+use error::ApiError;
 
 /// The OpenAPI 3.1 description served at `/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -67,6 +67,7 @@ enum Route<'p> {
     Mask,
 }
 
+/// The route table: every path Veil answers, with the methods it allows.
 fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
     let r = match path {
         "/healthz" => (Route::Health, "GET"),
@@ -92,7 +93,7 @@ fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
 pub struct Deps<'a, 'c> {
     pub ctx: &'a mut Ctx<'c>,
     /// The authenticator, or why it could not be built (answered only on routes that need it).
-    pub auth: Result<&'a Authenticator, ApiError>,
+    pub auth: Result<&'a Authenticator, OpError>,
     pub jwks: &'a dyn JwksFetcher,
 }
 
@@ -131,20 +132,13 @@ fn dispatch(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> Result<ApiResponse, Api
     let who = deps.auth?.authenticate(req.authorization, deps.jwks)?;
     let ctx = deps.ctx;
     match route {
-        Route::Schemes if req.method == "POST" => {
-            let new = parse_new_scheme(req.body)?;
-            let s = ops::create_scheme(ctx, &who, new)?;
-            Ok(ApiResponse::json(201, &scheme_view(&s)))
-        }
-        Route::Schemes => {
-            let list: Vec<Value> = ops::list_schemes(ctx, &who)?.iter().map(scheme_view).collect();
-            Ok(ApiResponse::json(200, &json!({ "schemes": list })))
-        }
-        Route::Scheme(name) => Ok(ApiResponse::json(200, &scheme_view(&ops::get_scheme(ctx, &who, name)?))),
-        Route::Rotate(name) => Ok(ApiResponse::json(200, &scheme_view(&ops::rotate(ctx, &who, name)?))),
-        Route::Protect => protect(ctx, &who, req.body),
-        Route::Unprotect => unprotect(ctx, &who, req.body),
-        Route::Mask => mask(ctx, &who, req.body),
+        Route::Schemes if req.method == "POST" => schemes::create(ctx, &who, req.body),
+        Route::Schemes => schemes::list(ctx, &who),
+        Route::Scheme(name) => schemes::get(ctx, &who, name),
+        Route::Rotate(name) => schemes::rotate(ctx, &who, name),
+        Route::Protect => data::protect(ctx, &who, req.body),
+        Route::Unprotect => data::unprotect(ctx, &who, req.body),
+        Route::Mask => data::mask(ctx, &who, req.body),
         Route::Health | Route::OpenApi => Err(ApiError::internal()),
     }
 }
@@ -178,148 +172,12 @@ fn json_where(e: &serde_json::Error) -> String {
     format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column())
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CreateSchemeBody {
-    name: String,
-    #[serde(default)]
-    algorithm: Option<String>,
-    kek: Value,
-    #[serde(default)]
-    policy: Policy,
-    #[serde(default)]
-    mask: Option<Value>,
-    #[serde(default)]
-    description: Option<String>,
-}
-
-fn parse_new_scheme(body: &[u8]) -> Result<NewScheme, ApiError> {
-    let b: CreateSchemeBody = parse(body)?;
-    let name = SchemeName::parse(&b.name).map_err(|e| ApiError::invalid_field(format!("name: {e}")))?;
-    let algorithm = match b.algorithm.as_deref() {
-        None => Algorithm::Aes256Gcm,
-        Some(a) => Algorithm::parse(a).ok_or_else(|| {
-            ApiError::invalid_field("algorithm: one of aes-256-gcm, chacha20-poly1305, xchacha20-poly1305")
-        })?,
-    };
-    let kek: KekRef = serde_json::from_value(b.kek).map_err(|_| {
-        ApiError::invalid_field(
-            "kek: {\"provider\":\"local\"}, {\"provider\":\"aws-kms\",\"key_id\":...} or {\"provider\":\"azure-keyvault\",\"key_url\":...}",
-        )
-    })?;
-    let mask = match b.mask {
-        None => MaskRule::Redact,
-        Some(v) => serde_json::from_value::<MaskRule>(v)
-            .map_err(|e| ApiError::invalid_field(format!("mask: {e}")))?,
-    };
-    mask.validate().map_err(|e| ApiError::invalid_field(format!("mask: {e}")))?;
-    b.policy.validate().map_err(ApiError::invalid_field)?;
-    if b.description.as_ref().is_some_and(|d| d.len() > 1024) {
-        return Err(ApiError::invalid_field("description is longer than 1024 bytes"));
-    }
-    Ok(NewScheme { name, algorithm, kek, policy: b.policy, mask })
-}
-
-fn scheme_view(s: &Scheme) -> Value {
-    json!({
-        "name": s.name.as_str(),
-        "algorithm": s.algorithm.as_str(),
-        "kek": s.kek,
-        "policy": s.policy,
-        "mask": s.mask,
-        "current_version": s.current_version.get(),
-        "created_at": rfc3339(s.created_at),
-    })
-}
-
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-enum Encoding {
-    #[default]
-    Utf8,
-    Base64,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProtectBody {
-    scheme: String,
-    values: Vec<String>,
-    #[serde(default)]
-    subject: Option<String>,
-    #[serde(default)]
-    context: Option<String>,
-    #[serde(default)]
-    encoding: Encoding,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UnprotectBody {
-    values: Vec<String>,
-    #[serde(default)]
-    subject: Option<String>,
-    #[serde(default)]
-    context: Option<String>,
-    #[serde(default)]
-    encoding: Encoding,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MaskBody {
-    scheme: String,
-    values: Vec<String>,
-}
-
+/// One entry of a batch's `results`: `{"value": ...}` or `{"error": {"code","message"}}`.
 fn item<T: Serialize>(r: Result<T, ItemError>) -> Value {
     match r {
         Ok(v) => json!({ "value": v }),
         Err(e) => json!({ "error": e }),
     }
-}
-
-const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-
-fn protect(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<ApiResponse, ApiError> {
-    let b: ProtectBody = parse(body)?;
-    let values: Vec<Result<Vec<u8>, ItemError>> = b
-        .values
-        .into_iter()
-        .map(|v| match b.encoding {
-            Encoding::Utf8 => Ok(v.into_bytes()),
-            Encoding::Base64 => B64.decode(v.as_bytes()).map_err(|_| ItemError::INVALID_ENCODING),
-        })
-        .collect();
-    let (version, results) =
-        ops::protect(ctx, who, &b.scheme, &values, b.subject.as_deref(), b.context.as_deref())?;
-    let results: Vec<Value> = results.into_iter().map(item).collect();
-    Ok(ApiResponse::json(200, &json!({"scheme": b.scheme, "key_version": version.get(), "results": results})))
-}
-
-fn unprotect(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<ApiResponse, ApiError> {
-    let b: UnprotectBody = parse(body)?;
-    let tokens: Vec<&str> = b.values.iter().map(String::as_str).collect();
-    let results = ops::unprotect(ctx, who, &tokens, b.subject.as_deref(), b.context.as_deref())?;
-    let results: Vec<Value> = results
-        .into_iter()
-        .map(|r| {
-            item(r.and_then(|pt| match b.encoding {
-                Encoding::Base64 => Ok(B64.encode(&pt[..])),
-                Encoding::Utf8 => {
-                    std::str::from_utf8(&pt).map(str::to_owned).map_err(|_| ItemError::NOT_UTF8)
-                }
-            }))
-        })
-        .collect();
-    Ok(ApiResponse::json(200, &json!({ "results": results })))
-}
-
-fn mask(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<ApiResponse, ApiError> {
-    let b: MaskBody = parse(body)?;
-    let values: Vec<&str> = b.values.iter().map(String::as_str).collect();
-    let results: Vec<Value> = ops::mask(ctx, who, &b.scheme, &values)?.into_iter().map(item).collect();
-    Ok(ApiResponse::json(200, &json!({ "results": results })))
 }
 
 /// The answer when the body is over `max_body_bytes` (the door stops reading at the limit).

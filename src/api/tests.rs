@@ -227,7 +227,9 @@ fn rotation_keeps_old_tokens() {
 fn bad_requests_get_stable_codes_and_write_nothing() {
     let mut w = world_with(MapVars::default().with("max_batch", "3"));
     let admin = token("acme", &["admin"]);
-    let cases: Vec<(&str, &str, Option<&str>, &[u8], u16, &str)> = vec![
+    // method, path, authorization, body, expected status, expected code
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a [u8], u16, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         ("GET", "/nope", None, b"", 404, "not_found"),
         ("GET", "/v1/protect", Some(&admin), b"", 405, "method_not_allowed"),
         ("GET", "/v1/schemes", None, b"", 401, "unauthenticated"),

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use jwt_simple::prelude::{ES256PublicKey, Ed25519PublicKey, RS256PublicKey};
 use serde::Deserialize;
 
-use super::jwt::Alg;
+use super::keys::{Alg, PublicKey};
 
 /// Smallest RSA modulus accepted, in bits (NIST SP 800-131A: 2048).
 const MIN_RSA_BITS: usize = 2048;
@@ -19,25 +19,6 @@ const JWK_B64: GeneralPurpose = GeneralPurpose::new(
     &URL_SAFE,
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
-
-/// A public key bound to the one JWS algorithm it may verify.
-#[derive(Clone)]
-pub(crate) enum PublicKey {
-    /// Boxed: an RSA key is several times the size of the others.
-    Rs256(Box<RS256PublicKey>),
-    Es256(ES256PublicKey),
-    EdDsa(Ed25519PublicKey),
-}
-
-impl PublicKey {
-    pub(crate) fn alg(&self) -> Alg {
-        match self {
-            Self::Rs256(_) => Alg::Rs256,
-            Self::Es256(_) => Alg::Es256,
-            Self::EdDsa(_) => Alg::EdDsa,
-        }
-    }
-}
 
 /// One verification key with the `kid` that selects it.
 #[derive(Clone)]

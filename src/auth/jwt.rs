@@ -13,33 +13,12 @@ use jwt_simple::JWTError;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::jwks::PublicKey;
+use super::keys::{Alg, PublicKey};
 use super::{AuthError, VerifiedClaims};
 use crate::ids::TenantId;
 
 /// Largest token accepted, in bytes.
 pub(crate) const MAX_TOKEN_BYTES: usize = 8 * 1024;
-
-/// The JWS algorithms Veil verifies. Anything else (`none`, HS384, PS256, …) is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Alg {
-    Hs256,
-    Rs256,
-    Es256,
-    EdDsa,
-}
-
-impl Alg {
-    fn from_header(name: &str) -> Option<Self> {
-        match name {
-            "HS256" => Some(Self::Hs256),
-            "RS256" => Some(Self::Rs256),
-            "ES256" => Some(Self::Es256),
-            "EdDSA" => Some(Self::EdDsa),
-            _ => None,
-        }
-    }
-}
 
 /// The parts of a token we read before verifying it. Nothing here is trusted yet.
 pub(crate) struct UnverifiedToken<'a> {

@@ -9,6 +9,7 @@
 
 mod jwks;
 mod jwt;
+mod keys;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -21,7 +22,8 @@ use zeroize::Zeroizing;
 
 use crate::ids::TenantId;
 use jwks::{KeySet, Selection, Strictness};
-use jwt::{Alg, Attempt, ClaimRules, UnverifiedToken};
+use jwt::{Attempt, ClaimRules, UnverifiedToken};
+use keys::Alg;
 
 /// Shortest HS256 secret accepted (RFC 7518 §3.2: at least the hash size).
 const MIN_HS256_SECRET_BYTES: usize = 32;

@@ -1,6 +1,5 @@
 //! Unit tests with real keys: RSA-2048 pairs from `tests/keys/` (openssl), P-256 and Ed25519
 //! pairs generated here; tokens signed with jwt-simple's private keys.
-#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
 use std::cell::Cell;
 

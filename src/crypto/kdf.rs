@@ -38,6 +38,7 @@ pub fn hkdf_sha256(
     Hkdf::<Sha256>::new(salt, ikm).expand(info, okm)
 }
 
+#[expect(clippy::expect_used, reason = "a 32-byte output is always within HKDF-SHA256's limit")]
 fn derive_key(salt: Option<&[u8]>, ikm: &[u8], info: &[u8]) -> SecretKey {
     let mut okm = Zeroizing::new([0u8; 32]);
     hkdf_sha256(salt, ikm, info, &mut okm[..]).expect("32 bytes is within HKDF-SHA256's 8160-byte limit");
@@ -90,6 +91,7 @@ pub fn subject_key(scheme_key: &SecretKey, subject_secret: &SecretKey, subject_i
 }
 
 /// HMAC-SHA256 of `msg` under a 32-byte key.
+#[expect(clippy::expect_used, reason = "HMAC accepts keys of any length")]
 pub fn hmac_sha256(key: &SecretKey, msg: &[u8]) -> [u8; 32] {
     let mut mac =
         <Hmac<Sha256> as Mac>::new_from_slice(key.expose_secret()).expect("HMAC accepts keys of any length");

@@ -12,7 +12,13 @@ pub mod aead;
 pub mod kdf;
 pub mod rng;
 pub mod secret;
+pub mod sign;
 pub mod token;
+
+#[cfg(test)]
+mod rfc4231_tests;
+#[cfg(test)]
+mod wycheproof_tests;
 
 /// One opaque error for every decrypt failure (no tag/format oracle): a wrong key, a
 /// changed byte, a payload too short for its nonce and tag, or a mismatched AAD all look

@@ -146,7 +146,7 @@ pub fn aad(
 }
 
 /// Encrypts one value into a token bound to tenant, scheme, key version, subject and context.
-#[allow(clippy::too_many_arguments)] // the API's fixed call shape: each argument is one bound field
+#[expect(clippy::too_many_arguments, reason = "the API's fixed call shape: each argument is one bound field")]
 pub fn protect(
     key: &AeadKey,
     rng: &mut Csprng,

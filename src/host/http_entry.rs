@@ -7,6 +7,7 @@ use spin_sdk::http_component;
 use super::{with_request, SpinVariables};
 use crate::api::{self, error::ApiError, ApiRequest, ApiResponse, Deps};
 use crate::config::Config;
+use crate::ops::OpError;
 
 #[http_component]
 async fn handle(req: IncomingRequest, out: ResponseOutparam) {
@@ -30,7 +31,7 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
 }
 
 fn header(fields: &Fields, name: &str) -> Option<String> {
-    let values = fields.get(&name.to_string());
+    let values = fields.get(name);
     let first = values.into_iter().next()?;
     String::from_utf8(first).ok()
 }
@@ -38,7 +39,7 @@ fn header(fields: &Fields, name: &str) -> Option<String> {
 async fn respond(req: IncomingRequest) -> (ApiResponse, bool) {
     let mut config = match Config::load_deferred(std::rc::Rc::new(SpinVariables)) {
         Ok(c) => c,
-        Err(e) => return (ApiResponse::error(&ApiError::from(e)), false),
+        Err(e) => return (ApiResponse::error(&ApiError::from(OpError::from(e))), false),
     };
     let dev = config.dev_mode;
     let method = req.method().to_string();
@@ -86,5 +87,5 @@ async fn respond(req: IncomingRequest) -> (ApiResponse, bool) {
         response.headers.push(("veil-kms-calls", ctx.keks.stats().header_value()));
         response
     });
-    (response.unwrap_or_else(|e| ApiResponse::error(&e)), dev)
+    (response.unwrap_or_else(|e| ApiResponse::error(&ApiError::from(e))), dev)
 }

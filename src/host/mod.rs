@@ -9,14 +9,16 @@ mod wit_export;
 
 use std::rc::Rc;
 
-use crate::api::error::ApiError;
 use crate::auth::{AuthConfig, Authenticator};
-use crate::config::{Config, Variables};
+use crate::config::Config;
 use crate::crypto::rng::Csprng;
 use crate::kms::cache::DekCache;
+use crate::kms::transport::SystemClock;
+use crate::kms::Keks;
 use crate::kv::KeyValue;
-use crate::ops::Ctx;
+use crate::ops::{Ctx, OpError};
 use crate::store::sql::SqlConn;
+use crate::vars::Variables;
 
 /// Spin component variables; empty values count as unset.
 pub(crate) struct SpinVariables;
@@ -75,27 +77,26 @@ pub(crate) fn seeded_rng() -> Option<Csprng> {
 pub(crate) fn with_request<T>(
     config: &Config,
     auth_config: AuthConfig,
-    f: impl FnOnce(&mut Ctx<'_>, Result<&Authenticator, ApiError>, &outbound::Outbound) -> T,
-) -> Result<T, ApiError> {
+    f: impl FnOnce(&mut Ctx<'_>, Result<&Authenticator, OpError>, &outbound::Outbound) -> T,
+) -> Result<T, OpError> {
     let rng = seeded_rng().ok_or_else(|| {
         eprintln!("veil: the host gave no randomness");
-        ApiError::internal()
+        OpError::Internal
     })?;
     let conn: Box<dyn SqlConn> = match config.database_url.as_ref() {
         None => Box::new(sqlite::LazySqlite::default()),
         Some(url) => Box::new(postgres::LazyPostgres::new(url.clone())),
     };
-    let mut ctx = Ctx::new(config, conn.as_ref(), rng, crate::clock::now_unix());
     let kv = Rc::new(SpinKeyValue::default());
-    ctx.keks =
-        crate::kms::Keks::new(Rc::new(outbound::Outbound), Rc::new(crate::kms::transport::SystemClock))
-            .with_shared_store(kv.clone());
+    let keks = Keks::new(config.kek_settings(), Rc::new(outbound::Outbound), Rc::new(SystemClock))
+        .with_shared_store(kv.clone());
+    let mut ctx = Ctx::with_keks(config, conn.as_ref(), rng, crate::clock::now_unix(), keks);
     if let Some(settings) = &config.dek_cache {
         ctx.dek_cache = Some(DekCache::new(Box::new(kv.clone()), &settings.key, settings.limits));
     }
     let token_cache_age = auth_config.token_cache_max_age_secs;
     let auth = Authenticator::new(auth_config)
         .map(|a| a.with_token_cache(Box::new(kv), token_cache_age))
-        .map_err(ApiError::from);
+        .map_err(OpError::from);
     Ok(f(&mut ctx, auth.as_ref().map_err(Clone::clone), &outbound::Outbound))
 }

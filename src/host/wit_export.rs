@@ -1,22 +1,27 @@
 //! The exported `veil:gateway/protection` interface: the same operations and policy as HTTP.
 
 use super::{with_request, SpinVariables};
-use crate::api::error::{ApiError, ItemError};
 use crate::config::Config;
-use crate::ops;
+use crate::ops::{self, ItemError, OpError};
 
-wit_bindgen::generate!({
-    world: "veil",
-    path: "wit/veil.wit",
-});
+/// The generated bindings, in their own module so that what their glue needs stays there.
+#[allow(clippy::mem_forget, reason = "wit-bindgen's glue hands buffers to the host with mem::forget")]
+mod bindings {
+    wit_bindgen::generate!({
+        world: "veil",
+        path: "wit/veil.wit",
+    });
+}
 
-use exports::veil::gateway::protection::{Error, Guest};
+use bindings::exports::veil::gateway::protection::{Error, Guest};
 
 struct Veil;
 
-impl From<ApiError> for Error {
-    fn from(e: ApiError) -> Self {
-        Error { code: e.code.into(), message: e.message }
+/// An operation's failure as the WIT `error` record: the same code and message as over HTTP,
+/// and no status (that is the HTTP API's business).
+impl From<OpError> for Error {
+    fn from(e: OpError) -> Self {
+        Error { code: e.code().into(), message: e.to_string() }
     }
 }
 
@@ -27,9 +32,9 @@ fn item(e: ItemError) -> Error {
 /// Loads the configuration, authenticates the credential and runs `f` as that principal.
 fn run<T>(
     credential: &str,
-    f: impl FnOnce(&mut ops::Ctx<'_>, &crate::auth::Principal) -> Result<T, ApiError>,
+    f: impl FnOnce(&mut ops::Ctx<'_>, &crate::auth::Principal) -> Result<T, OpError>,
 ) -> Result<T, Error> {
-    let mut config = Config::load_deferred(std::rc::Rc::new(SpinVariables)).map_err(ApiError::from)?;
+    let mut config = Config::load_deferred(std::rc::Rc::new(SpinVariables)).map_err(OpError::from)?;
     let auth_config = std::mem::take(&mut config.auth);
     let result = with_request(&config, auth_config, |ctx, auth, outbound| {
         let who = auth?.authenticate(Some(credential), outbound)?;
@@ -80,4 +85,4 @@ impl Guest for Veil {
     }
 }
 
-export!(Veil);
+bindings::export!(Veil with_types_in bindings);

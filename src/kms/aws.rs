@@ -29,8 +29,8 @@ use super::transport::{
     MAX_RESPONSE_BYTES,
 };
 use super::{checked_endpoint, Kek, KeyContext, KmsError, KmsStats, WrappedDek};
-use crate::config::AwsSettings;
 use crate::crypto::secret::SecretKey;
+use crate::vars::{trimmed, ConfigError, Variables};
 
 /// The encryption-context keys Veil binds every data key to (see the module docs).
 pub const CONTEXT_TENANT: &str = "veil:tenant";
@@ -42,6 +42,44 @@ const TARGET_DECRYPT: &str = "TrentService.Decrypt";
 const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 const SIGNING_NAME: &str = "kms";
 const WHO: &str = "AWS KMS";
+
+/// AWS KMS credentials and endpoint (`aws_*`, docs/kms.md).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Settings {
+    /// `aws_region`; when unset, the region in the key ARN is used.
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Zeroizing<String>>,
+    pub session_token: Option<Zeroizing<String>>,
+    /// `aws_kms_endpoint`; default `https://kms.<region>.amazonaws.com`.
+    pub endpoint: Option<String>,
+}
+
+impl Settings {
+    /// Reads `aws_region`, `aws_access_key_id`, `aws_secret_access_key`, `aws_session_token` and
+    /// `aws_kms_endpoint`; they are checked when a key is first used ([`AwsKms::new`]).
+    pub fn load(vars: &dyn Variables) -> Result<Self, ConfigError> {
+        Ok(Settings {
+            region: trimmed(vars, "aws_region"),
+            access_key_id: trimmed(vars, "aws_access_key_id"),
+            secret_access_key: vars.get("aws_secret_access_key").map(Zeroizing::new),
+            session_token: vars.get("aws_session_token").map(Zeroizing::new),
+            endpoint: trimmed(vars, "aws_kms_endpoint"),
+        })
+    }
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("aws::Settings")
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<secret>"))
+            .field("session_token", &self.session_token.as_ref().map(|_| "<secret>"))
+            .field("endpoint", &self.endpoint)
+            .finish()
+    }
+}
 
 /// One AWS KMS key, as named by a scheme (key ARN, key id, alias name or alias ARN).
 pub struct AwsKms {
@@ -68,7 +106,7 @@ impl std::fmt::Debug for AwsKms {
 impl AwsKms {
     /// Checks the settings and the key id; nothing is sent yet.
     pub fn new(
-        settings: &AwsSettings,
+        settings: &Settings,
         key_id: &str,
         policy: RetryPolicy,
         transport: Rc<dyn HttpTransport>,
@@ -352,8 +390,8 @@ mod tests {
 
     const ARN: &str = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 
-    fn settings() -> AwsSettings {
-        AwsSettings {
+    fn settings() -> Settings {
+        Settings {
             region: None,
             access_key_id: Some("AKIDEXAMPLE".into()),
             secret_access_key: Some(Zeroizing::new("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into())),
@@ -369,7 +407,7 @@ mod tests {
         kms: AwsKms,
     }
 
-    fn fixture(s: &AwsSettings, key: &str) -> Fixture {
+    fn fixture(s: &Settings, key: &str) -> Fixture {
         let t = Rc::new(ScriptedTransport::default());
         let clock = Rc::new(FakeClock::at_unix(1_440_938_160)); // 2015-08-30T12:36:00Z
         let stats = Rc::new(KmsStats::default());
@@ -585,7 +623,7 @@ mod tests {
         let t: Rc<dyn HttpTransport> = Rc::new(ScriptedTransport::default());
         let c: Rc<dyn Clock> = Rc::new(FakeClock::at_unix(0));
         let st = Rc::new(KmsStats::default());
-        let new = |s: &AwsSettings, k: &str| {
+        let new = |s: &Settings, k: &str| {
             AwsKms::new(s, k, RetryPolicy::default(), t.clone(), c.clone(), st.clone()).map(|_| ())
         };
         assert!(new(&settings(), ARN).is_ok());

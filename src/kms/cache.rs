@@ -15,6 +15,7 @@ use super::{KeyContext, WrappedDek};
 use crate::crypto::aead::{AeadKey, Algorithm};
 use crate::crypto::rng::Csprng;
 use crate::crypto::secret::SecretKey;
+use crate::vars::{parse_bool, parse_limit, ConfigError, Variables};
 
 const AAD_LABEL: &[u8] = b"veil/v1/dek-cache";
 const KEY_PREFIX: &str = "veil/dek-cache/v1/";
@@ -33,6 +34,53 @@ pub struct CacheLimits {
 impl Default for CacheLimits {
     fn default() -> Self {
         CacheLimits { max_age_secs: 300, max_uses: 10_000 }
+    }
+}
+
+pub const MAX_DEK_CACHE_AGE_SECS: usize = 86_400;
+pub const MAX_DEK_CACHE_USES: usize = 10_000_000;
+
+/// The opt-in DEK cache: its sealing key and limits (docs/kms.md § DEK cache).
+pub struct Settings {
+    pub key: SecretKey,
+    pub limits: CacheLimits,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("cache::Settings").field("key", &"<secret>").field("limits", &self.limits).finish()
+    }
+}
+
+impl Settings {
+    /// Reads `dek_cache`, `dek_cache_key`, `dek_cache_max_age_secs` and `dek_cache_max_uses`;
+    /// `None` when the cache is off.
+    pub fn load(vars: &dyn Variables) -> Result<Option<Self>, ConfigError> {
+        if !parse_bool("dek_cache", vars.get("dek_cache"))? {
+            return Ok(None);
+        }
+        use base64::Engine as _;
+        let b64 = vars.get("dek_cache_key").ok_or_else(|| {
+            ConfigError("dek_cache is on but dek_cache_key (base64 of 32 bytes) is not set".into())
+        })?;
+        let raw = zeroize::Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|_| ConfigError("variable dek_cache_key is not base64".into()))?,
+        );
+        let key = SecretKey::try_from_slice(&raw)
+            .ok_or_else(|| ConfigError("variable dek_cache_key must decode to exactly 32 bytes".into()))?;
+        let d = CacheLimits::default();
+        let max_age =
+            parse_limit(vars, "dek_cache_max_age_secs", d.max_age_secs as usize, MAX_DEK_CACHE_AGE_SECS)?;
+        let max_uses = parse_limit(vars, "dek_cache_max_uses", d.max_uses as usize, MAX_DEK_CACHE_USES)?;
+        Ok(Some(Settings {
+            key,
+            limits: CacheLimits {
+                max_age_secs: max_age as u64,
+                max_uses: u32::try_from(max_uses).unwrap_or(u32::MAX),
+            },
+        }))
     }
 }
 

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use zeroize::Zeroizing;
 
-use super::azure::{Authenticator, AzureKeyVault};
+use super::azure::{AzureKeyVault, Credential};
 use super::transport::loopback::LoopbackTransport;
 use super::transport::{Clock, HttpTransport, RetryPolicy, SystemClock};
+use super::{aws, azure};
 use super::{aws::AwsKms, Kek, KeyContext, KmsError, KmsStats};
-use crate::config::{AwsSettings, AzureSettings};
 use crate::crypto::secret::SecretKey;
 use crate::ids::{KeyVersion, SchemeName, TenantId};
 
@@ -40,7 +40,7 @@ fn policy() -> RetryPolicy {
 #[test]
 #[ignore = "needs moto_server (tests/fixtures/run_live_kms_tests.py)"]
 fn aws_kms_against_moto() {
-    let settings = AwsSettings {
+    let settings = aws::Settings {
         region: Some("us-east-1".into()),
         access_key_id: Some(env("VEIL_TEST_AWS_ACCESS_KEY_ID")),
         secret_access_key: Some(Zeroizing::new(env("VEIL_TEST_AWS_SECRET_ACCESS_KEY"))),
@@ -103,8 +103,8 @@ impl Emu {
     fn c(&self, k: &str) -> String {
         self.config[k].as_str().unwrap_or_default().to_string()
     }
-    fn settings(&self, source: &str) -> AzureSettings {
-        let mut s = AzureSettings::default();
+    fn settings(&self, source: &str) -> azure::Settings {
+        let mut s = azure::Settings::default();
         match source {
             "managed-identity" => {
                 s.identity_endpoint = Some(format!("{}/msi/token", self.url));
@@ -120,9 +120,9 @@ impl Emu {
         }
         s
     }
-    fn vault(&self, s: &AzureSettings, key_url: &str, p: RetryPolicy) -> (AzureKeyVault, Rc<KmsStats>) {
+    fn vault(&self, s: &azure::Settings, key_url: &str, p: RetryPolicy) -> (AzureKeyVault, Rc<KmsStats>) {
         let stats = Rc::new(KmsStats::default());
-        let auth = Rc::new(Authenticator::new(s, p, transport(), clock(), stats.clone()).expect("auth"));
+        let auth = Rc::new(Credential::new(s, p, transport(), clock(), stats.clone()).expect("auth"));
         let kv = AzureKeyVault::new(s, key_url, p, auth, transport(), clock(), stats.clone()).expect("vault");
         (kv, stats)
     }

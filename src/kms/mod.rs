@@ -7,8 +7,11 @@ pub mod aws;
 pub mod azure;
 pub mod cache;
 pub mod local;
+mod settings;
 pub mod transport;
 
+#[cfg(test)]
+mod binding_vectors;
 #[cfg(test)]
 mod live_tests;
 #[cfg(test)]
@@ -19,8 +22,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
 
+use crate::crypto::rng::Csprng;
 use crate::crypto::secret::SecretKey;
 use crate::ids::{KeyVersion, SchemeName, TenantId};
+use crate::scheme::KekRef;
+pub use settings::{LazySettings, Settings};
 
 /// What a wrapped data key is bound to; providers that support it (local AAD, AWS encryption
 /// context) refuse to unwrap under any other binding.
@@ -208,28 +214,49 @@ pub(crate) fn is_local_host(host: &str) -> bool {
     }
 }
 
+/// What the KEK providers are built from: dev mode and the local KEK for `local`, the vault
+/// settings (read on first use) for AWS KMS and Azure Key Vault.
+#[derive(Debug, Clone, Copy)]
+pub struct KekSettings<'a> {
+    pub dev_mode: bool,
+    /// `local_kek`, still base64; decoded only when a scheme uses the local KEK.
+    pub local_kek_b64: Option<&'a str>,
+    pub vaults: &'a LazySettings,
+}
+
 /// The KEK providers of one request: built on first use, one per KEK the request touches, sharing
-/// one transport, clock, counter and (for Azure) one token cache.
-pub struct Keks {
+/// one transport, clock, counter and (for Azure) one token credential.
+pub struct Keks<'a> {
+    settings: KekSettings<'a>,
     transport: Rc<dyn transport::HttpTransport>,
     clock: Rc<dyn transport::Clock>,
     stats: Rc<KmsStats>,
-    azure_tokens: Option<Rc<azure::Authenticator>>,
+    azure_credential: Option<Rc<azure::Credential>>,
     providers: HashMap<(&'static str, String), Box<dyn Kek>>,
     /// The host key-value store, for state that outlives a request (Azure bearer tokens).
     shared: Option<Rc<dyn crate::kv::KeyValue>>,
 }
 
-impl Keks {
-    pub fn new(transport: Rc<dyn transport::HttpTransport>, clock: Rc<dyn transport::Clock>) -> Self {
+impl<'a> Keks<'a> {
+    pub fn new(
+        settings: KekSettings<'a>,
+        transport: Rc<dyn transport::HttpTransport>,
+        clock: Rc<dyn transport::Clock>,
+    ) -> Self {
         Keks {
+            settings,
             transport,
             clock,
             stats: Rc::new(KmsStats::default()),
-            azure_tokens: None,
+            azure_credential: None,
             providers: HashMap::new(),
             shared: None,
         }
+    }
+
+    /// No outbound HTTP (native builds and tests): AWS and Azure calls fail as misconfigured.
+    pub fn offline(settings: KekSettings<'a>) -> Self {
+        Keks::new(settings, Rc::new(transport::NoTransport), Rc::new(transport::SystemClock))
     }
 
     /// Lets providers keep state across requests in the host key-value store.
@@ -244,13 +271,7 @@ impl Keks {
     }
 
     /// The provider for a scheme's KEK, built (and its settings checked) on first use.
-    pub fn get(
-        &mut self,
-        kek: &crate::scheme::KekRef,
-        config: &crate::config::Config,
-        rng: &mut crate::crypto::rng::Csprng,
-    ) -> Result<&dyn Kek, KmsError> {
-        use crate::scheme::KekRef;
+    pub fn get(&mut self, kek: &KekRef, rng: &mut Csprng) -> Result<&dyn Kek, KmsError> {
         let id = match kek {
             KekRef::Local => String::new(),
             KekRef::AwsKms { key_id } => key_id.clone(),
@@ -258,59 +279,7 @@ impl Keks {
         };
         let slot = (kek.provider(), id);
         if !self.providers.contains_key(&slot) {
-            // Read only for a vault: the local KEK needs no KMS variable.
-            let kms_settings = || config.kms.get().map_err(|e| KmsError::Misconfigured(e.0));
-            let policy = || kms_settings().map(transport::RetryPolicy::from_settings);
-            let built: Box<dyn Kek> = match kek {
-                KekRef::Local => {
-                    let local = local::LocalKek::from_config(
-                        config.dev_mode,
-                        config.local_kek_b64.as_deref().map(String::as_str),
-                        rng.fork(),
-                    )?;
-                    Box::new(Counted::new(local, self.stats.clone()))
-                }
-                KekRef::AwsKms { key_id } => {
-                    let kms = aws::AwsKms::new(
-                        &kms_settings()?.aws,
-                        key_id,
-                        policy()?,
-                        self.transport.clone(),
-                        self.clock.clone(),
-                        self.stats.clone(),
-                    )?;
-                    Box::new(Counted::new(kms, self.stats.clone()))
-                }
-                KekRef::AzureKeyvault { key_url } => {
-                    let tokens = match &self.azure_tokens {
-                        Some(t) => t.clone(),
-                        None => {
-                            let t = Rc::new(
-                                azure::Authenticator::new(
-                                    &kms_settings()?.azure,
-                                    policy()?,
-                                    self.transport.clone(),
-                                    self.clock.clone(),
-                                    self.stats.clone(),
-                                )?
-                                .with_shared_store(self.shared.clone()),
-                            );
-                            self.azure_tokens = Some(t.clone());
-                            t
-                        }
-                    };
-                    let kv = azure::AzureKeyVault::new(
-                        &kms_settings()?.azure,
-                        key_url,
-                        policy()?,
-                        tokens,
-                        self.transport.clone(),
-                        self.clock.clone(),
-                        self.stats.clone(),
-                    )?;
-                    Box::new(Counted::new(kv, self.stats.clone()))
-                }
-            };
+            let built = self.build(kek, rng)?;
             self.providers.insert(slot.clone(), built);
         }
         match self.providers.get(&slot) {
@@ -318,12 +287,62 @@ impl Keks {
             None => Err(KmsError::Misconfigured("KEK provider missing".into())),
         }
     }
-}
 
-impl Default for Keks {
-    /// No outbound HTTP (native builds and tests): AWS and Azure calls fail as misconfigured.
-    fn default() -> Self {
-        Keks::new(Rc::new(transport::NoTransport), Rc::new(transport::SystemClock))
+    fn build(&mut self, kek: &KekRef, rng: &mut Csprng) -> Result<Box<dyn Kek>, KmsError> {
+        // Read only for a vault: the local KEK needs no KMS variable.
+        let vaults = self.settings.vaults;
+        let kms_settings = || vaults.get().map_err(|e| KmsError::Misconfigured(e.0));
+        let policy = || kms_settings().map(transport::RetryPolicy::from_settings);
+        Ok(match kek {
+            KekRef::Local => {
+                let local = local::LocalKek::from_config(
+                    self.settings.dev_mode,
+                    self.settings.local_kek_b64,
+                    rng.fork(),
+                )?;
+                Box::new(Counted::new(local, self.stats.clone()))
+            }
+            KekRef::AwsKms { key_id } => {
+                let kms = aws::AwsKms::new(
+                    &kms_settings()?.aws,
+                    key_id,
+                    policy()?,
+                    self.transport.clone(),
+                    self.clock.clone(),
+                    self.stats.clone(),
+                )?;
+                Box::new(Counted::new(kms, self.stats.clone()))
+            }
+            KekRef::AzureKeyvault { key_url } => {
+                let credential = match &self.azure_credential {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c = Rc::new(
+                            azure::Credential::new(
+                                &kms_settings()?.azure,
+                                policy()?,
+                                self.transport.clone(),
+                                self.clock.clone(),
+                                self.stats.clone(),
+                            )?
+                            .with_shared_store(self.shared.clone()),
+                        );
+                        self.azure_credential = Some(c.clone());
+                        c
+                    }
+                };
+                let kv = azure::AzureKeyVault::new(
+                    &kms_settings()?.azure,
+                    key_url,
+                    policy()?,
+                    credential,
+                    self.transport.clone(),
+                    self.clock.clone(),
+                    self.stats.clone(),
+                )?;
+                Box::new(Counted::new(kv, self.stats.clone()))
+            }
+        })
     }
 }
 
@@ -331,16 +350,13 @@ impl Default for Keks {
 mod tests {
     use super::transport::testing::{FakeClock, RecordedRequest, ScriptedTransport};
     use super::*;
-    use crate::config::tests::MapVars;
     use crate::config::Config;
-    use crate::crypto::rng::Csprng;
-    use crate::ids::{KeyVersion, SchemeName, TenantId};
-    use crate::scheme::KekRef;
+    use crate::vars::tests::MapVars;
 
     const ARN: &str = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
 
-    fn keks(t: &Rc<ScriptedTransport>) -> Keks {
-        Keks::new(t.clone(), Rc::new(FakeClock::at_unix(1_700_000_000)))
+    fn keks<'a>(t: &Rc<ScriptedTransport>, config: &'a Config) -> Keks<'a> {
+        Keks::new(config.kek_settings(), t.clone(), Rc::new(FakeClock::at_unix(1_700_000_000)))
     }
 
     #[test]
@@ -357,20 +373,20 @@ mod tests {
         )
         .expect("config");
         let t = Rc::new(ScriptedTransport::default());
-        let mut k = keks(&t);
+        let mut k = keks(&t, &config);
         let mut rng = Csprng::from_seed([3; 32]);
         let (tenant, scheme) = (TenantId::parse("t").expect("t"), SchemeName::parse("s").expect("s"));
         let ctx = KeyContext { tenant: &tenant, scheme: &scheme, version: KeyVersion::FIRST };
         let dek = SecretKey::from_bytes([4; 32]);
 
-        let local = k.get(&KekRef::Local, &config, &mut rng).expect("local");
+        let local = k.get(&KekRef::Local, &mut rng).expect("local");
         let w = local.wrap(&dek, ctx).expect("wrap");
-        let local = k.get(&KekRef::Local, &config, &mut rng).expect("local again");
+        let local = k.get(&KekRef::Local, &mut rng).expect("local again");
         assert!(local.unwrap(&w, ctx).is_ok(), "the same local KEK is reused");
 
         let aws = KekRef::AwsKms { key_id: ARN.into() };
         t.respond(200, &[], format!(r#"{{"CiphertextBlob":"AAAA","KeyId":"{ARN}"}}"#).as_bytes());
-        k.get(&aws, &config, &mut rng).expect("aws").wrap(&dek, ctx).expect("aws wrap");
+        k.get(&aws, &mut rng).expect("aws").wrap(&dek, ctx).expect("aws wrap");
 
         // Two Azure keys share one token.
         let echo = |kid: &'static str| {
@@ -388,7 +404,7 @@ mod tests {
         t.then(echo("https://a.vault.azure.net/keys/k2/v9"));
         for url in ["https://a.vault.azure.net/keys/k1", "https://a.vault.azure.net/keys/k2"] {
             let r = KekRef::AzureKeyvault { key_url: url.into() };
-            k.get(&r, &config, &mut rng).expect("azure").wrap(&dek, ctx).expect("azure wrap");
+            k.get(&r, &mut rng).expect("azure").wrap(&dek, ctx).expect("azure wrap");
         }
         assert_eq!(t.requests().len(), 4);
         let s = k.stats();
@@ -400,13 +416,13 @@ mod tests {
     fn keks_report_misconfiguration() {
         let config = Config::load(&MapVars::default()).expect("config");
         let t = Rc::new(ScriptedTransport::default());
-        let mut k = keks(&t);
+        let mut k = keks(&t, &config);
         let mut rng = Csprng::from_seed([3; 32]);
         let aws = KekRef::AwsKms { key_id: ARN.into() };
-        assert!(matches!(k.get(&aws, &config, &mut rng).err(), Some(KmsError::Misconfigured(_))));
-        assert!(matches!(k.get(&KekRef::Local, &config, &mut rng).err(), Some(KmsError::DevModeRequired)));
+        assert!(matches!(k.get(&aws, &mut rng).err(), Some(KmsError::Misconfigured(_))));
+        assert!(matches!(k.get(&KekRef::Local, &mut rng).err(), Some(KmsError::DevModeRequired)));
         let azure = KekRef::AzureKeyvault { key_url: "https://evil.example/keys/k".into() };
-        assert!(matches!(k.get(&azure, &config, &mut rng).err(), Some(KmsError::Misconfigured(_))));
+        assert!(matches!(k.get(&azure, &mut rng).err(), Some(KmsError::Misconfigured(_))));
         assert!(t.requests().is_empty());
     }
 
@@ -416,12 +432,13 @@ mod tests {
             &MapVars::default().with("aws_access_key_id", "AKID").with("aws_secret_access_key", "secret"),
         )
         .expect("config");
-        let mut k = Keks::new(Rc::new(transport::NoTransport), Rc::new(FakeClock::at_unix(0)));
+        let mut k =
+            Keks::new(config.kek_settings(), Rc::new(transport::NoTransport), Rc::new(FakeClock::at_unix(0)));
         let mut rng = Csprng::from_seed([3; 32]);
         let (tenant, scheme) = (TenantId::parse("t").expect("t"), SchemeName::parse("s").expect("s"));
         let ctx = KeyContext { tenant: &tenant, scheme: &scheme, version: KeyVersion::FIRST };
         let aws = KekRef::AwsKms { key_id: ARN.into() };
-        let e = k.get(&aws, &config, &mut rng).expect("aws").wrap(&SecretKey::from_bytes([1; 32]), ctx);
+        let e = k.get(&aws, &mut rng).expect("aws").wrap(&SecretKey::from_bytes([1; 32]), ctx);
         assert!(matches!(e, Err(KmsError::Misconfigured(_))));
     }
 

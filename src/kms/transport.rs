@@ -115,7 +115,7 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// The policy from `kms_timeout_ms` and `kms_max_retries`; the wait bounds are fixed.
-    pub fn from_settings(s: &crate::config::KmsSettings) -> Self {
+    pub fn from_settings(s: &super::Settings) -> Self {
         RetryPolicy {
             timeout: Duration::from_millis(s.timeout_ms),
             max_retries: s.max_retries,

@@ -205,7 +205,8 @@ fn a_newer_schema_is_refused_everywhere(db: &dyn SqlConn) {
 }
 
 /// A PostgreSQL connection in a schema of its own, dropped afterwards. The server is
-/// `VEIL_TEST_PG_URL` (default: the local test database); scripts/test.sh makes sure it runs.
+/// `VEIL_TEST_PG_URL`, which scripts/test.sh sets (scripts/ensure-postgres.sh); unset or
+/// unreachable, the tests fail rather than pass without having run.
 pub(crate) struct Pg {
     client: std::cell::RefCell<postgres::Client>,
     schema: String,
@@ -214,7 +215,7 @@ pub(crate) struct Pg {
 impl Pg {
     pub fn connect() -> Pg {
         let url = std::env::var("VEIL_TEST_PG_URL")
-            .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into());
+            .expect("VEIL_TEST_PG_URL is not set: these tests need PostgreSQL (scripts/test.sh sets it)");
         let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap_or_else(|e| {
             panic!("PostgreSQL at {url} is needed for these tests (run scripts/test.sh): {e}")
         });

@@ -1,20 +1,15 @@
-"""Fixtures for Veil's integration tests. The binaries must already be built (see veilkit.binaries)."""
-from __future__ import annotations
+"""Fixtures for Veil's integration tests. The binaries must already be built (see veilkit.binaries).
 
-import sys
-from pathlib import Path
+tests/pytest.ini puts tests/fixtures on the path ahead of the installed packages, on purpose:
+tests/fixtures/moto.py shadows the `moto` package in this process (moto itself runs as a separate
+moto_server process).
+"""
+from __future__ import annotations
 
 import pytest
 
-# The test fixtures (tests/fixtures: moto.py, azure_kv_emulator.py) import as top-level modules.
-# First on the path on purpose: tests/fixtures/moto.py shadows the `moto` package in this process
-# (moto itself runs as a separate moto_server process).
-FIXTURES = str(Path(__file__).resolve().parents[1] / "fixtures")
-if FIXTURES not in sys.path:
-    sys.path.insert(0, FIXTURES)
-
-import store  # noqa: E402
-from veilkit import VeilServer, binaries  # noqa: E402
+import store
+from veilkit import VeilServer, binaries
 
 
 def pytest_sessionstart(session):
@@ -33,6 +28,14 @@ def pytest_sessionfinish(session, exitstatus):
 
 def pytest_report_header(config):
     return f"veil metadata store: {store.STORE}"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Deselects (never skips) the tests marked `@pytest.mark.store("...")` for the other store."""
+    other = [i for i in items if any(m.args != (store.STORE,) for m in i.iter_markers("store"))]
+    if other:
+        config.hook.pytest_deselected(items=other)
+        items[:] = [i for i in items if i not in other]
 
 
 @pytest.fixture(scope="session")

@@ -8,50 +8,40 @@ it afterwards. The whole API suite runs once per store (scripts/test.sh).
 from __future__ import annotations
 
 import os
-import secrets
 import sqlite3
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
+
+from harness import postgres as pg
 
 STORE = os.environ.get("VEIL_STORE", "sqlite")
 if STORE not in ("sqlite", "postgres"):
     raise RuntimeError(f"VEIL_STORE must be sqlite or postgres, not {STORE!r}")
 
 ADMIN_URL = os.environ.get("VEIL_TEST_PG_URL", "postgres://postgres@127.0.0.1:5432/test")
-_db_name = f"veil_it_{secrets.token_hex(4)}"
-
-
-def _with_db(url: str, db: str) -> str:
-    u = urlparse(url)
-    return urlunparse(u._replace(path="/" + db))
+_db_name = pg.new_database_name("veil_it")
 
 
 def pg_connect(url: str | None = None):
-    import psycopg  # only needed for the PostgreSQL run
-
-    return psycopg.connect(url or ADMIN_URL, autocommit=True)
+    return pg.connect(url or ADMIN_URL)
 
 
 def database_url() -> str:
     """The URL the component gets in `database_url` (PostgreSQL run only)."""
-    return _with_db(ADMIN_URL, _db_name)
+    return pg.with_db(ADMIN_URL, _db_name)
 
 
 def pg_hostport() -> str:
-    u = urlparse(ADMIN_URL)
-    return f"{u.hostname or '127.0.0.1'}:{u.port or 5432}"
+    return pg.hostport(ADMIN_URL)
 
 
 def setup() -> None:
     if STORE == "postgres":
-        with pg_connect() as c:
-            c.execute(f'CREATE DATABASE "{_db_name}"')
+        pg.create_database(ADMIN_URL, _db_name)
 
 
 def teardown() -> None:
     if STORE == "postgres":
-        with pg_connect() as c:
-            c.execute(f'DROP DATABASE IF EXISTS "{_db_name}" WITH (FORCE)')
+        pg.drop_database(ADMIN_URL, _db_name)
 
 
 def server_env() -> dict[str, str]:
@@ -59,7 +49,7 @@ def server_env() -> dict[str, str]:
 
 
 def allowed_outbound_hosts() -> list[str]:
-    return [f"postgres://{pg_hostport()}"] if STORE == "postgres" else []
+    return [pg.outbound_host(ADMIN_URL)] if STORE == "postgres" else []
 
 
 def tables(state_dir: Path) -> dict[str, list[tuple]]:

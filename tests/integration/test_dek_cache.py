@@ -5,7 +5,7 @@ import os
 import re
 import time
 
-from veilkit import ok
+from veilkit import err, ok
 
 CACHE_KEY = base64.b64encode(os.urandom(32)).decode()
 
@@ -61,5 +61,4 @@ def test_cache_entries_expire(start_server):
 def test_cache_needs_its_key(start_server):
     s = start_server("cache-nokey", dek_cache="true")
     t = s.tenant()
-    r = t.admin.post("/v1/schemes", t.scheme_body())
-    assert r.status_code == 500 and r.json()["error"]["code"] == "misconfigured"
+    err(t.admin.post("/v1/schemes", t.scheme_body()), 500, "misconfigured")

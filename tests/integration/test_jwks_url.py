@@ -39,6 +39,7 @@ def test_rs256_via_a_jwks_url(start_server):
         err(s.api(rs256(t.id, ["admin"], kid="nope")).get("/v1/schemes"), 401, "invalid_credentials")
     finally:
         srv.shutdown()
+        srv.server_close()
 
 
 def test_unreachable_or_forbidden_jwks_is_503(start_server):

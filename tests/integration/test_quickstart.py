@@ -5,22 +5,14 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 
 import pytest
 
-import store
-from veilkit import REPO
+from veilkit import REPO, free_port
 
-pytestmark = pytest.mark.skipif(store.STORE != "sqlite", reason="the quick start runs on the embedded default")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = pytest.mark.store("sqlite")  # the quick start runs on the embedded default
 
 
 def start_dev(state, port):
@@ -38,12 +30,15 @@ def start_dev(state, port):
         if "veil: listening on" in line:
             return proc, "".join(lines)
     proc.kill()
+    proc.wait()
+    proc.stdout.close()
     raise AssertionError("scripts/dev.sh never started serving:\n" + "".join(lines))
 
 
 def stop(proc):
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(30) == 0
+    with proc.stdout:
+        assert proc.wait(30) == 0
 
 
 def sh(script: str) -> str:
@@ -55,7 +50,9 @@ def test_readme_quick_start_survives_a_restart(tmp_path):
     port = free_port()
     proc, banner = start_dev(state, port)
     try:
-        assert f"http://127.0.0.1:{port}" in banner and "DEV MODE" in banner
+        lines = [line.strip() for line in banner.splitlines()]
+        assert "Veil (DEV MODE: local KEK and HS256 tokens; never use this for real data)" in lines, banner
+        assert f"URL:    http://127.0.0.1:{port}" in lines, banner
         export = next(l.strip() for l in banner.splitlines() if l.strip().startswith("export VEIL="))
         curls = re.findall(r"(curl -s .*?\\\n\s+-d '[^']*')", banner)
         assert len(curls) == 3, banner

@@ -1,5 +1,7 @@
 """Schemes: create, list, get, rotate, tenant isolation."""
 import re
+import time
+from datetime import datetime
 
 import pytest
 
@@ -12,7 +14,9 @@ RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:
 def test_create_returns_the_documented_scheme(tenant):
     name = new_name()
     mask = {"rule": "keep_last", "n": 4, "char": "*"}
+    before = int(time.time())
     s = tenant.create_scheme(name, mask=mask)
+    after = time.time()
     assert s["name"] == name
     assert s["algorithm"] == "aes-256-gcm"
     assert s["kek"] == {"provider": "local"}
@@ -20,6 +24,7 @@ def test_create_returns_the_documented_scheme(tenant):
     assert s["mask"] == mask
     assert s["current_version"] == 1
     assert isinstance(s["created_at"], str) and RFC3339.match(s["created_at"]), s["created_at"]
+    assert before <= datetime.fromisoformat(s["created_at"]).timestamp() <= after, s["created_at"]  # the creation time
     assert ok(tenant.app.get(f"/v1/schemes/{name}")) == s
 
 

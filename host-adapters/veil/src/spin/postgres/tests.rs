@@ -1,6 +1,7 @@
-//! Against the real PostgreSQL (`VEIL_TEST_PG_URL`, default `postgres://postgres@127.0.0.1:5432/test`),
-//! through the host functions themselves. Each test works in a schema of its own and drops it.
-//! When nothing answers at that address the tests say so on stderr and pass.
+//! Against the real PostgreSQL named by `VEIL_TEST_PG_URL` (scripts/test.sh sets it, from
+//! scripts/ensure-postgres.sh), through the host functions themselves. Each test works in a
+//! schema of its own and drops it. Without the variable, or with nothing answering there, the
+//! tests fail: they never pass without having run.
 
 use std::time::Duration;
 
@@ -11,8 +12,9 @@ use super::*;
 use crate::spin::bindings::spin::postgres::postgres::{DbDataType, DbValue, Interval};
 
 fn pg_url() -> String {
-    std::env::var("VEIL_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+    std::env::var("VEIL_TEST_PG_URL").unwrap_or_else(|_| {
+        panic!("VEIL_TEST_PG_URL is not set: these tests need PostgreSQL (scripts/test.sh sets it)")
+    })
 }
 
 fn runtime() -> Runtime {
@@ -27,7 +29,7 @@ struct Scratch<'r> {
 }
 
 impl<'r> Scratch<'r> {
-    fn new(rt: &'r Runtime, name: &str) -> Option<Self> {
+    fn new(rt: &'r Runtime, name: &str) -> Self {
         let url = pg_url();
         let connected = rt.block_on(async {
             tokio::time::timeout(Duration::from_secs(5), tokio_postgres::connect(&url, tokio_postgres::NoTls))
@@ -35,14 +37,8 @@ impl<'r> Scratch<'r> {
         });
         let (admin, connection) = match connected {
             Ok(Ok(pair)) => pair,
-            other => {
-                let why = match other {
-                    Ok(Err(e)) => chain(&e),
-                    _ => "timed out".to_string(),
-                };
-                eprintln!("skipping: no PostgreSQL at {url} ({why})");
-                return None;
-            }
+            Ok(Err(e)) => panic!("no PostgreSQL at {url}: {}", chain(&e)),
+            Err(_) => panic!("no PostgreSQL at {url}: no connection within 5 s"),
         };
         rt.spawn(connection);
         let schema = format!("veil_host_{name}_{}", std::process::id());
@@ -50,7 +46,7 @@ impl<'r> Scratch<'r> {
             admin.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")),
         )
         .unwrap();
-        Some(Scratch { rt, admin, schema })
+        Scratch { rt, admin, schema }
     }
 
     fn terminate(&self, pid: i32) {
@@ -138,7 +134,7 @@ fn code(e: &Error) -> &str {
 #[test]
 fn every_supported_type_round_trips() {
     let rt = runtime();
-    let Some(scratch) = Scratch::new(&rt, "types") else { return };
+    let scratch = Scratch::new(&rt, "types");
     let s = scratch.schema.clone();
     rt.block_on(async {
         let mut host = Host::new(PgSettings::default());
@@ -288,7 +284,7 @@ fn every_supported_type_round_trips() {
 #[test]
 fn server_errors_carry_their_sqlstate() {
     let rt = runtime();
-    let Some(scratch) = Scratch::new(&rt, "errors") else { return };
+    let scratch = Scratch::new(&rt, "errors");
     let s = scratch.schema.clone();
     rt.block_on(async {
         let mut host = Host::new(PgSettings::default());
@@ -330,7 +326,7 @@ fn server_errors_carry_their_sqlstate() {
 #[test]
 fn statements_time_out() {
     let rt = runtime();
-    let Some(_scratch) = Scratch::new(&rt, "timeout") else { return };
+    let _scratch = Scratch::new(&rt, "timeout");
     rt.block_on(async {
         let settings = PgSettings { statement_timeout: Duration::from_millis(300), ..PgSettings::default() };
         let mut host = Host::new(settings);
@@ -345,7 +341,7 @@ fn statements_time_out() {
 #[test]
 fn a_terminated_idle_client_is_replaced_transparently() {
     let rt = runtime();
-    let Some(scratch) = Scratch::new(&rt, "terminate") else { return };
+    let scratch = Scratch::new(&rt, "terminate");
     let mut host = Host::new(PgSettings { max_per_address: 2, verbose: true, ..PgSettings::default() });
 
     // Terminated while idle in the pool, noticed or not by the time it is taken.
@@ -403,7 +399,7 @@ fn a_terminated_idle_client_is_replaced_transparently() {
 #[test]
 fn a_client_returned_mid_transaction_is_rolled_back() {
     let rt = runtime();
-    let Some(scratch) = Scratch::new(&rt, "rollback") else { return };
+    let scratch = Scratch::new(&rt, "rollback");
     let s = scratch.schema.clone();
     rt.block_on(async {
         // One client only, so the next lease gets the very same connection.
@@ -440,7 +436,7 @@ fn a_client_returned_mid_transaction_is_rolled_back() {
 #[test]
 fn a_full_pool_fails_after_the_wait() {
     let rt = runtime();
-    let Some(_scratch) = Scratch::new(&rt, "full") else { return };
+    let _scratch = Scratch::new(&rt, "full");
     rt.block_on(async {
         let settings = PgSettings {
             max_per_address: 1,
@@ -460,7 +456,7 @@ fn a_full_pool_fails_after_the_wait() {
 #[test]
 fn concurrent_instances_share_the_pool() {
     let rt = runtime();
-    let Some(scratch) = Scratch::new(&rt, "concurrent") else { return };
+    let scratch = Scratch::new(&rt, "concurrent");
     let s = scratch.schema.clone();
     rt.block_on(async {
         let pools =
@@ -518,7 +514,7 @@ fn concurrent_instances_share_the_pool() {
 #[test]
 fn tls_unless_disabled() {
     let rt = runtime();
-    let Some(scratch) = Scratch::new(&rt, "tls") else { return };
+    let scratch = Scratch::new(&rt, "tls");
     let server_ssl: String =
         rt.block_on(scratch.admin.query_one("SHOW ssl", &[])).unwrap().get::<_, String>(0);
     rt.block_on(async {

