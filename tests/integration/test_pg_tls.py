@@ -12,7 +12,7 @@ import store
 from pgcluster import Cluster
 from veilkit import VeilServer, err, ok
 
-pytestmark = pytest.mark.skipif(store.STORE != "postgres", reason="PostgreSQL pass only (VEIL_STORE=postgres)")
+pytestmark = pytest.mark.store("postgres")  # TLS to PostgreSQL: the PostgreSQL pass only
 
 
 @pytest.fixture(scope="module")
