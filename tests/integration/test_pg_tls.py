@@ -8,7 +8,6 @@ import time
 import pytest
 import requests
 
-import store
 from pgcluster import Cluster
 from veilkit import VeilServer, err, ok
 
