@@ -18,12 +18,20 @@ pub struct Migration {
 const PG_MIGRATION_LOCK: i64 = 0x7665_696c;
 
 /// Every migration, in order. Never edit a released one: add the next.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "schemes",
-    sqlite: include_str!("migrations/sqlite/0001_schemes.sql"),
-    postgres: include_str!("migrations/postgres/0001_schemes.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "schemes",
+        sqlite: include_str!("migrations/sqlite/0001_schemes.sql"),
+        postgres: include_str!("migrations/postgres/0001_schemes.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "key_lifecycle",
+        sqlite: include_str!("migrations/sqlite/0002_key_lifecycle.sql"),
+        postgres: include_str!("migrations/postgres/0002_key_lifecycle.sql"),
+    },
+];
 
 /// The newest schema version this build knows.
 pub fn latest() -> i64 {
