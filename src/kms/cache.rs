@@ -196,6 +196,13 @@ impl DekCache {
         Some(dek)
     }
 
+    /// Drops the entry of this key slot, if any (its version was destroyed).
+    pub fn forget(&self, ctx: KeyContext<'_>) {
+        if let Err(e) = self.kv.delete(&entry_key(ctx)) {
+            eprintln!("veil: DEK cache delete failed: {e}");
+        }
+    }
+
     /// Caches a freshly unwrapped DEK for at most `max_age_secs`.
     pub fn put(
         &self,
@@ -275,6 +282,20 @@ pub(crate) mod tests {
         assert!(f.kv.0.borrow().is_empty());
         c.put(&mut rng, f.ctx(1), &f.wrapped, &f.dek, 100);
         assert!(c.get(&mut rng, f.ctx(1), &f.wrapped, 110).is_none()); // expired
+    }
+
+    #[test]
+    fn forget_removes_the_entry() {
+        let f = fixture();
+        let mut rng = Csprng::from_seed([3; 32]);
+        let c = cache(&f.kv, 9, CacheLimits::default());
+        c.put(&mut rng, f.ctx(1), &f.wrapped, &f.dek, 100);
+        c.put(&mut rng, f.ctx(2), &f.wrapped, &f.dek, 100);
+        c.forget(f.ctx(1));
+        assert!(!f.kv.0.borrow().contains_key(&entry_key(f.ctx(1))));
+        assert!(c.get(&mut rng, f.ctx(1), &f.wrapped, 101).is_none());
+        assert!(c.get(&mut rng, f.ctx(2), &f.wrapped, 101).is_some(), "other versions stay");
+        c.forget(f.ctx(3)); // nothing cached: no error
     }
 
     #[test]

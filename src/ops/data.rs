@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use super::schemes::rotate_if_current;
 use super::{check_batch, check_binding, max_token_len, parse_scheme_name, Ctx, ItemError, OpError};
 use crate::auth::Principal;
 use crate::crypto::aead::AeadKey;
@@ -9,7 +10,7 @@ use crate::crypto::{kdf, token};
 use crate::ids::{KeyVersion, SchemeName};
 use crate::policy;
 use crate::scheme::{Operation, Scheme};
-use crate::store::DataKey;
+use crate::store::{DataKey, KeyState};
 
 /// An unprotected value: wiped when dropped.
 pub type Plaintext = zeroize::Zeroizing<Vec<u8>>;
@@ -29,16 +30,40 @@ pub fn protect(
     check_batch(ctx.config, values.len())?;
     check_binding(subject, context)?;
     let name = parse_scheme_name(scheme)?;
-    let (scheme, current) =
-        ctx.store.get_scheme_with_current_key(&who.tenant, &name)?.ok_or(OpError::SchemeNotFound(name))?;
+    let (mut scheme, mut current) = ctx
+        .store
+        .get_scheme_with_current_key(&who.tenant, &name)?
+        .ok_or_else(|| OpError::SchemeNotFound(name.clone()))?;
     if !policy::allows(who, &scheme.policy, Operation::Protect) {
         return Err(OpError::forbidden("protecting with this scheme"));
     }
+    // Past the rotation period, the first protect rotates (exactly one of many concurrent ones:
+    // the others find the scheme moved on and use the version it made).
+    let mut fresh = None;
+    if let (Some(period), Some(dk)) = (scheme.rotation_period, &current) {
+        if period.is_due(dk.created_at, ctx.now) {
+            match rotate_if_current(ctx, &scheme, scheme.current_version)? {
+                Some((v, dek)) => {
+                    scheme.current_version = v;
+                    fresh = Some(dek);
+                }
+                None => {
+                    (scheme, current) = ctx
+                        .store
+                        .get_scheme_with_current_key(&who.tenant, &name)?
+                        .ok_or(OpError::SchemeNotFound(name))?;
+                }
+            }
+        }
+    }
     let version = scheme.current_version;
-    let dek = ctx.unwrap_data_key(&scheme, current)?.ok_or_else(|| {
-        eprintln!("veil: scheme {}/{} has no usable current data key", scheme.tenant, scheme.name);
-        OpError::Internal
-    })?;
+    let dek = match fresh {
+        Some(dek) => dek,
+        None => ctx.unwrap_data_key(&scheme, current)?.ok_or_else(|| {
+            eprintln!("veil: scheme {}/{} has no usable current data key", scheme.tenant, scheme.name);
+            OpError::Internal
+        })?,
+    };
     let key =
         AeadKey::new(scheme.algorithm, &kdf::scheme_data_key(&dek, &scheme.tenant, &scheme.name, version));
     drop(dek);
@@ -98,7 +123,7 @@ pub fn unprotect(
         schemes.insert(p.scheme.clone(), found);
     }
     // One unwrap (and one AAD) per scheme version per request.
-    let mut keys: HashMap<Slot, Option<(AeadKey, Vec<u8>)>> = HashMap::new();
+    let mut keys: HashMap<Slot, Result<(AeadKey, Vec<u8>), ItemError>> = HashMap::new();
     let mut out = Vec::with_capacity(parsed.len());
     for p in parsed {
         let p = match p {
@@ -114,31 +139,52 @@ pub fn unprotect(
         };
         let slot = (p.scheme.clone(), p.key_version);
         if !keys.contains_key(&slot) {
-            let key = if p.key_version > scheme.current_version {
-                None
-            } else {
-                let dek = match fetched.remove(&slot) {
-                    Some(dk) => ctx.unwrap_data_key(scheme, dk)?,
-                    None => ctx.unwrap_dek(scheme, p.key_version)?,
-                };
-                dek.map(|dek| {
-                    let key = AeadKey::new(
-                        scheme.algorithm,
-                        &kdf::scheme_data_key(&dek, &scheme.tenant, &scheme.name, p.key_version),
-                    );
-                    (key, token::aad(&who.tenant, &p.scheme, p.key_version, subject, context))
-                })
-            };
+            let key = version_key(ctx, scheme, p.key_version, fetched.remove(&slot), subject, context)?;
             keys.insert(slot.clone(), key);
         }
         let result = match keys.get(&slot) {
             // The same as token::unprotect, with the slot's AAD built once.
-            Some(Some((key, aad))) => key.open(aad, &p.sealed).map_err(|_| ItemError::DECRYPTION_FAILED),
-            _ => Err(ItemError::DECRYPTION_FAILED),
+            Some(Ok((key, aad))) => key.open(aad, &p.sealed).map_err(|_| ItemError::DECRYPTION_FAILED),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(ItemError::DECRYPTION_FAILED),
         };
         out.push(result);
     }
     Ok(out)
+}
+
+/// The key and AAD that open tokens of one scheme version, or the per-item error its tokens get:
+/// `key_version_destroyed`, `key_version_retired` (below `min_decryption_version`), or
+/// `decryption_failed` (no such version). `fetched` is the version's row if already read
+/// (`None`: not read yet).
+fn version_key(
+    ctx: &mut Ctx<'_>,
+    scheme: &Scheme,
+    version: KeyVersion,
+    fetched: Option<Option<DataKey>>,
+    subject: Option<&str>,
+    context: Option<&str>,
+) -> Result<Result<(AeadKey, Vec<u8>), ItemError>, OpError> {
+    if version > scheme.current_version {
+        return Ok(Err(ItemError::DECRYPTION_FAILED));
+    }
+    let dk = match fetched {
+        Some(dk) => dk,
+        None => ctx.store.data_key(&scheme.tenant, &scheme.name, version)?,
+    };
+    let Some(dk) = dk else { return Ok(Err(ItemError::DECRYPTION_FAILED)) };
+    if dk.state == KeyState::Destroyed {
+        return Ok(Err(ItemError::KEY_VERSION_DESTROYED));
+    }
+    if dk.state == KeyState::Retired || version < scheme.min_decryption_version {
+        return Ok(Err(ItemError::KEY_VERSION_RETIRED));
+    }
+    let Some(dek) = ctx.unwrap_data_key(scheme, Some(dk))? else {
+        return Ok(Err(ItemError::DECRYPTION_FAILED));
+    };
+    let key =
+        AeadKey::new(scheme.algorithm, &kdf::scheme_data_key(&dek, &scheme.tenant, &scheme.name, version));
+    Ok(Ok((key, token::aad(&scheme.tenant, &scheme.name, version, subject, context))))
 }
 
 /// Masks each value with the scheme's rule; `None` is a JSON null (the `nullify` rule).

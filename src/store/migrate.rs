@@ -31,6 +31,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/sqlite/0002_key_lifecycle.sql"),
         postgres: include_str!("migrations/postgres/0002_key_lifecycle.sql"),
     },
+    Migration {
+        version: 4,
+        name: "lifecycle",
+        sqlite: include_str!("migrations/sqlite/0004_lifecycle.sql"),
+        postgres: include_str!("migrations/postgres/0004_lifecycle.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.
