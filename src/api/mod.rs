@@ -66,6 +66,7 @@ enum Route<'p> {
     Destroy(&'p str, &'p str),
     Protect,
     Unprotect,
+    Rewrap,
     Mask,
 }
 
@@ -77,6 +78,7 @@ fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
         "/v1/schemes" => (Route::Schemes, "GET, POST"),
         "/v1/protect" => (Route::Protect, "POST"),
         "/v1/unprotect" => (Route::Unprotect, "POST"),
+        "/v1/rewrap" => (Route::Rewrap, "POST"),
         "/v1/mask" => (Route::Mask, "POST"),
         _ => {
             let rest = path.strip_prefix("/v1/schemes/")?;
@@ -148,6 +150,7 @@ fn dispatch(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> Result<ApiResponse, Api
         Route::Destroy(name, v) => schemes::destroy(ctx, &who, name, v),
         Route::Protect => data::protect(ctx, &who, req.body),
         Route::Unprotect => data::unprotect(ctx, &who, req.body),
+        Route::Rewrap => data::rewrap(ctx, &who, req.body),
         Route::Mask => data::mask(ctx, &who, req.body),
         Route::Health | Route::OpenApi => Err(ApiError::internal()),
     }

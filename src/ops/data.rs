@@ -1,4 +1,4 @@
-//! The data path: protect, unprotect and mask batches of values.
+//! The data path: protect, unprotect, rewrap and mask batches of values.
 
 use std::collections::HashMap;
 
@@ -89,6 +89,79 @@ pub fn unprotect(
     subject: Option<&str>,
     context: Option<&str>,
 ) -> Result<Vec<Result<Plaintext, ItemError>>, OpError> {
+    let opened = open_batch(ctx, who, tokens, subject, context, Operation::Unprotect)?;
+    Ok(opened.items.into_iter().map(|r| r.map(|(_, pt)| pt)).collect())
+}
+
+/// Re-encrypts each token under its scheme's current version, inside Veil: the caller gets
+/// tokens back, never plaintext. A token already at the current version comes back unchanged
+/// (once it has been checked to open); per-item errors are those of unprotect. If the caller may
+/// not rewrap a scheme that a token names (`policy.rewrap`, or administering it), the whole batch
+/// is refused before anything is decrypted.
+pub fn rewrap(
+    ctx: &mut Ctx<'_>,
+    who: &Principal,
+    tokens: &[&str],
+    subject: Option<&str>,
+    context: Option<&str>,
+) -> Result<Vec<Result<String, ItemError>>, OpError> {
+    let mut opened = open_batch(ctx, who, tokens, subject, context, Operation::Rewrap)?;
+    let items = std::mem::take(&mut opened.items);
+    let mut out = Vec::with_capacity(items.len());
+    for (item, token) in items.into_iter().zip(tokens) {
+        let (slot, pt) = match item {
+            Ok(ok) => ok,
+            Err(e) => {
+                out.push(Err(e));
+                continue;
+            }
+        };
+        let Some(Some(scheme)) = opened.schemes.get(&slot.0) else {
+            out.push(Err(ItemError::DECRYPTION_FAILED));
+            continue;
+        };
+        let current = scheme.current_version;
+        if slot.1 == current {
+            out.push(Ok((*token).to_owned()));
+            continue;
+        }
+        let target = (slot.0.clone(), current);
+        if !opened.keys.contains_key(&target) {
+            let key = version_key(ctx, scheme, current, None, subject, context)?;
+            opened.keys.insert(target.clone(), key);
+        }
+        match opened.keys.get(&target) {
+            Some(Ok((key, _))) => {
+                let mut sealer = token::Sealer::new(key, &scheme.tenant, &scheme.name, current, subject, context);
+                out.push(Ok(sealer.protect(&mut ctx.rng, &pt)));
+            }
+            _ => {
+                // The current version is always active; a store that says otherwise is broken.
+                eprintln!("veil: scheme {}/{} has no usable current data key", scheme.tenant, scheme.name);
+                return Err(OpError::Internal);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A batch of tokens opened: per token its scheme version and plaintext (or its item error),
+/// with the schemes and version keys read on the way (reused to seal, by rewrap).
+struct Opened {
+    items: Vec<Result<(Slot, Plaintext), ItemError>>,
+    schemes: HashMap<SchemeName, Option<Scheme>>,
+    keys: HashMap<Slot, Result<(AeadKey, Vec<u8>), ItemError>>,
+}
+
+/// Opens each token, after checking that the caller may do `op` with every scheme the batch names.
+fn open_batch(
+    ctx: &mut Ctx<'_>,
+    who: &Principal,
+    tokens: &[&str],
+    subject: Option<&str>,
+    context: Option<&str>,
+    op: Operation,
+) -> Result<Opened, OpError> {
     check_batch(ctx.config, tokens.len())?;
     check_binding(subject, context)?;
     let max_len = max_token_len(ctx.config.limits.max_value_bytes);
@@ -116,25 +189,26 @@ pub fn unprotect(
             s
         });
         if let Some(s) = &found {
-            if !policy::allows(who, &s.policy, Operation::Unprotect) {
-                return Err(OpError::forbidden(format!("unprotecting with scheme \"{}\"", s.name)));
+            if !policy::allows(who, &s.policy, op) {
+                let verb = if op == Operation::Rewrap { "rewrapping" } else { "unprotecting" };
+                return Err(OpError::forbidden(format!("{verb} with scheme \"{}\"", s.name)));
             }
         }
         schemes.insert(p.scheme.clone(), found);
     }
     // One unwrap (and one AAD) per scheme version per request.
     let mut keys: HashMap<Slot, Result<(AeadKey, Vec<u8>), ItemError>> = HashMap::new();
-    let mut out = Vec::with_capacity(parsed.len());
+    let mut items = Vec::with_capacity(parsed.len());
     for p in parsed {
         let p = match p {
             Ok(p) => p,
             Err(e) => {
-                out.push(Err(e));
+                items.push(Err(e));
                 continue;
             }
         };
         let Some(Some(scheme)) = schemes.get(&p.scheme) else {
-            out.push(Err(ItemError::DECRYPTION_FAILED));
+            items.push(Err(ItemError::DECRYPTION_FAILED));
             continue;
         };
         let slot = (p.scheme.clone(), p.key_version);
@@ -148,9 +222,9 @@ pub fn unprotect(
             Some(Err(e)) => Err(e.clone()),
             None => Err(ItemError::DECRYPTION_FAILED),
         };
-        out.push(result);
+        items.push(result.map(|pt| (slot, pt)));
     }
-    Ok(out)
+    Ok(Opened { items, schemes, keys })
 }
 
 /// The key and AAD that open tokens of one scheme version, or the per-item error its tokens get:

@@ -2,14 +2,14 @@
 //! check the policy, get the key (one unwrap per scheme version per request), run the primitive.
 //!
 //! One file per area: [`schemes`] (create, list, get, rotate, version lifecycle), [`data`]
-//! (protect, unprotect, mask); [`error`] says what failed. This module holds what they share: the request's [`Ctx`]
+//! (protect, unprotect, rewrap, mask); [`error`] says what failed. This module holds what they share: the request's [`Ctx`]
 //! and its key helpers, and the request limits.
 
 mod data;
 mod error;
 pub mod schemes;
 
-pub use data::{mask, protect, unprotect, Plaintext};
+pub use data::{mask, protect, rewrap, unprotect, Plaintext};
 pub use error::{ItemError, OpError};
 pub use schemes::{
     create_scheme, destroy_version, forget_cached_deks, get_scheme, list_schemes, list_versions, rotate,

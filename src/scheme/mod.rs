@@ -22,6 +22,10 @@ pub struct Policy {
     pub mask: Vec<String>,
     #[serde(default)]
     pub admin: Vec<String>,
+    /// May re-encrypt tokens under the current version (`/v1/rewrap`), getting tokens back,
+    /// never plaintext. Shown only when not empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rewrap: Vec<String>,
 }
 
 impl Policy {
@@ -32,6 +36,7 @@ impl Policy {
             ("unprotect", &self.unprotect),
             ("mask", &self.mask),
             ("admin", &self.admin),
+            ("rewrap", &self.rewrap),
         ] {
             if roles.len() > 64 {
                 return Err(format!("policy.{field} lists more than 64 roles"));
@@ -149,6 +154,7 @@ pub enum Operation {
     Unprotect,
     Mask,
     Admin,
+    Rewrap,
 }
 
 impl Operation {
@@ -158,6 +164,7 @@ impl Operation {
             Operation::Unprotect => "unprotect",
             Operation::Mask => "mask",
             Operation::Admin => "admin",
+            Operation::Rewrap => "rewrap",
         }
     }
 }

@@ -261,3 +261,74 @@ def test_destroy_drops_the_cached_copy(start_server):
     assert r.headers["veil-kms-calls"] == "wraps=0, unwraps=0, http=0"
     new = t.protect(name, ["fresh"])
     assert t.unprotect(new) == ["fresh"]
+
+
+def rewrap(api, tokens, **kw):
+    body = ok(api.post("/v1/rewrap", {"values": tokens, **kw}))
+    assert set(body) == {"results"} and len(body["results"]) == len(tokens), body
+    return body["results"]
+
+
+def test_rewrap_moves_tokens_to_the_current_version(tenant):
+    name = tenant.create_scheme(policy={**DEFAULT_POLICY, "rewrap": ["converter"]})["name"]
+    assert ok(tenant.app.get(f"/v1/schemes/{name}"))["policy"]["rewrap"] == ["converter"]
+    old = tenant.protect(name, ["alpha", "beta"])
+    bound = tenant.protect(name, ["gamma"], subject="customer-42", context="orders.card")
+    ok(tenant.admin.post(f"/v1/schemes/{name}/rotate"))
+    current = tenant.protect(name, ["delta"])
+    results = rewrap(tenant.as_("converter"), old + current)
+    assert item_errors(results) == [None] * 3
+    new = [r["value"] for r in results]
+    for t in new:
+        assert re.fullmatch(TOKEN_RE.format(scheme=name, version=2), t), t
+    assert new[2] == current[0]  # already current: unchanged
+    assert len(set(new[:2]) | set(old)) == 4  # freshly sealed, not the old bytes
+    assert tenant.unprotect(new) == ["alpha", "beta", "delta"]
+    # subject and context stay bound: given again as at protect, and needed to unprotect after
+    r = rewrap(tenant.as_("converter"), bound, subject="customer-42", context="orders.card")
+    assert re.fullmatch(TOKEN_RE.format(scheme=name, version=2), r[0]["value"]), r
+    assert tenant.unprotect([r[0]["value"]], subject="customer-42", context="orders.card") == ["gamma"]
+    assert codes(tenant, [r[0]["value"]]) == ["decryption_failed"]
+    assert item_errors(rewrap(tenant.as_("converter"), bound, context="orders.card")) == ["decryption_failed"]
+    # then the old version can be retired and destroyed without losing these values
+    ok(patch(tenant.admin, name, {"min_decryption_version": 2}))
+    ok(destroy(tenant.admin, name, 1))
+    assert tenant.unprotect(new) == ["alpha", "beta", "delta"]
+
+
+def test_rewrap_gives_tokens_never_plaintext_and_needs_its_role(tenant):
+    name = tenant.create_scheme(policy={**DEFAULT_POLICY, "rewrap": ["converter"]})["name"]
+    old = tenant.protect(name, ["secret value"])
+    ok(tenant.admin.post(f"/v1/schemes/{name}/rotate"))
+    converter = tenant.as_("converter")
+    r = converter.post("/v1/rewrap", {"values": old})
+    assert "secret value" not in r.text
+    assert [x["value"] for x in ok(r)["results"]][0].startswith(f"veil.1.{name}.2.")
+    err(converter.post("/v1/unprotect", {"values": old}), 403, "forbidden")  # rewrap is not unprotect
+    for api in [tenant.app, tenant.support, tenant.analyst]:
+        err(api.post("/v1/rewrap", {"values": old}), 403, "forbidden")
+    assert item_errors(rewrap(tenant.admin, old)) == [None]  # the tenant admin may
+    # one scheme the caller may not rewrap refuses the whole batch before anything is decrypted
+    other = tenant.create_scheme()["name"]
+    err(converter.post("/v1/rewrap", {"values": old + tenant.protect(other, ["x"])}), 403, "forbidden")
+
+
+def test_rewrap_per_item_errors_are_those_of_unprotect(tenant):
+    name = tenant.create_scheme()["name"]
+    v1 = tenant.protect(name, ["one"])
+    for _ in range(2):
+        ok(tenant.admin.post(f"/v1/schemes/{name}/rotate"))
+    v3 = tenant.protect(name, ["three"])[0]
+    wrong_version = v3.replace(f".{name}.3.", f".{name}.2.")  # version 2's header on version 3's bytes
+    head, payload = v3.rsplit(".", 1)
+    tampered = f"{head}.{payload[:10]}{'A' if payload[10] != 'A' else 'B'}{payload[11:]}"  # a ciphertext byte
+    ok(patch(tenant.admin, name, {"min_decryption_version": 2}))
+    results = rewrap(tenant.admin, v1 + [wrong_version, "not a token", tampered, f"veil.1.nope.1.{'A' * 40}", v3])
+    assert item_errors(results) == ["key_version_retired", "decryption_failed", "invalid_token",
+                                    "decryption_failed", "decryption_failed", None]
+    assert results[5] == {"value": v3}
+    ok(destroy(tenant.admin, name, 1))
+    assert item_errors(rewrap(tenant.admin, v1)) == ["key_version_destroyed"]
+    err(tenant.admin.post("/v1/rewrap", {"values": v1, "encoding": "base64"}), 400, "invalid_request")
+    err(tenant.admin.post("/v1/rewrap", {"values": v1, "context": "c" * 1025}), 422, "invalid_field")
+    err(tenant.admin.post("/v1/rewrap", {"values": ["x"] * 1001}), 413, "batch_too_large")
