@@ -63,6 +63,7 @@ enum Route<'p> {
     Scheme(&'p str),
     Rotate(&'p str),
     Versions(&'p str),
+    Rekey(&'p str),
     Destroy(&'p str, &'p str),
     Protect,
     Unprotect,
@@ -87,6 +88,7 @@ fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
                 [name] if !name.is_empty() => (Route::Scheme(name), "GET, PATCH"),
                 [name, "rotate"] if !name.is_empty() => (Route::Rotate(name), "POST"),
                 [name, "versions"] if !name.is_empty() => (Route::Versions(name), "GET"),
+                [name, "rekey"] if !name.is_empty() => (Route::Rekey(name), "POST"),
                 [name, "versions", v, "destroy"] if !name.is_empty() && !v.is_empty() => {
                     (Route::Destroy(name, v), "POST")
                 }
@@ -147,6 +149,7 @@ fn dispatch(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> Result<ApiResponse, Api
         Route::Scheme(name) => schemes::get(ctx, &who, name),
         Route::Rotate(name) => schemes::rotate(ctx, &who, name),
         Route::Versions(name) => schemes::versions(ctx, &who, name),
+        Route::Rekey(name) => schemes::rekey(ctx, &who, name, req.body),
         Route::Destroy(name, v) => schemes::destroy(ctx, &who, name, v),
         Route::Protect => data::protect(ctx, &who, req.body),
         Route::Unprotect => data::unprotect(ctx, &who, req.body),

@@ -68,6 +68,39 @@ pub(super) fn destroy(
     Ok(ApiResponse::json(200, &version_view(&scheme, v)))
 }
 
+/// `POST /v1/schemes/{name}/rekey` → 200, the versions (each with the KEK that now wraps it) and
+/// the versions this call rewrapped.
+pub(super) fn rekey(ctx: &mut Ctx<'_>, who: &Principal, name: &str, body: &[u8]) -> Result<ApiResponse, ApiError> {
+    let kek = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        let b: RekeyBody = parse(body)?;
+        b.kek.map(parse_kek).transpose()?
+    };
+    let done = ops::rekey(ctx, who, name, kek)?;
+    let list: Vec<Value> = done.versions.iter().map(|v| version_view(&done.scheme, v)).collect();
+    let rewrapped: Vec<u32> = done.rewrapped.iter().map(|v| v.get()).collect();
+    Ok(ApiResponse::json(
+        200,
+        &json!({"scheme": scheme_view(&done.scheme), "versions": list, "rewrapped": rewrapped}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RekeyBody {
+    #[serde(default)]
+    kek: Option<Value>,
+}
+
+fn parse_kek(v: Value) -> Result<KekRef, ApiError> {
+    serde_json::from_value(v).map_err(|_| {
+        ApiError::invalid_field(
+            "kek: {\"provider\":\"local\"}, {\"provider\":\"aws-kms\",\"key_id\":...} or {\"provider\":\"azure-keyvault\",\"key_url\":...}",
+        )
+    })
+}
+
 /// A version number in a route: 1 to 2^32-1, digits only.
 fn parse_route_version(v: &str) -> Result<KeyVersion, ApiError> {
     let bad = || ApiError::invalid_field("the key version in the path is a whole number from 1");
@@ -144,11 +177,7 @@ fn parse_new_scheme(body: &[u8]) -> Result<NewScheme, ApiError> {
             ApiError::invalid_field("algorithm: one of aes-256-gcm, chacha20-poly1305, xchacha20-poly1305")
         })?,
     };
-    let kek: KekRef = serde_json::from_value(b.kek).map_err(|_| {
-        ApiError::invalid_field(
-            "kek: {\"provider\":\"local\"}, {\"provider\":\"aws-kms\",\"key_id\":...} or {\"provider\":\"azure-keyvault\",\"key_url\":...}",
-        )
-    })?;
+    let kek = parse_kek(b.kek)?;
     let mask = match b.mask {
         None => MaskRule::Redact,
         Some(v) => serde_json::from_value::<MaskRule>(v)

@@ -372,6 +372,8 @@ fn openapi_lists_every_route() {
         ("/v1/schemes/{name}/rotate", "post"),
         ("/v1/schemes/{name}/versions", "get"),
         ("/v1/schemes/{name}/versions/{version}/destroy", "post"),
+        ("/v1/schemes/{name}/rekey", "post"),
+        ("/v1/rewrap", "post"),
         ("/v1/protect", "post"),
         ("/v1/unprotect", "post"),
         ("/v1/mask", "post"),

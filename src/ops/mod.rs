@@ -7,10 +7,12 @@
 
 mod data;
 mod error;
+mod rekey;
 pub mod schemes;
 
 pub use data::{mask, protect, rewrap, unprotect, Plaintext};
 pub use error::{ItemError, OpError};
+pub use rekey::{rekey, Rekeyed};
 pub use schemes::{
     create_scheme, destroy_version, forget_cached_deks, get_scheme, list_schemes, list_versions, rotate,
     rotate_if_current, update_scheme, NewScheme,

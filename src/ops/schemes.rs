@@ -171,7 +171,7 @@ pub fn forget_cached_deks(ctx: &Ctx<'_>, tenant: &crate::ids::TenantId, slots: &
 }
 
 /// The scheme, if the caller may administer it.
-fn admin_scheme(ctx: &Ctx<'_>, who: &Principal, name: &str) -> Result<Scheme, OpError> {
+pub(super) fn admin_scheme(ctx: &Ctx<'_>, who: &Principal, name: &str) -> Result<Scheme, OpError> {
     let scheme = ctx.scheme(who, name)?;
     if !policy::allows(who, &scheme.policy, Operation::Admin) {
         return Err(OpError::forbidden("administering this scheme"));

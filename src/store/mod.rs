@@ -501,6 +501,67 @@ impl<'a> Store<'a> {
         self.conn.execute(&sql, &params)
     }
 
+    /// Replaces one version's wrapped key (a KEK rotation) if it still holds `old` and is not
+    /// destroyed: `false` when a concurrent writer changed or destroyed it first (nothing written).
+    pub fn replace_wrapped_key(
+        &self,
+        tenant: &TenantId,
+        name: &SchemeName,
+        version: KeyVersion,
+        old: &WrappedDek,
+        new: &WrappedDek,
+        kek: &KekRef,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let kek = json(kek)?;
+        let changed = self.with_schema(|| {
+            self.transaction(|| {
+                self.conn.execute(
+                    "UPDATE data_keys SET wrapped_dek = $1, kek_id = $2, kek_version = $3, kek = $4, \
+                     updated_at = $5 WHERE tenant = $6 AND scheme = $7 AND version = $8 \
+                     AND state <> 'destroyed' AND wrapped_dek = $9",
+                    &[
+                        SqlValue::Blob(new.blob.clone()),
+                        SqlValue::Text(new.kek_id.clone()),
+                        SqlValue::Text(new.kek_version.clone()),
+                        SqlValue::Text(kek.clone()),
+                        SqlValue::Int(now),
+                        SqlValue::Text(tenant.as_str().into()),
+                        SqlValue::Text(name.as_str().into()),
+                        SqlValue::Int(version.get().into()),
+                        SqlValue::Blob(old.blob.clone()),
+                    ],
+                )
+            })
+        })?;
+        Ok(changed == 1)
+    }
+
+    /// Makes `kek` the scheme's KEK: the one new versions are wrapped by.
+    pub fn set_scheme_kek(
+        &self,
+        tenant: &TenantId,
+        name: &SchemeName,
+        kek: &KekRef,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let kek = json(kek)?;
+        self.with_schema(|| {
+            self.transaction(|| {
+                self.conn.execute(
+                    "UPDATE schemes SET kek = $1, updated_at = $2 WHERE tenant = $3 AND name = $4",
+                    &[
+                        SqlValue::Text(kek.clone()),
+                        SqlValue::Int(now),
+                        SqlValue::Text(tenant.as_str().into()),
+                        SqlValue::Text(name.as_str().into()),
+                    ],
+                )
+            })
+        })?;
+        Ok(())
+    }
+
     /// A scheme and every one of its data-key versions, oldest first.
     pub fn list_key_versions(
         &self,
