@@ -70,7 +70,12 @@ pub(super) fn destroy(
 
 /// `POST /v1/schemes/{name}/rekey` → 200, the versions (each with the KEK that now wraps it) and
 /// the versions this call rewrapped.
-pub(super) fn rekey(ctx: &mut Ctx<'_>, who: &Principal, name: &str, body: &[u8]) -> Result<ApiResponse, ApiError> {
+pub(super) fn rekey(
+    ctx: &mut Ctx<'_>,
+    who: &Principal,
+    name: &str,
+    body: &[u8],
+) -> Result<ApiResponse, ApiError> {
     let kek = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
@@ -133,14 +138,13 @@ fn parse_change(body: &[u8]) -> Result<SchemeChange, ApiError> {
     let min_decryption_version = match b.min_decryption_version {
         None => None,
         Some(v) => Some(
-            v.as_u64()
-                .and_then(|n| u32::try_from(n).ok())
-                .and_then(|n| KeyVersion::new(n).ok())
-                .ok_or_else(|| {
+            v.as_u64().and_then(|n| u32::try_from(n).ok()).and_then(|n| KeyVersion::new(n).ok()).ok_or_else(
+                || {
                     ApiError::invalid_field(
                         "min_decryption_version must be a whole number from 1 to the current version",
                     )
-                })?,
+                },
+            )?,
         ),
     };
     let rotation_period = match b.rotation_period {
@@ -188,8 +192,12 @@ fn parse_new_scheme(body: &[u8]) -> Result<NewScheme, ApiError> {
     if b.description.as_ref().is_some_and(|d| d.len() > 1024) {
         return Err(ApiError::invalid_field("description is longer than 1024 bytes"));
     }
-    let rotation_period =
-        b.rotation_period.as_deref().map(RotationPeriod::parse).transpose().map_err(ApiError::invalid_field)?;
+    let rotation_period = b
+        .rotation_period
+        .as_deref()
+        .map(RotationPeriod::parse)
+        .transpose()
+        .map_err(ApiError::invalid_field)?;
     Ok(NewScheme { name, algorithm, kek, policy: b.policy, mask, rotation_period })
 }
 

@@ -402,12 +402,16 @@ fn version_lifecycle_through_the_routes() {
     let (s, v) = w.call("POST", "/v1/schemes/pii/versions/2/destroy", Some(&admin), Value::Null);
     assert_eq!((s, v["error"]["code"].as_str()), (409, Some("key_version_active")));
     let (s, v) = w.call("POST", "/v1/schemes/pii/versions/1/destroy", Some(&admin), Value::Null);
-    assert_eq!((s, &v["state"], &v["destroyed_by"], &v["destroyed_at"]), (200, &json!("destroyed"), &json!("tester"), &json!("2026-11-22T23:00:00Z")));
+    assert_eq!(
+        (s, &v["state"], &v["destroyed_by"], &v["destroyed_at"]),
+        (200, &json!("destroyed"), &json!("tester"), &json!("2026-11-22T23:00:00Z"))
+    );
     let (_, v) = w.call("POST", "/v1/unprotect", Some(&support), json!({"values": old}));
     assert_eq!(codes(&v), [json!("key_version_destroyed")]);
     let (s, v) = w.call("GET", "/v1/schemes/pii/versions", Some(&app), Value::Null);
     assert_eq!(s, 200);
-    let states: Vec<&Value> = v["versions"].as_array().expect("versions").iter().map(|v| &v["state"]).collect();
+    let states: Vec<&Value> =
+        v["versions"].as_array().expect("versions").iter().map(|v| &v["state"]).collect();
     assert_eq!(states, [&json!("destroyed"), &json!("active")]);
     let (s, v) = w.call("PATCH", "/v1/schemes/pii", Some(&admin), json!({"min_decryption_version": 1}));
     assert_eq!((s, v["error"]["code"].as_str()), (409, Some("key_version_destroyed")));

@@ -132,7 +132,8 @@ pub fn rewrap(
         }
         match opened.keys.get(&target) {
             Some(Ok((key, _))) => {
-                let mut sealer = token::Sealer::new(key, &scheme.tenant, &scheme.name, current, subject, context);
+                let mut sealer =
+                    token::Sealer::new(key, &scheme.tenant, &scheme.name, current, subject, context);
                 out.push(Ok(sealer.protect(&mut ctx.rng, &pt)));
             }
             _ => {

@@ -26,7 +26,12 @@ pub struct Rekeyed {
 /// Rewraps every version of the scheme that is not destroyed under `kek` (`None`: the scheme's
 /// KEK again, which picks up the newest key version of a vault that versions its keys). When
 /// `kek` is a new KEK, versions it already wraps (an earlier, interrupted run) are left alone.
-pub fn rekey(ctx: &mut Ctx<'_>, who: &Principal, name: &str, kek: Option<KekRef>) -> Result<Rekeyed, OpError> {
+pub fn rekey(
+    ctx: &mut Ctx<'_>,
+    who: &Principal,
+    name: &str,
+    kek: Option<KekRef>,
+) -> Result<Rekeyed, OpError> {
     let scheme = admin_scheme(ctx, who, name)?;
     let target = kek.unwrap_or_else(|| scheme.kek.clone());
     let (_, versions) = super::list_versions(ctx, who, name)?;
@@ -45,7 +50,7 @@ pub fn rekey(ctx: &mut Ctx<'_>, who: &Principal, name: &str, kek: Option<KekRef>
         let dek = ctx.kek(&current)?.unwrap(&dk.wrapped, kctx)?;
         let new = ctx.kek(&target)?.wrap(&dek, kctx)?;
         let check = ctx.kek(&target)?.unwrap(&new, kctx)?;
-        if !bool::from(check.expose_secret().ct_eq(dek.expose_secret())) {
+        if !bool::from(check.ct_eq(&dek)) {
             eprintln!(
                 "veil: rekey of {}/{} version {}: the new wrap did not unwrap to the same key; left as it was",
                 scheme.tenant, scheme.name, dk.version

@@ -106,7 +106,10 @@ impl RotationPeriod {
     pub fn parse(s: &str) -> Result<Self, &'static str> {
         const RULE: &str = "rotation_period is a whole number followed by s, m, h or d (e.g. \"30d\"), \
                             from 1s to 3650d";
-        let (digits, unit) = s.split_at(s.len().saturating_sub(1));
+        if !s.is_ascii() || s.len() < 2 {
+            return Err(RULE);
+        }
+        let (digits, unit) = s.split_at(s.len() - 1);
         let unit = match unit {
             "s" => 1,
             "m" => 60,
@@ -186,7 +189,23 @@ mod tests {
             let p = RotationPeriod::parse(text).expect(text);
             assert_eq!((p.secs(), p.to_string().as_str()), (secs, shown), "{text}");
         }
-        for bad in ["", "d", "0s", "0d", "3651d", "-1d", "1w", "1 d", "1.5d", "+1d", "99999999999s", "1D"] {
+        for bad in [
+            "",
+            "d",
+            "0s",
+            "0d",
+            "3651d",
+            "-1d",
+            "1w",
+            "1 d",
+            "1.5d",
+            "+1d",
+            "99999999999s",
+            "1D",
+            "1é",
+            "é",
+            "d1",
+        ] {
             assert!(RotationPeriod::parse(bad).is_err(), "{bad:?}");
         }
         assert_eq!(RotationPeriod::from_secs(0), None);

@@ -451,7 +451,8 @@ impl<'a> Store<'a> {
     ) -> Result<Vec<(SchemeName, KeyVersion)>, SqlError> {
         let t = SqlValue::Text(tenant.as_str().into());
         let mut params = vec![t.clone()];
-        let mut sql = "SELECT scheme, version FROM data_keys WHERE tenant = $1 AND state <> 'destroyed'".to_string();
+        let mut sql =
+            "SELECT scheme, version FROM data_keys WHERE tenant = $1 AND state <> 'destroyed'".to_string();
         if let Some(s) = scheme {
             sql.push_str(" AND scheme = $2");
             params.push(SqlValue::Text(s.as_str().into()));
@@ -460,8 +461,8 @@ impl<'a> Store<'a> {
         let mut out = Vec::new();
         for row in self.conn.query(&sql, &params)? {
             let r = Row(&row);
-            let name =
-                SchemeName::parse(r.text(0)?).map_err(|_| SqlError::Other("stored data_keys.scheme".into()))?;
+            let name = SchemeName::parse(r.text(0)?)
+                .map_err(|_| SqlError::Other("stored data_keys.scheme".into()))?;
             out.push((name, sql_version(r.int(1)?)?));
         }
         let mut done = std::collections::HashSet::new();

@@ -89,7 +89,15 @@ fn scheme_with_versions(store: &Store<'_>, n: u32) -> Scheme {
     let s = scheme("pii");
     store.create_scheme(&s, &wrapped(1), 10).expect("create");
     for k in 2..=n {
-        store.add_key_version(&s.tenant, &s.name, v(k - 1), &wrapped(k as u8), &KekRef::Local, 10 + i64::from(k))
+        store
+            .add_key_version(
+                &s.tenant,
+                &s.name,
+                v(k - 1),
+                &wrapped(k as u8),
+                &KekRef::Local,
+                10 + i64::from(k),
+            )
             .expect("rotate");
     }
     s
@@ -127,24 +135,28 @@ fn min_decryption_version_retires_and_reactivates(db: &dyn SqlConn) {
     assert_eq!(states(&store, &s), [(1, Active), (2, Active), (3, Active)]);
     let unknown = SchemeName::parse("nope").expect("name");
     let change = SchemeChange { min_decryption_version: Some(v(1)), rotation_period: None };
-    assert_eq!(store.update_scheme(&s.tenant, &unknown, &change, 1).expect("update"), ChangeOutcome::SchemeNotFound);
+    assert_eq!(
+        store.update_scheme(&s.tenant, &unknown, &change, 1).expect("update"),
+        ChangeOutcome::SchemeNotFound
+    );
 }
 
 fn rotation_period_is_stored_and_removable(db: &dyn SqlConn) {
     let store = Store::new(db);
     let mut s = scheme("pii");
     s.rotation_period = RotationPeriod::from_secs(2_592_000);
-    store.create_scheme(&s, &wrapped(1), 1).expect("create");
+    store.create_scheme(&s, &wrapped(1), s.created_at).expect("create");
     assert_eq!(store.get_scheme(&s.tenant, &s.name).expect("get"), Some(s.clone()));
     let (got, key) = store.get_scheme_with_current_key(&s.tenant, &s.name).expect("get").expect("some");
     assert_eq!(got.rotation_period, s.rotation_period);
-    assert_eq!(key.expect("key").created_at, 1, "the current version's age is read with it");
+    assert_eq!(key.expect("key").created_at, s.created_at, "the current version's age is read with it");
     let clear = SchemeChange { min_decryption_version: None, rotation_period: Some(None) };
     let ChangeOutcome::Changed(got) = store.update_scheme(&s.tenant, &s.name, &clear, 2).expect("u") else {
         panic!("refused")
     };
     assert_eq!(got.rotation_period, None);
-    let set = SchemeChange { min_decryption_version: None, rotation_period: Some(RotationPeriod::from_secs(60)) };
+    let set =
+        SchemeChange { min_decryption_version: None, rotation_period: Some(RotationPeriod::from_secs(60)) };
     store.update_scheme(&s.tenant, &s.name, &set, 3).expect("update");
     let got = store.get_scheme(&s.tenant, &s.name).expect("get").expect("some");
     assert_eq!(got.rotation_period.map(RotationPeriod::secs), Some(60));
@@ -171,7 +183,10 @@ fn only_retired_versions_are_destroyed(db: &dyn SqlConn) {
     assert_eq!(states(&store, &s), [(1, Destroyed), (2, Retired), (3, Active)]);
     let (_, versions) = store.list_key_versions(&s.tenant, &s.name).expect("list").expect("some");
     let gone = &versions[0];
-    assert_eq!((gone.key.wrapped.blob.len(), gone.destroyed_at, gone.destroyed_by.as_deref()), (0, Some(70), Some("alice")));
+    assert_eq!(
+        (gone.key.wrapped.blob.len(), gone.destroyed_at, gone.destroyed_by.as_deref()),
+        (0, Some(70), Some("alice"))
+    );
     assert_eq!((versions[1].key.wrapped.clone(), versions[1].destroyed_at), (wrapped(2), None));
     // a minimum at or below a destroyed version would re-activate it: refused, nothing changed
     assert_eq!(set_min(&store, &s, 1, 80), ChangeOutcome::Destroyed(v(1)));
@@ -195,7 +210,10 @@ fn destroy_all_key_versions_of_a_scheme_or_tenant(db: &dyn SqlConn) {
     store.create_scheme(&elsewhere, &wrapped(8), 1).expect("create");
     let slots = store.destroy_all_key_versions(&s.tenant, Some(&s.name), "erasure", 90).expect("destroy");
     assert_eq!(slots, vec![(s.name.clone(), v(1)), (s.name.clone(), v(2))]);
-    assert_eq!(store.destroy_all_key_versions(&s.tenant, Some(&s.name), "erasure", 91).expect("again"), vec![]);
+    assert_eq!(
+        store.destroy_all_key_versions(&s.tenant, Some(&s.name), "erasure", 91).expect("again"),
+        vec![]
+    );
     let slots = store.destroy_all_key_versions(&s.tenant, None, "erasure", 92).expect("tenant");
     assert_eq!(slots, vec![(other.name.clone(), v(1))]);
     let rows = db
@@ -242,7 +260,9 @@ fn rotation_is_compare_and_set(db: &dyn SqlConn) {
     let store = Store::new(db);
     let s = scheme("pii");
     store.create_scheme(&s, &wrapped(1), 1).expect("create");
-    let v2 = store.add_key_version(&s.tenant, &s.name, KeyVersion::FIRST, &wrapped(2), &KekRef::Local, 2).expect("rotate");
+    let v2 = store
+        .add_key_version(&s.tenant, &s.name, KeyVersion::FIRST, &wrapped(2), &KekRef::Local, 2)
+        .expect("rotate");
     assert_eq!(v2.get(), 2);
     // a second writer that still believes version 1 is current loses, and writes nothing
     assert_eq!(
@@ -265,7 +285,9 @@ fn scheme_with_current_key_follows_rotation(db: &dyn SqlConn) {
     for (tag, version) in [(1u8, 1u32), (2, 2), (3, 3)] {
         if version > 1 {
             let prev = KeyVersion::new(version - 1).expect("v");
-            store.add_key_version(&s.tenant, &s.name, prev, &wrapped(tag), &KekRef::Local, 2).expect("rotate");
+            store
+                .add_key_version(&s.tenant, &s.name, prev, &wrapped(tag), &KekRef::Local, 2)
+                .expect("rotate");
         }
         let (got, key) = store.get_scheme_with_current_key(&s.tenant, &s.name).expect("get").expect("some");
         assert_eq!(Some(got.clone()), store.get_scheme(&s.tenant, &s.name).expect("get"));
