@@ -58,15 +58,8 @@ pub fn rekey(
             return Err(OpError::Internal);
         }
         drop((dek, check));
-        let replaced = ctx.store.replace_wrapped_key(
-            &scheme.tenant,
-            &scheme.name,
-            dk.version,
-            &dk.wrapped,
-            &new,
-            &target,
-            ctx.now,
-        )?;
+        let replaced =
+            ctx.store.replace_wrapped_key(&scheme.tenant, &scheme.name, &dk, &new, &target, ctx.now)?;
         if replaced {
             rewrapped.push(dk.version);
         }

@@ -127,7 +127,7 @@ pub fn update_scheme(
 ) -> Result<Scheme, OpError> {
     let scheme = admin_scheme(ctx, who, name)?;
     match ctx.store.update_scheme(&scheme.tenant, &scheme.name, change, ctx.now)? {
-        ChangeOutcome::Changed(s) => Ok(s),
+        ChangeOutcome::Changed(s) => Ok(*s),
         ChangeOutcome::SchemeNotFound => Err(OpError::SchemeNotFound(scheme.name)),
         ChangeOutcome::AboveCurrent(current) => Err(OpError::invalid_field(format!(
             "min_decryption_version must be from 1 to the current version ({current})"

@@ -142,7 +142,7 @@ impl RotationPeriod {
 impl fmt::Display for RotationPeriod {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (unit, secs) in [("d", 86_400), ("h", 3600), ("m", 60)] {
-            if self.0 % secs == 0 {
+            if self.0.is_multiple_of(secs) {
                 return write!(f, "{}{unit}", self.0 / secs);
             }
         }

@@ -122,7 +122,7 @@ pub struct SchemeChange {
 /// How a scheme update ended. Refusals change nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChangeOutcome {
-    Changed(Scheme),
+    Changed(Box<Scheme>),
     SchemeNotFound,
     /// The minimum asked for is above the current version (shown).
     AboveCurrent(KeyVersion),
@@ -378,7 +378,7 @@ impl<'a> Store<'a> {
         match refused {
             Some(refused) => Ok(refused),
             None => match self.get_scheme(tenant, name)? {
-                Some(s) => Ok(ChangeOutcome::Changed(s)),
+                Some(s) => Ok(ChangeOutcome::Changed(Box::new(s))),
                 None => Ok(ChangeOutcome::SchemeNotFound),
             },
         }
@@ -398,7 +398,7 @@ impl<'a> Store<'a> {
         let n = SqlValue::Text(name.as_str().into());
         let v = SqlValue::Int(version.get().into());
         let lock = self.conn.dialect().for_update();
-        Ok(self.with_schema(|| {
+        self.with_schema(|| {
             self.transaction(|| {
                 // The scheme row is locked first, as rotation and updates do, so that a concurrent
                 // lowering of the minimum cannot re-activate the version being destroyed.
@@ -425,7 +425,7 @@ impl<'a> Store<'a> {
                 self.destroy_rows(&t, &n, Some(version), by, now)?;
                 Ok(DestroyOutcome::Destroyed)
             })
-        })?)
+        })
     }
 
     /// Destroys every data-key version that is not destroyed yet of one scheme, or of every
@@ -502,14 +502,13 @@ impl<'a> Store<'a> {
         self.conn.execute(&sql, &params)
     }
 
-    /// Replaces one version's wrapped key (a KEK rotation) if it still holds `old` and is not
+    /// Replaces one version's wrapped key (a KEK rotation) if it still holds `old`'s and is not
     /// destroyed: `false` when a concurrent writer changed or destroyed it first (nothing written).
     pub fn replace_wrapped_key(
         &self,
         tenant: &TenantId,
         name: &SchemeName,
-        version: KeyVersion,
-        old: &WrappedDek,
+        old: &DataKey,
         new: &WrappedDek,
         kek: &KekRef,
         now: i64,
@@ -529,8 +528,8 @@ impl<'a> Store<'a> {
                         SqlValue::Int(now),
                         SqlValue::Text(tenant.as_str().into()),
                         SqlValue::Text(name.as_str().into()),
-                        SqlValue::Int(version.get().into()),
-                        SqlValue::Blob(old.blob.clone()),
+                        SqlValue::Int(old.version.get().into()),
+                        SqlValue::Blob(old.wrapped.blob.clone()),
                     ],
                 )
             })
