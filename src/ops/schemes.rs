@@ -98,3 +98,33 @@ pub fn rotate(ctx: &mut Ctx<'_>, who: &Principal, name: &str) -> Result<Scheme, 
     }
     Err(OpError::Conflict)
 }
+
+/// Adds a data-key version only if `expected` is still the scheme's current one, with no policy
+/// check: for rotations Veil decides itself (a key version near its seal bound, issue 19 item 6).
+/// Many requests racing to rotate the same version make exactly one new version: the store's
+/// conditional update lets one win, and the others find the scheme moved on and are done too.
+/// Returns the scheme as it is afterwards (re-read when another request won).
+pub fn rotate_if_current(ctx: &mut Ctx<'_>, scheme: &Scheme, expected: KeyVersion) -> Result<Scheme, OpError> {
+    if scheme.current_version != expected {
+        return Ok(scheme.clone());
+    }
+    let next = expected.next().ok_or(OpError::VersionsExhausted)?;
+    let dek = SecretKey::generate(&mut ctx.rng);
+    let kctx = KeyContext { tenant: &scheme.tenant, scheme: &scheme.name, version: next };
+    let wrapped = ctx.kek(&scheme.kek)?.wrap(&dek, kctx)?;
+    drop(dek);
+    match ctx.store.add_key_version(&scheme.tenant, &scheme.name, expected, &wrapped, ctx.now) {
+        Ok(v) => {
+            eprintln!(
+                "veil: scheme {}/{} rotated to key version {v}: version {expected} reached its seal limit",
+                scheme.tenant, scheme.name
+            );
+            Ok(Scheme { current_version: v, ..scheme.clone() })
+        }
+        Err(StoreError::Conflict) => ctx
+            .store
+            .get_scheme(&scheme.tenant, &scheme.name)?
+            .ok_or_else(|| OpError::SchemeNotFound(scheme.name.clone())),
+        Err(e) => Err(e.into()),
+    }
+}
