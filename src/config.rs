@@ -135,9 +135,15 @@ impl Config {
         let dek_cache = kms::cache::Settings::load(vars)?;
         let max_seals_per_key = match vars.get("max_seals_per_key") {
             None => None,
-            Some(v) => Some(v.trim().parse::<u64>().ok().filter(|n| (1..=MAX_SEALS_CEILING).contains(n)).ok_or_else(
-                || ConfigError(format!("variable max_seals_per_key must be a whole number from 1 to {MAX_SEALS_CEILING}")),
-            )?),
+            Some(v) => Some(
+                v.trim().parse::<u64>().ok().filter(|n| (1..=MAX_SEALS_CEILING).contains(n)).ok_or_else(
+                    || {
+                        ConfigError(format!(
+                            "variable max_seals_per_key must be a whole number from 1 to {MAX_SEALS_CEILING}"
+                        ))
+                    },
+                )?,
+            ),
         };
         let kms = kms()?;
         Ok(Config { dev_mode, local_kek_b64, database_url, limits, auth, kms, dek_cache, max_seals_per_key })

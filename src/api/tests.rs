@@ -413,12 +413,18 @@ mod document_is_exact {
         for r in rules {
             let p = &r["properties"];
             if p.get("n").is_some() {
-                assert_eq!((p["n"]["minimum"].as_u64(), p["n"]["maximum"].as_u64()), (Some(0), Some(MAX_RULE_LEN.into())));
+                assert_eq!(
+                    (p["n"]["minimum"].as_u64(), p["n"]["maximum"].as_u64()),
+                    (Some(0), Some(MAX_RULE_LEN.into()))
+                );
                 seen += 1;
             }
             if p.get("length").is_some() {
                 let l = &p["length"];
-                assert_eq!((l["minimum"].as_u64(), l["maximum"].as_u64()), (Some(1), Some(MAX_RULE_LEN.into())));
+                assert_eq!(
+                    (l["minimum"].as_u64(), l["maximum"].as_u64()),
+                    (Some(1), Some(MAX_RULE_LEN.into()))
+                );
                 seen += 1;
             }
             if p.get("char").is_some() {
@@ -477,8 +483,12 @@ mod document_is_exact {
         let app = token("acme", &["app"]);
         let support = token("acme", &["support"]);
         for field in ["subject", "context"] {
-            let (s, v) =
-                w.call("POST", "/v1/protect", Some(&app), json!({"scheme": "pii", "values": ["x"], field: null}));
+            let (s, v) = w.call(
+                "POST",
+                "/v1/protect",
+                Some(&app),
+                json!({"scheme": "pii", "values": ["x"], field: null}),
+            );
             assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_request")), "{field}: {v}");
             let (s, v) = w.call("POST", "/v1/unprotect", Some(&support), json!({"values": [], field: null}));
             assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_request")), "{field}: {v}");
@@ -502,7 +512,9 @@ mod document_is_exact {
         };
         assert_eq!(protect(&mut w, "subject", "é".repeat(MAX_SUBJECT_CHARS)).0, 200);
         assert_eq!(protect(&mut w, "context", "日".repeat(MAX_CONTEXT_CHARS)).0, 200);
-        for (field, v) in [("subject", "s".repeat(MAX_SUBJECT_CHARS + 1)), ("context", "é".repeat(MAX_CONTEXT_CHARS + 1))] {
+        for (field, v) in
+            [("subject", "s".repeat(MAX_SUBJECT_CHARS + 1)), ("context", "é".repeat(MAX_CONTEXT_CHARS + 1))]
+        {
             let (s, body) = protect(&mut w, field, v);
             assert_eq!((s, body["error"]["code"].as_str()), (422, Some("invalid_field")), "{field}");
         }
@@ -521,7 +533,8 @@ mod key_use_limits {
 
     fn protect(w: &mut World, n: usize) -> (u64, u32) {
         let app = token("acme", &["app"]);
-        let (s, v) = w.call("POST", "/v1/protect", Some(&app), json!({"scheme": "pii", "values": vec!["x"; n]}));
+        let (s, v) =
+            w.call("POST", "/v1/protect", Some(&app), json!({"scheme": "pii", "values": vec!["x"; n]}));
         assert_eq!(s, 200, "{v}");
         (v["key_version"].as_u64().expect("key_version"), w.unwraps)
     }
@@ -533,19 +546,27 @@ mod key_use_limits {
         let versions: Vec<u64> = [3, 1, 1, 3, 1, 4].iter().map(|n| protect(&mut w, *n).0).collect();
         assert_eq!(versions, [1, 1, 2, 2, 3, 4]);
         let app = token("acme", &["app"]);
-        let (s, v) = w.call("POST", "/v1/protect", Some(&app), json!({"scheme": "pii", "values": ["x"; 5]}));
+        let (s, v) =
+            w.call("POST", "/v1/protect", Some(&app), json!({"scheme": "pii", "values": vec!["x"; 5]}));
         assert_eq!((s, v["error"]["code"].as_str()), (413, Some("batch_too_large")));
         let store = crate::store::Store::new(&w.db);
-        let (t, n) = (crate::ids::TenantId::parse("acme").expect("t"), crate::ids::SchemeName::parse("pii").expect("s"));
-        let seals: Vec<u64> =
-            (1..=4).map(|v| store.seals(&t, &n, crate::ids::KeyVersion::new(v).expect("v")).expect("seals")).collect();
+        let (t, n) = (
+            crate::ids::TenantId::parse("acme").expect("t"),
+            crate::ids::SchemeName::parse("pii").expect("s"),
+        );
+        let seals: Vec<u64> = (1..=4)
+            .map(|v| store.seals(&t, &n, crate::ids::KeyVersion::new(v).expect("v")).expect("seals"))
+            .collect();
         // each full version also counts the reservation that found it full
         assert_eq!(seals, [5, 5, 5, 4]);
     }
 
     #[test]
     fn a_replayed_cache_entry_cannot_reset_the_use_count() {
-        let vars = MapVars::default().with("dek_cache", "true").with("dek_cache_key", CACHE_KEY).with("dek_cache_max_uses", "3");
+        let vars = MapVars::default()
+            .with("dek_cache", "true")
+            .with("dek_cache_key", CACHE_KEY)
+            .with("dek_cache_max_uses", "3");
         let mut w = world_with(vars);
         assert_eq!(w.scheme("acme", pii(json!({}))).0, 201);
         assert_eq!(protect(&mut w, 1), (1, 1), "a miss: the vault is asked and the key cached");

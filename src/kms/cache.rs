@@ -155,7 +155,13 @@ impl DekCache {
     /// has expired, does not open (then it is deleted), or, when `seals` (the version's seal count
     /// including the caller's own reservation) is given, has seen more than `max_uses` values
     /// sealed since it was cached (deleted too).
-    pub fn get(&self, ctx: KeyContext<'_>, wrapped: &WrappedDek, now: u64, seals: Option<u64>) -> Option<SecretKey> {
+    pub fn get(
+        &self,
+        ctx: KeyContext<'_>,
+        wrapped: &WrappedDek,
+        now: u64,
+        seals: Option<u64>,
+    ) -> Option<SecretKey> {
         let key = entry_key(ctx);
         let record = match self.kv.get(&key) {
             Ok(Some(r)) => r,

@@ -52,6 +52,9 @@ pub fn protect(
     Ok((version, results))
 }
 
+/// A scheme, its current data key, and `(total, n)` when the request seals anything.
+type CurrentKey = (Scheme, Option<DataKey>, Option<(u64, u64)>);
+
 /// How often a protect re-reads the scheme after its current version reached the seal limit
 /// (each time one rotation happened, by this request or a concurrent one).
 const SEAL_LIMIT_ATTEMPTS: u32 = 8;
@@ -65,7 +68,7 @@ fn current_key_with_seals(
     who: &Principal,
     name: &SchemeName,
     n: u64,
-) -> Result<(Scheme, Option<DataKey>, Option<(u64, u64)>), OpError> {
+) -> Result<CurrentKey, OpError> {
     for _ in 0..SEAL_LIMIT_ATTEMPTS {
         let (scheme, current) = ctx
             .store

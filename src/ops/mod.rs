@@ -115,14 +115,10 @@ fn parse_scheme_name(name: &str) -> Result<SchemeName, OpError> {
 fn check_binding(subject: Option<&str>, context: Option<&str>) -> Result<(), OpError> {
     let longer = |v: Option<&str>, max: usize| v.is_some_and(|v| v.len() > max && v.chars().count() > max);
     if longer(subject, MAX_SUBJECT_CHARS) {
-        return Err(OpError::invalid_field(format!(
-            "subject is longer than {MAX_SUBJECT_CHARS} characters"
-        )));
+        return Err(OpError::invalid_field(format!("subject is longer than {MAX_SUBJECT_CHARS} characters")));
     }
     if longer(context, MAX_CONTEXT_CHARS) {
-        return Err(OpError::invalid_field(format!(
-            "context is longer than {MAX_CONTEXT_CHARS} characters"
-        )));
+        return Err(OpError::invalid_field(format!("context is longer than {MAX_CONTEXT_CHARS} characters")));
     }
     Ok(())
 }

@@ -104,7 +104,11 @@ pub fn rotate(ctx: &mut Ctx<'_>, who: &Principal, name: &str) -> Result<Scheme, 
 /// Many requests racing to rotate the same version make exactly one new version: the store's
 /// conditional update lets one win, and the others find the scheme moved on and are done too.
 /// Returns the scheme as it is afterwards (re-read when another request won).
-pub fn rotate_if_current(ctx: &mut Ctx<'_>, scheme: &Scheme, expected: KeyVersion) -> Result<Scheme, OpError> {
+pub fn rotate_if_current(
+    ctx: &mut Ctx<'_>,
+    scheme: &Scheme,
+    expected: KeyVersion,
+) -> Result<Scheme, OpError> {
     if scheme.current_version != expected {
         return Ok(scheme.clone());
     }

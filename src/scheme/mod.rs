@@ -177,7 +177,9 @@ fn is_vault_host(host: &str) -> bool {
     VAULT_HOST_SUFFIXES.iter().any(|sfx| {
         host.strip_suffix(sfx).is_some_and(|labels| {
             !labels.is_empty()
-                && labels.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+                && labels
+                    .split('.')
+                    .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
         })
     })
 }
@@ -276,10 +278,15 @@ mod tests {
     #[test]
     fn aws_key_ids_are_printable_ascii_without_spaces() {
         let aws = |id: &str| KekRef::AwsKms { key_id: id.into() }.validate();
-        assert_eq!(aws("arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"), Ok(()));
+        assert_eq!(
+            aws("arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"),
+            Ok(())
+        );
         assert_eq!(aws("alias/veil"), Ok(()));
         assert_eq!(aws(&"k".repeat(MAX_KEY_ID_LEN)), Ok(()));
-        for bad in ["", " alias/veil", "alias/ veil", "alias/veil\n", "clé", &"k".repeat(MAX_KEY_ID_LEN + 1)] {
+        for bad in
+            ["", " alias/veil", "alias/ veil", "alias/veil\n", "clé", "k".repeat(MAX_KEY_ID_LEN + 1).as_str()]
+        {
             assert!(aws(bad).expect_err(bad).starts_with("kek.key_id: "));
         }
         assert_eq!(KekRef::Local.validate(), Ok(()));

@@ -366,7 +366,12 @@ impl<'a> Store<'a> {
     }
 
     /// How many values a data-key version has sealed (0 when none).
-    pub fn seals(&self, tenant: &TenantId, name: &SchemeName, version: KeyVersion) -> Result<u64, StoreError> {
+    pub fn seals(
+        &self,
+        tenant: &TenantId,
+        name: &SchemeName,
+        version: KeyVersion,
+    ) -> Result<u64, StoreError> {
         let rows = self.read(
             &format!(
                 "SELECT seals, {SCHEMA_VERSION} FROM key_seals WHERE tenant = $1 AND scheme = $2 AND version = $3"
