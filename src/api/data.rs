@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::{item, parse, ApiResponse};
+use super::{item, non_null, parse, ApiResponse};
 use crate::auth::Principal;
 use crate::ops::{self, Ctx, ItemError};
 
@@ -23,9 +23,9 @@ enum Encoding {
 struct ProtectBody {
     scheme: String,
     values: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "non_null")]
     subject: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "non_null")]
     context: Option<String>,
     #[serde(default)]
     encoding: Encoding,
@@ -35,9 +35,9 @@ struct ProtectBody {
 #[serde(deny_unknown_fields)]
 struct UnprotectBody {
     values: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "non_null")]
     subject: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "non_null")]
     context: Option<String>,
     #[serde(default)]
     encoding: Encoding,

@@ -55,6 +55,22 @@ impl ApiResponse {
     }
 }
 
+/// The document as served: [`OPENAPI`] with this deployment's `max_batch` as the `maxItems` of
+/// every batch (the file states the default, 1000), so that a client generating requests from it
+/// (schemathesis, tests/integration/test_openapi.py) is never told that a refused batch is valid.
+fn openapi_document(max_batch: usize) -> Vec<u8> {
+    let mut doc: Value = match serde_json::from_str(OPENAPI) {
+        Ok(doc) => doc,
+        Err(_) => return OPENAPI.as_bytes().to_vec(),
+    };
+    match doc.pointer_mut("/components/schemas/Values/maxItems") {
+        Some(n) if n.as_u64() == Some(max_batch as u64) => return OPENAPI.as_bytes().to_vec(),
+        Some(n) => *n = json!(max_batch),
+        None => return OPENAPI.as_bytes().to_vec(),
+    }
+    serde_json::to_vec_pretty(&doc).unwrap_or_else(|_| OPENAPI.as_bytes().to_vec())
+}
+
 /// The routes, for matching and for 405's `Allow` header.
 enum Route<'p> {
     Health,
@@ -133,7 +149,8 @@ fn dispatch(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> Result<ApiResponse, Api
     match route {
         Route::Health => return Ok(ApiResponse::json(200, &json!({"status": "ok"}))),
         Route::OpenApi => {
-            return Ok(ApiResponse { status: 200, headers: Vec::new(), body: OPENAPI.as_bytes().to_vec() })
+            let body = openapi_document(deps.ctx.config.limits.max_batch);
+            return Ok(ApiResponse { status: 200, headers: Vec::new(), body });
         }
         _ => {}
     }
@@ -181,6 +198,17 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_value(value).map_err(|e| {
         ApiError::new(400, "invalid_request", format!("the request does not match its schema: {e}"))
     })
+}
+
+/// For an optional field whose document type is not nullable: absent is `None`, `null` is refused
+/// (400 `invalid_request`) like any other wrong type, instead of being read as absent. A caller who
+/// sends `"context": null` meaning "no context" and one who meant to bind a context both learn it.
+fn non_null<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 /// Where the JSON broke, without echoing the input.

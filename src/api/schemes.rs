@@ -4,7 +4,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::{parse, ApiResponse};
+use super::{non_null, parse, ApiResponse};
 use crate::auth::Principal;
 use crate::clock::rfc3339;
 use crate::crypto::aead::Algorithm;
@@ -99,11 +99,13 @@ struct RekeyBody {
 }
 
 fn parse_kek(v: Value) -> Result<KekRef, ApiError> {
-    serde_json::from_value(v).map_err(|_| {
+    let kek: KekRef = serde_json::from_value(v).map_err(|_| {
         ApiError::invalid_field(
             "kek: {\"provider\":\"local\"}, {\"provider\":\"aws-kms\",\"key_id\":...} or {\"provider\":\"azure-keyvault\",\"key_url\":...}",
         )
-    })
+    })?;
+    kek.validate().map_err(ApiError::invalid_field)?;
+    Ok(kek)
 }
 
 /// A version number in a route: 1 to 2^32-1, digits only.
@@ -154,19 +156,21 @@ fn parse_change(body: &[u8]) -> Result<SchemeChange, ApiError> {
     };
     Ok(SchemeChange { min_decryption_version, rotation_period })
 }
+/// Longest scheme description, in characters (as the OpenAPI document's `maxLength` counts).
+const MAX_DESCRIPTION_CHARS: usize = 1024;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateSchemeBody {
     name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "non_null")]
     algorithm: Option<String>,
     kek: Value,
     #[serde(default)]
     policy: Policy,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "non_null")]
     mask: Option<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "non_null")]
     description: Option<String>,
     #[serde(default)]
     rotation_period: Option<String>,
@@ -189,8 +193,10 @@ fn parse_new_scheme(body: &[u8]) -> Result<NewScheme, ApiError> {
     };
     mask.validate().map_err(|e| ApiError::invalid_field(format!("mask: {e}")))?;
     b.policy.validate().map_err(ApiError::invalid_field)?;
-    if b.description.as_ref().is_some_and(|d| d.len() > 1024) {
-        return Err(ApiError::invalid_field("description is longer than 1024 bytes"));
+    if b.description.as_ref().is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_CHARS) {
+        return Err(ApiError::invalid_field(format!(
+            "description is longer than {MAX_DESCRIPTION_CHARS} characters"
+        )));
     }
     let rotation_period = b
         .rotation_period

@@ -30,44 +30,17 @@ pub fn protect(
     check_batch(ctx.config, values.len())?;
     check_binding(subject, context)?;
     let name = parse_scheme_name(scheme)?;
-    let (mut scheme, mut current) = ctx
-        .store
-        .get_scheme_with_current_key(&who.tenant, &name)?
-        .ok_or_else(|| OpError::SchemeNotFound(name.clone()))?;
-    if !policy::allows(who, &scheme.policy, Operation::Protect) {
-        return Err(OpError::forbidden("protecting with this scheme"));
-    }
-    // Past the rotation period, the first protect rotates (exactly one of many concurrent ones:
-    // the others find the scheme moved on and use the version it made).
-    let mut fresh = None;
-    if let (Some(period), Some(dk)) = (scheme.rotation_period, &current) {
-        if period.is_due(dk.created_at, ctx.now) {
-            match rotate_if_current(ctx, &scheme, scheme.current_version)? {
-                Some((v, dek)) => {
-                    scheme.current_version = v;
-                    fresh = Some(dek);
-                }
-                None => {
-                    (scheme, current) = ctx
-                        .store
-                        .get_scheme_with_current_key(&who.tenant, &name)?
-                        .ok_or(OpError::SchemeNotFound(name))?;
-                }
-            }
-        }
-    }
+    let max = ctx.config.limits.max_value_bytes;
+    let n = values.iter().filter(|v| matches!(v, Ok(pt) if pt.len() <= max)).count() as u64;
+    let (scheme, current, sealing) = current_key_with_seals(ctx, who, &name, n)?;
     let version = scheme.current_version;
-    let dek = match fresh {
-        Some(dek) => dek,
-        None => ctx.unwrap_data_key(&scheme, current)?.ok_or_else(|| {
-            eprintln!("veil: scheme {}/{} has no usable current data key", scheme.tenant, scheme.name);
-            OpError::Internal
-        })?,
-    };
+    let dek = ctx.unwrap_data_key(&scheme, current, sealing)?.ok_or_else(|| {
+        eprintln!("veil: scheme {}/{} has no usable current data key", scheme.tenant, scheme.name);
+        OpError::Internal
+    })?;
     let key =
         AeadKey::new(scheme.algorithm, &kdf::scheme_data_key(&dek, &scheme.tenant, &scheme.name, version));
     drop(dek);
-    let max = ctx.config.limits.max_value_bytes;
     let mut sealer = token::Sealer::new(&key, &scheme.tenant, &scheme.name, version, subject, context);
     let results = values
         .iter()
@@ -78,6 +51,57 @@ pub fn protect(
         })
         .collect();
     Ok((version, results))
+}
+
+/// A scheme, its current data key, and `(total, n)` when the request seals anything.
+type CurrentKey = (Scheme, Option<DataKey>, Option<(u64, u64)>);
+
+/// How often a protect re-reads the scheme after its current version reached the seal limit or its
+/// rotation period (each time one rotation happened, by this request or a concurrent one).
+const SEAL_LIMIT_ATTEMPTS: u32 = 8;
+
+/// The scheme, its current data key and `(total, n)`: the current version's seal count after
+/// reserving this request's `n` values (issue 19 item 6). A version whose count would pass the
+/// scheme's seal limit seals nothing more: the scheme is rotated (exactly one new version however
+/// many requests cross the limit together) and the reservation is made on the new version.
+fn current_key_with_seals(
+    ctx: &mut Ctx<'_>,
+    who: &Principal,
+    name: &SchemeName,
+    n: u64,
+) -> Result<CurrentKey, OpError> {
+    for _ in 0..SEAL_LIMIT_ATTEMPTS {
+        let (scheme, current) = ctx
+            .store
+            .get_scheme_with_current_key(&who.tenant, name)?
+            .ok_or_else(|| OpError::SchemeNotFound(name.clone()))?;
+        if !policy::allows(who, &scheme.policy, Operation::Protect) {
+            return Err(OpError::forbidden("protecting with this scheme"));
+        }
+        // Past the rotation period, the first protect rotates (exactly one of many concurrent
+        // ones); every one of them then re-reads the scheme and uses the version it made.
+        if let (Some(period), Some(dk)) = (scheme.rotation_period, &current) {
+            if period.is_due(dk.created_at, ctx.now) {
+                let _rotated = rotate_if_current(ctx, &scheme, scheme.current_version)?;
+                continue;
+            }
+        }
+        if n == 0 {
+            return Ok((scheme, current, None));
+        }
+        let limit = ctx.config.seal_limit(scheme.algorithm);
+        if n > limit {
+            let max = usize::try_from(limit).unwrap_or(usize::MAX);
+            return Err(OpError::BatchTooLarge { values: n as usize, max });
+        }
+        let version = scheme.current_version;
+        let total = ctx.store.reserve_seals(&scheme.tenant, &scheme.name, version, n)?;
+        if total <= limit {
+            return Ok((scheme, current, Some((total, n))));
+        }
+        let _rotated = rotate_if_current(ctx, &scheme, version)?;
+    }
+    Err(OpError::Conflict)
 }
 
 /// Unprotects each token. If the caller may not unprotect a scheme that a token names, the whole
@@ -254,7 +278,7 @@ fn version_key(
     if dk.state == KeyState::Retired || version < scheme.min_decryption_version {
         return Ok(Err(ItemError::KEY_VERSION_RETIRED));
     }
-    let Some(dek) = ctx.unwrap_data_key(scheme, Some(dk))? else {
+    let Some(dek) = ctx.unwrap_data_key(scheme, Some(dk), None)? else {
         return Ok(Err(ItemError::DECRYPTION_FAILED));
     };
     let key =

@@ -67,7 +67,53 @@ pub enum KekRef {
     AzureKeyvault { key_url: String },
 }
 
+/// Longest AWS KMS `key_id` and Azure `key_url` accepted.
+pub const MAX_KEY_ID_LEN: usize = 2048;
+pub const MAX_KEY_URL_LEN: usize = 512;
+
+/// The Key Vault and Managed HSM host suffixes a `key_url` may name (public and sovereign clouds).
+pub const VAULT_HOST_SUFFIXES: &[&str] = &[
+    ".vault.azure.net",
+    ".managedhsm.azure.net",
+    ".vault.azure.cn",
+    ".managedhsm.azure.cn",
+    ".vault.usgovcloudapi.net",
+    ".managedhsm.usgovcloudapi.net",
+    ".vault.microsoftazure.de",
+];
+
 impl KekRef {
+    /// Checks the shape of a caller's KEK reference before any vault is contacted, exactly as the
+    /// OpenAPI document's patterns state it (`KekAwsKms.key_id`, `KekAzureKeyvault.key_url`): a
+    /// malformed reference is the caller's mistake (422 `invalid_field`), never `misconfigured`,
+    /// which is for the deployment's own variables. The message never echoes the value.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            KekRef::Local => Ok(()),
+            KekRef::AwsKms { key_id } => {
+                let ok = (1..=MAX_KEY_ID_LEN).contains(&key_id.len())
+                    && key_id.bytes().all(|b| b.is_ascii_graphic());
+                if ok {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "kek.key_id: a key ARN, key id or alias of 1-{MAX_KEY_ID_LEN} printable ASCII \
+                         characters without spaces"
+                    ))
+                }
+            }
+            KekRef::AzureKeyvault { key_url } => {
+                if key_url.len() <= MAX_KEY_URL_LEN && valid_key_url(key_url) {
+                    Ok(())
+                } else {
+                    Err("kek.key_url: must be https://<vault>.vault.azure.net/keys/<name>[/<version>] \
+                         (or a Managed HSM or sovereign-cloud vault host, or a loopback emulator)"
+                        .into())
+                }
+            }
+        }
+    }
+
     pub fn provider(&self) -> &'static str {
         match self {
             KekRef::Local => "local",
@@ -75,6 +121,74 @@ impl KekRef {
             KekRef::AzureKeyvault { .. } => "azure-keyvault",
         }
     }
+}
+
+/// `^(https://VAULT|https?://LOCAL)(:PORT)?/keys/NAME(/VERSION)?$` (the document's pattern):
+/// VAULT is one or more `[A-Za-z0-9-]` labels before a known vault suffix; LOCAL is `localhost`,
+/// `127.a.b.c`, `169.254.a.b` or `[::1]` (decimal octets without leading zeros); PORT is 0-65535
+/// without leading zeros; NAME is 1-127 and VERSION 1-64 of `[A-Za-z0-9-]`.
+fn valid_key_url(url: &str) -> bool {
+    let (rest, https) = match (url.strip_prefix("https://"), url.strip_prefix("http://")) {
+        (Some(r), _) => (r, true),
+        (None, Some(r)) => (r, false),
+        _ => return false,
+    };
+    let Some(slash) = rest.find('/') else {
+        return false;
+    };
+    let (authority, path) = rest.split_at(slash);
+    let (host, port) = match authority.strip_prefix("[::1]") {
+        Some(after) => ("[::1]", after),
+        None => match authority.find(':') {
+            Some(i) => authority.split_at(i),
+            None => (authority, ""),
+        },
+    };
+    if !port.is_empty() && !port.strip_prefix(':').is_some_and(|p| decimal_at_most(p, 5, 65_535)) {
+        return false;
+    }
+    let host_ok = is_local_literal(host) || (https && is_vault_host(host));
+    let Some(segments) = path.strip_prefix("/keys/") else {
+        return false;
+    };
+    let mut parts = segments.split('/');
+    let name_ok = parts.next().is_some_and(|n| key_segment(n, 127));
+    let version_ok = parts.next().is_none_or(|v| key_segment(v, 64));
+    host_ok && name_ok && version_ok && parts.next().is_none()
+}
+
+fn key_segment(s: &str, max: usize) -> bool {
+    (1..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+/// A decimal number of at most `digits` digits, without leading zeros, at most `max`.
+fn decimal_at_most(s: &str, digits: usize, max: u32) -> bool {
+    (1..=digits).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_digit())
+        && (s == "0" || !s.starts_with('0'))
+        && s.parse::<u32>().is_ok_and(|n| n <= max)
+}
+
+fn is_local_literal(host: &str) -> bool {
+    let octets = |rest: &str, n: usize| {
+        let parts: Vec<&str> = rest.split('.').collect();
+        parts.len() == n && parts.iter().all(|o| decimal_at_most(o, 3, 255))
+    };
+    host == "localhost"
+        || host == "[::1]"
+        || host.strip_prefix("127.").is_some_and(|r| octets(r, 3))
+        || host.strip_prefix("169.254.").is_some_and(|r| octets(r, 2))
+}
+
+fn is_vault_host(host: &str) -> bool {
+    VAULT_HOST_SUFFIXES.iter().any(|sfx| {
+        host.strip_suffix(sfx).is_some_and(|labels| {
+            !labels.is_empty()
+                && labels
+                    .split('.')
+                    .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        })
+    })
 }
 
 /// A scheme as stored in the metadata database.
@@ -174,7 +288,78 @@ impl Operation {
 
 #[cfg(test)]
 mod tests {
-    use super::RotationPeriod;
+    use super::*;
+
+    fn azure(url: &str) -> Result<(), String> {
+        KekRef::AzureKeyvault { key_url: url.into() }.validate()
+    }
+
+    /// The same cases as the document's pattern (checked against it by tests/integration/test_openapi.py).
+    #[test]
+    fn key_urls_follow_the_documented_grammar() {
+        for good in [
+            "https://contoso.vault.azure.net/keys/veil-kek",
+            "https://contoso.vault.azure.net/keys/veil-kek/0123456789abcdef0123456789abcdef",
+            "https://a.b.managedhsm.azure.cn:443/keys/k/v1",
+            "https://x.vault.usgovcloudapi.net/keys/K-1",
+            "https://x.vault.microsoftazure.de/keys/k",
+            "http://127.0.0.1:8080/keys/veil-kek",
+            "http://169.254.169.254/keys/k",
+            "https://localhost:65535/keys/k",
+            "http://[::1]:0/keys/k",
+        ] {
+            assert_eq!(azure(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "",
+            "contoso.vault.azure.net/keys/k",
+            "https://vault.azure.net/keys/k",
+            "http://contoso.vault.azure.net/keys/k",
+            "https://contoso.vault.azure.net/keys/",
+            "https://contoso.vault.azure.net/keys/k/",
+            "https://contoso.vault.azure.net/keys/k/v/x",
+            "https://contoso.vault.azure.net/secrets/k",
+            "https://contoso.vault.azure.net:65536/keys/k",
+            "https://contoso.vault.azure.net:080/keys/k",
+            "https://contoso.vault.azure.net/keys/k?api-version=1",
+            "https://contoso.vault.azure.net/keys/k#f",
+            "https://user@contoso.vault.azure.net/keys/k",
+            "https://contoso..vault.azure.net/keys/k",
+            "https://contoso.vault.azure.net.evil.com/keys/k",
+            "https://127.0.0.256/keys/k",
+            "https://127.0.0.01/keys/k",
+            "http://10.0.0.1/keys/k",
+            "https://contoso.vault.azure.net/keys/k_1",
+            " https://contoso.vault.azure.net/keys/k",
+            "https://contoso.vault.azure.net/keys/k\n",
+            "https://Contoso.VAULT.azure.net/keys/k",
+        ] {
+            let e = azure(bad).expect_err(bad);
+            assert!(e.starts_with("kek.key_url: "), "{e}");
+            assert!(bad.is_empty() || !e.contains(bad), "the message echoes the value");
+        }
+        let long = format!("https://contoso.vault.azure.net/keys/{}", "k".repeat(127));
+        assert_eq!(azure(&long), Ok(()));
+        let too_long = format!("https://{}.vault.azure.net/keys/k", "a.".repeat(250));
+        assert!(too_long.len() > MAX_KEY_URL_LEN && azure(&too_long).is_err());
+    }
+
+    #[test]
+    fn aws_key_ids_are_printable_ascii_without_spaces() {
+        let aws = |id: &str| KekRef::AwsKms { key_id: id.into() }.validate();
+        assert_eq!(
+            aws("arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"),
+            Ok(())
+        );
+        assert_eq!(aws("alias/veil"), Ok(()));
+        assert_eq!(aws(&"k".repeat(MAX_KEY_ID_LEN)), Ok(()));
+        for bad in
+            ["", " alias/veil", "alias/ veil", "alias/veil\n", "clé", "k".repeat(MAX_KEY_ID_LEN + 1).as_str()]
+        {
+            assert!(aws(bad).expect_err(bad).starts_with("kek.key_id: "));
+        }
+        assert_eq!(KekRef::Local.validate(), Ok(()));
+    }
 
     #[test]
     fn rotation_periods_parse_and_show_canonically() {

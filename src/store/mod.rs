@@ -657,6 +657,66 @@ impl<'a> Store<'a> {
         rows.iter().map(|r| scheme_from_row(&Row(r))).collect()
     }
 
+    /// Adds `n` to the seal count of a data-key version (creating it at 0) and returns the new
+    /// total, in one statement: concurrent requests each get a distinct total, and the count
+    /// never goes down (issue 19 item 6). Refused, like every write, on a newer schema.
+    pub fn reserve_seals(
+        &self,
+        tenant: &TenantId,
+        name: &SchemeName,
+        version: KeyVersion,
+        n: u64,
+    ) -> Result<u64, StoreError> {
+        let sql = format!(
+            "INSERT INTO key_seals (tenant, scheme, version, seals) \
+             SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS BIGINT), CAST($4 AS BIGINT) \
+             WHERE {SCHEMA_VERSION} <= CAST($5 AS BIGINT) \
+             ON CONFLICT (tenant, scheme, version) DO UPDATE SET seals = key_seals.seals + excluded.seals \
+             RETURNING seals"
+        );
+        let n = i64::try_from(n).map_err(|_| StoreError::Corrupt("seal count out of range".into()))?;
+        let params = [
+            SqlValue::Text(tenant.as_str().into()),
+            SqlValue::Text(name.as_str().into()),
+            SqlValue::Int(version.get().into()),
+            SqlValue::Int(n),
+            SqlValue::Int(migrate::latest()),
+        ];
+        let rows = self.with_schema(|| self.conn.query(&sql, &params))?;
+        match rows.first().and_then(|r| r.first()) {
+            Some(SqlValue::Int(total)) => u64::try_from(*total).map_err(|_| corrupt("key_seals.seals")),
+            _ => {
+                // Nothing written: the schema is newer than this build (or the row is unreadable).
+                self.check_schema_version()?;
+                Err(corrupt("key_seals.seals"))
+            }
+        }
+    }
+
+    /// How many values a data-key version has sealed (0 when none).
+    pub fn seals(
+        &self,
+        tenant: &TenantId,
+        name: &SchemeName,
+        version: KeyVersion,
+    ) -> Result<u64, StoreError> {
+        let rows = self.read(
+            &format!(
+                "SELECT seals, {SCHEMA_VERSION} FROM key_seals WHERE tenant = $1 AND scheme = $2 AND version = $3"
+            ),
+            &[
+                SqlValue::Text(tenant.as_str().into()),
+                SqlValue::Text(name.as_str().into()),
+                SqlValue::Int(version.get().into()),
+            ],
+        )?;
+        match rows.first().and_then(|r| r.first()) {
+            None => Ok(0),
+            Some(SqlValue::Int(n)) => u64::try_from(*n).map_err(|_| corrupt("key_seals.seals")),
+            Some(_) => Err(corrupt("key_seals.seals")),
+        }
+    }
+
     /// One data-key version of a scheme, if it exists.
     pub fn data_key(
         &self,

@@ -347,6 +347,10 @@ fn a_newer_schema_is_refused_everywhere(db: &dyn SqlConn) {
     assert_eq!(store.data_key(&s.tenant, &s.name, v1).err(), too_new);
     assert_eq!(store.create_scheme(&scheme("new"), &wrapped(2), 2).err(), too_new);
     assert_eq!(store.add_key_version(&s.tenant, &s.name, v1, &wrapped(3), &KekRef::Local, 3).err(), too_new);
+    assert_eq!(store.reserve_seals(&s.tenant, &s.name, v1, 1).err(), too_new);
+    assert_eq!(store.seals(&s.tenant, &s.name, v1).err(), too_new);
+    let rows = db.query("SELECT seals FROM key_seals", &[]).expect("rows");
+    assert!(rows.is_empty(), "no seal count was written: {rows:?}");
     // nothing was written
     let rows = db.query("SELECT name FROM schemes", &[]).expect("rows");
     assert_eq!(rows, vec![vec![SqlValue::Text("pii".into())]]);
@@ -359,6 +363,31 @@ fn a_newer_schema_is_refused_everywhere(db: &dyn SqlConn) {
     assert_eq!(store.list_schemes(&s.tenant).err(), too_new);
     assert_eq!(store.create_scheme(&s, &wrapped(1), 1).err(), too_new);
     assert!(db.query("SELECT 1 FROM schemes", &[]).is_err(), "the migrations did not run");
+}
+
+/// Seal counts (issue 19 item 6): per version, starting at 0, each reservation returning the new
+/// total; a database from before migration 5 gets the table on first use.
+fn seal_counts_only_grow_per_version(db: &dyn SqlConn) {
+    let store = Store::new(db);
+    let s = scheme("pii");
+    store.create_scheme(&s, &wrapped(1), 1).expect("create");
+    let (v1, v2) = (KeyVersion::FIRST, KeyVersion::new(2).expect("v2"));
+    assert_eq!(store.seals(&s.tenant, &s.name, v1), Ok(0));
+    assert_eq!(store.reserve_seals(&s.tenant, &s.name, v1, 3), Ok(3));
+    assert_eq!(store.reserve_seals(&s.tenant, &s.name, v1, 1000), Ok(1003));
+    assert_eq!(store.reserve_seals(&s.tenant, &s.name, v2, 1), Ok(1));
+    assert_eq!(store.seals(&s.tenant, &s.name, v1), Ok(1003));
+    assert_eq!(store.seals(&s.tenant, &s.name, v2), Ok(1));
+    let other = TenantId::parse("other").expect("tenant");
+    assert_eq!(store.seals(&other, &s.name, v1), Ok(0));
+    let big = (1u64 << 48) + 7;
+    assert_eq!(store.reserve_seals(&other, &s.name, v1, big), Ok(big), "64-bit counts");
+    // an older database: no key_seals table, migration 5 not recorded
+    db.execute("DROP TABLE key_seals", &[]).expect("drop");
+    db.execute("DELETE FROM veil_migrations WHERE version = 5", &[]).expect("forget");
+    assert_eq!(store.reserve_seals(&s.tenant, &s.name, v1, 2), Ok(2), "migrated on first use");
+    let rows = db.query("SELECT version FROM veil_migrations WHERE version = 5", &[]).expect("rows");
+    assert_eq!(rows.len(), 1);
 }
 
 /// A PostgreSQL connection in a schema of its own, dropped afterwards. The server is
@@ -487,4 +516,5 @@ contract!(
     rotation_period_is_stored_and_removable,
     only_retired_versions_are_destroyed,
     destroy_all_key_versions_of_a_scheme_or_tenant,
+    seal_counts_only_grow_per_version,
 );
