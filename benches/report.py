@@ -276,7 +276,7 @@ class Report:
                "tests/fixtures/lambda_runtime_api.py and stops the clock when its answer is posted. Both use "
                "the cache the first start filled. Most of either is the host's own start (the `module cache "
                "warm` row): loading the compiled component, the pooling allocator, opening the SQLite "
-               "database; the platform mode adds little on top.", ""]
+               "database; on these shared 2-core machines single smoke starts vary by 2× from run to run.", ""]
         if h1 or h32:
             out += ["Every request gets a fresh component instance, so a request's latency includes one "
                     "instantiation; `GET /healthz` does nothing else (no auth, no store), so its c=1 latency "
