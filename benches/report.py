@@ -269,7 +269,14 @@ class Report:
                "polled every ~1 ms, in ms; `module cache warm` reuses the compiled code in "
                "`<state-dir>/cache` filled by the first start, `--no-cache` compiles every time. "
                + (f"Median of {max(3, b.runs)} starts." if not b.smoke else "One start each (smoke)."), "",
-               md_table(["measure", "ms"], rows) if rows else "No figures (see failures above).", ""]
+               md_table(["measure", "ms"], rows) if rows else "No figures (see failures above).", "",
+               "The Azure Functions row spawns `veil azure-functions` as the Functions host does "
+               "(`FUNCTIONS_CUSTOMHANDLER_PORT`) and polls a forwarded `GET /api/healthz`; the AWS Lambda "
+               "row spawns `veil lambda` with a `GET /healthz` Function URL event already queued at "
+               "tests/fixtures/lambda_runtime_api.py and stops the clock when its answer is posted. Both use "
+               "the cache the first start filled. Most of either is the host's own start (the `module cache "
+               "warm` row): loading the compiled component, the pooling allocator, opening the SQLite "
+               "database; on these shared 2-core machines single smoke starts vary by 2× from run to run.", ""]
         if h1 or h32:
             out += ["Every request gets a fresh component instance, so a request's latency includes one "
                     "instantiation; `GET /healthz` does nothing else (no auth, no store), so its c=1 latency "
