@@ -6,6 +6,9 @@
 
 mod data;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod schemes;
 
 use serde::Serialize;

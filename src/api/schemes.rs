@@ -176,7 +176,8 @@ struct CreateSchemeBody {
     rotation_period: Option<String>,
 }
 
-fn parse_new_scheme(body: &[u8]) -> Result<NewScheme, ApiError> {
+/// Reads the body of `POST /v1/schemes`: its whole parsing and validation, before any operation.
+pub(super) fn parse_new_scheme(body: &[u8]) -> Result<NewScheme, ApiError> {
     let b: CreateSchemeBody = parse(body)?;
     let name = SchemeName::parse(&b.name).map_err(|e| ApiError::invalid_field(format!("name: {e}")))?;
     let algorithm = match b.algorithm.as_deref() {

@@ -3,6 +3,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, reason = "a test should fail loudly on an unexpected error"))]
 
 mod cli;
+mod config_error;
 mod engine;
 mod imports;
 mod lambda;
@@ -18,25 +19,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// A start-up failure caused by the user's input (flags, manifest, variables): exit code 2.
-#[derive(Debug)]
-pub struct ConfigError(pub String);
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// Returns early with a [`ConfigError`] (exit code 2).
-#[macro_export]
-macro_rules! config_bail {
-    ($($arg:tt)*) => {
-        return Err(anyhow::Error::new($crate::ConfigError(format!($($arg)*))))
-    };
-}
+pub use config_error::ConfigError;
 
 /// Invoked as `bootstrap` (the AWS Lambda custom runtime's entry point): `veil lambda` with the
 /// same arguments.
