@@ -1,4 +1,5 @@
-//! `/v1/protect`, `/v1/unprotect`, `/v1/mask`: batches of values in, per-item results out.
+//! `/v1/protect`, `/v1/unprotect`, `/v1/rewrap`, `/v1/mask`: batches of values in, per-item
+//! results out.
 
 use base64::Engine as _;
 use serde::Deserialize;
@@ -44,6 +45,16 @@ struct UnprotectBody {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RewrapBody {
+    values: Vec<String>,
+    #[serde(default)]
+    subject: Option<String>,
+    #[serde(default)]
+    context: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct MaskBody {
     scheme: String,
     values: Vec<String>,
@@ -82,6 +93,14 @@ pub(super) fn unprotect(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Resu
             }))
         })
         .collect();
+    Ok(ApiResponse::json(200, &json!({ "results": results })))
+}
+
+pub(super) fn rewrap(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<ApiResponse, ApiError> {
+    let b: RewrapBody = parse(body)?;
+    let tokens: Vec<&str> = b.values.iter().map(String::as_str).collect();
+    let results = ops::rewrap(ctx, who, &tokens, b.subject.as_deref(), b.context.as_deref())?;
+    let results: Vec<Value> = results.into_iter().map(item).collect();
     Ok(ApiResponse::json(200, &json!({ "results": results })))
 }
 

@@ -78,8 +78,12 @@ enum Route<'p> {
     Schemes,
     Scheme(&'p str),
     Rotate(&'p str),
+    Versions(&'p str),
+    Rekey(&'p str),
+    Destroy(&'p str, &'p str),
     Protect,
     Unprotect,
+    Rewrap,
     Mask,
 }
 
@@ -91,12 +95,19 @@ fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
         "/v1/schemes" => (Route::Schemes, "GET, POST"),
         "/v1/protect" => (Route::Protect, "POST"),
         "/v1/unprotect" => (Route::Unprotect, "POST"),
+        "/v1/rewrap" => (Route::Rewrap, "POST"),
         "/v1/mask" => (Route::Mask, "POST"),
         _ => {
             let rest = path.strip_prefix("/v1/schemes/")?;
-            match rest.split_once('/') {
-                None if !rest.is_empty() => (Route::Scheme(rest), "GET"),
-                Some((name, "rotate")) if !name.is_empty() => (Route::Rotate(name), "POST"),
+            let parts: Vec<&str> = rest.split('/').collect();
+            match parts[..] {
+                [name] if !name.is_empty() => (Route::Scheme(name), "GET, PATCH"),
+                [name, "rotate"] if !name.is_empty() => (Route::Rotate(name), "POST"),
+                [name, "versions"] if !name.is_empty() => (Route::Versions(name), "GET"),
+                [name, "rekey"] if !name.is_empty() => (Route::Rekey(name), "POST"),
+                [name, "versions", v, "destroy"] if !name.is_empty() && !v.is_empty() => {
+                    (Route::Destroy(name, v), "POST")
+                }
                 _ => return None,
             }
         }
@@ -143,7 +154,7 @@ fn dispatch(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> Result<ApiResponse, Api
         }
         _ => {}
     }
-    if req.method == "POST" {
+    if req.method == "POST" || req.method == "PATCH" {
         check_content_type(req.content_type)?;
     }
     let who = deps.auth?.authenticate(req.authorization, deps.jwks)?;
@@ -151,10 +162,15 @@ fn dispatch(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> Result<ApiResponse, Api
     match route {
         Route::Schemes if req.method == "POST" => schemes::create(ctx, &who, req.body),
         Route::Schemes => schemes::list(ctx, &who),
+        Route::Scheme(name) if req.method == "PATCH" => schemes::update(ctx, &who, name, req.body),
         Route::Scheme(name) => schemes::get(ctx, &who, name),
         Route::Rotate(name) => schemes::rotate(ctx, &who, name),
+        Route::Versions(name) => schemes::versions(ctx, &who, name),
+        Route::Rekey(name) => schemes::rekey(ctx, &who, name, req.body),
+        Route::Destroy(name, v) => schemes::destroy(ctx, &who, name, v),
         Route::Protect => data::protect(ctx, &who, req.body),
         Route::Unprotect => data::unprotect(ctx, &who, req.body),
+        Route::Rewrap => data::rewrap(ctx, &who, req.body),
         Route::Mask => data::mask(ctx, &who, req.body),
         Route::Health | Route::OpenApi => Err(ApiError::internal()),
     }

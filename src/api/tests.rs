@@ -24,6 +24,7 @@ struct World {
     config: Config,
     auth: Authenticator,
     seed: u8,
+    now: i64,
     /// The host key-value store the DEK cache uses when `dek_cache` is on, and the last
     /// request's vault unwraps.
     kv: crate::kv::mem::MemKv,
@@ -36,7 +37,15 @@ fn world_with(vars: MapVars) -> World {
     let mut config = Config::load(&vars).expect("config");
     let auth_cfg: AuthConfig = std::mem::take(&mut config.auth);
     let auth = Authenticator::new(auth_cfg).expect("auth");
-    World { db: Lite::memory(), config, auth, seed: 0, kv: Default::default(), unwraps: 0 }
+    World {
+        db: Lite::memory(),
+        config,
+        auth,
+        seed: 0,
+        now: 1_795_388_400,
+        kv: Default::default(),
+        unwraps: 0,
+    }
 }
 
 fn world() -> World {
@@ -59,7 +68,7 @@ impl World {
 
     fn raw(&mut self, method: &str, path: &str, auth: Option<&str>, body: &[u8]) -> (u16, Value) {
         self.seed = self.seed.wrapping_add(1);
-        let mut ctx = Ctx::new(&self.config, &self.db, Csprng::from_seed([self.seed; 32]), 1_795_388_400);
+        let mut ctx = Ctx::new(&self.config, &self.db, Csprng::from_seed([self.seed; 32]), self.now);
         if let Some(c) = &self.config.dek_cache {
             let kv = Box::new(self.kv.clone());
             ctx.dek_cache = Some(crate::kms::cache::DekCache::new(kv, &c.key, c.limits));
@@ -376,13 +385,82 @@ fn openapi_lists_every_route() {
         ("/v1/schemes", "get"),
         ("/v1/schemes", "post"),
         ("/v1/schemes/{name}", "get"),
+        ("/v1/schemes/{name}", "patch"),
         ("/v1/schemes/{name}/rotate", "post"),
+        ("/v1/schemes/{name}/versions", "get"),
+        ("/v1/schemes/{name}/versions/{version}/destroy", "post"),
+        ("/v1/schemes/{name}/rekey", "post"),
+        ("/v1/rewrap", "post"),
         ("/v1/protect", "post"),
         ("/v1/unprotect", "post"),
         ("/v1/mask", "post"),
     ] {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} missing");
     }
+}
+
+fn codes(v: &Value) -> Vec<Value> {
+    v["results"].as_array().expect("results").iter().map(|r| r["error"]["code"].clone()).collect()
+}
+
+#[test]
+fn version_lifecycle_through_the_routes() {
+    let mut w = world();
+    let admin = token("acme", &["admin"]);
+    let (app, support) = (token("acme", &["app"]), token("acme", &["support"]));
+    assert_eq!(w.scheme("acme", pii(json!({}))).0, 201);
+    let (_, v) = w.call("POST", "/v1/protect", Some(&app), json!({"scheme": "pii", "values": ["old"]}));
+    let old = values(&v);
+    assert_eq!(w.call("POST", "/v1/schemes/pii/rotate", Some(&admin), Value::Null).0, 200);
+    let (s, v) = w.call("PATCH", "/v1/schemes/pii", Some(&admin), json!({"min_decryption_version": 2}));
+    assert_eq!((s, &v["min_decryption_version"], &v["rotation_period"]), (200, &json!(2), &Value::Null));
+    let (_, v) = w.call("POST", "/v1/unprotect", Some(&support), json!({"values": old}));
+    assert_eq!(codes(&v), [json!("key_version_retired")]);
+    let (s, v) = w.call("POST", "/v1/schemes/pii/versions/2/destroy", Some(&admin), Value::Null);
+    assert_eq!((s, v["error"]["code"].as_str()), (409, Some("key_version_active")));
+    let (s, v) = w.call("POST", "/v1/schemes/pii/versions/1/destroy", Some(&admin), Value::Null);
+    assert_eq!(
+        (s, &v["state"], &v["destroyed_by"], &v["destroyed_at"]),
+        (200, &json!("destroyed"), &json!("tester"), &json!("2026-11-22T23:00:00Z"))
+    );
+    let (_, v) = w.call("POST", "/v1/unprotect", Some(&support), json!({"values": old}));
+    assert_eq!(codes(&v), [json!("key_version_destroyed")]);
+    let (s, v) = w.call("GET", "/v1/schemes/pii/versions", Some(&app), Value::Null);
+    assert_eq!(s, 200);
+    let states: Vec<&Value> =
+        v["versions"].as_array().expect("versions").iter().map(|v| &v["state"]).collect();
+    assert_eq!(states, [&json!("destroyed"), &json!("active")]);
+    let (s, v) = w.call("PATCH", "/v1/schemes/pii", Some(&admin), json!({"min_decryption_version": 1}));
+    assert_eq!((s, v["error"]["code"].as_str()), (409, Some("key_version_destroyed")));
+    // the routes' methods
+    let (s, v) = w.call("DELETE", "/v1/schemes/pii", Some(&admin), Value::Null);
+    assert_eq!((s, v["error"]["code"].as_str()), (405, Some("method_not_allowed")));
+    let (s, _) = w.call("GET", "/v1/schemes/pii/versions/1/destroy", Some(&admin), Value::Null);
+    assert_eq!(s, 405);
+    let (s, _) = w.call("GET", "/v1/schemes/pii/versions/1", Some(&admin), Value::Null);
+    assert_eq!(s, 404);
+}
+
+#[test]
+fn a_protect_past_the_rotation_period_rotates_once() {
+    let mut w = world();
+    let app = token("acme", &["app"]);
+    assert_eq!(w.scheme("acme", pii(json!({"rotation_period": "1h"}))).0, 201);
+    let protect = |w: &mut World| {
+        let (s, v) = w.call("POST", "/v1/protect", Some(&app), json!({"scheme": "pii", "values": ["x"]}));
+        assert_eq!(s, 200, "{v}");
+        v["key_version"].as_u64().expect("version")
+    };
+    assert_eq!(protect(&mut w), 1);
+    w.now += 3599;
+    assert_eq!(protect(&mut w), 1, "not yet due");
+    w.now += 1;
+    assert_eq!(protect(&mut w), 2, "due: rotated first");
+    assert_eq!(protect(&mut w), 2, "the new version is fresh");
+    w.now += 3600;
+    assert_eq!(protect(&mut w), 3);
+    let (_, v) = w.call("GET", "/v1/schemes/pii", Some(&app), Value::Null);
+    assert_eq!((&v["current_version"], &v["rotation_period"]), (&json!(3), &json!("1h")));
 }
 
 /// Issue 19 item 10: what the OpenAPI document says is what the server does.

@@ -189,6 +189,13 @@ impl DekCache {
         SecretKey::try_from_slice(&plain)
     }
 
+    /// Drops the entry of this key slot, if any (its version was destroyed).
+    pub fn forget(&self, ctx: KeyContext<'_>) {
+        if let Err(e) = self.kv.delete(&entry_key(ctx)) {
+            eprintln!("veil: DEK cache delete failed: {e}");
+        }
+    }
+
     /// Caches a freshly unwrapped DEK for at most `max_age_secs`; `seals_at_put` is the version's
     /// seal count before the request that unwrapped it (0 where the request seals nothing).
     pub fn put(
@@ -328,6 +335,20 @@ pub(crate) mod tests {
         forged[8..16].copy_from_slice(&100u64.to_be_bytes());
         f.kv.0.borrow_mut().insert(key, forged);
         assert!(c.get(f.ctx(1), &f.wrapped, 102, Some(101)).is_none());
+    }
+
+    #[test]
+    fn forget_removes_the_entry() {
+        let f = fixture();
+        let mut rng = Csprng::from_seed([3; 32]);
+        let c = cache(&f.kv, 9, CacheLimits::default());
+        c.put(&mut rng, f.ctx(1), &f.wrapped, &f.dek, 100, 0);
+        c.put(&mut rng, f.ctx(2), &f.wrapped, &f.dek, 100, 0);
+        c.forget(f.ctx(1));
+        assert!(!f.kv.0.borrow().contains_key(&entry_key(f.ctx(1))));
+        assert!(c.get(f.ctx(1), &f.wrapped, 101, None).is_none());
+        assert!(c.get(f.ctx(2), &f.wrapped, 101, None).is_some(), "other versions stay");
+        c.forget(f.ctx(3)); // nothing cached: no error
     }
 
     #[test]

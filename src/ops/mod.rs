@@ -1,17 +1,22 @@
 //! Veil's operations, shared by the HTTP API and the exported WIT interface: find the scheme,
 //! check the policy, get the key (one unwrap per scheme version per request), run the primitive.
 //!
-//! One file per area: [`schemes`] (create, list, get, rotate), [`data`] (protect, unprotect,
-//! mask); [`error`] says what failed. This module holds what they share: the request's [`Ctx`]
+//! One file per area: [`schemes`] (create, list, get, rotate, version lifecycle), [`data`]
+//! (protect, unprotect, rewrap, mask); [`error`] says what failed. This module holds what they share: the request's [`Ctx`]
 //! and its key helpers, and the request limits.
 
 mod data;
 mod error;
-mod schemes;
+mod rekey;
+pub mod schemes;
 
-pub use data::{mask, protect, unprotect, Plaintext};
+pub use data::{mask, protect, rewrap, unprotect, Plaintext};
 pub use error::{ItemError, OpError};
-pub use schemes::{create_scheme, get_scheme, list_schemes, rotate, rotate_if_current, NewScheme};
+pub use rekey::{rekey, Rekeyed};
+pub use schemes::{
+    create_scheme, destroy_version, forget_cached_deks, get_scheme, list_schemes, list_versions, rotate,
+    rotate_if_current, update_scheme, NewScheme,
+};
 
 use crate::auth::Principal;
 use crate::config::Config;
@@ -91,7 +96,8 @@ impl<'a> Ctx<'a> {
                 return Ok(Some(dek));
             }
         }
-        let dek = self.kek(&scheme.kek)?.unwrap(&dk.wrapped, ctx)?;
+        let kek = dk.kek.as_ref().unwrap_or(&scheme.kek);
+        let dek = self.kek(kek)?.unwrap(&dk.wrapped, ctx)?;
         if let Some(cache) = &self.dek_cache {
             // Off the protect path the count is unknown here: 0 is the conservative start (the
             // entry then serves protects for at most `max_uses` values in all).

@@ -32,6 +32,12 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("migrations/postgres/0002_key_lifecycle.sql"),
     },
     Migration {
+        version: 4,
+        name: "lifecycle",
+        sqlite: include_str!("migrations/sqlite/0004_lifecycle.sql"),
+        postgres: include_str!("migrations/postgres/0004_lifecycle.sql"),
+    },
+    Migration {
         version: 5,
         name: "key_seals",
         sqlite: include_str!("migrations/sqlite/0005_key_seals.sql"),
