@@ -21,12 +21,14 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// `true`/`1`/`yes` or `false`/`0`/`no`; unset is `false`.
+/// Exactly `true` or `false` (surrounding white space aside); unset is `false`. Nothing else
+/// (`1`, `yes`, `TRUE`) is accepted, so that the component and the host's dev-mode warning,
+/// which compares with `true`, can never disagree about a switch.
 pub(crate) fn parse_bool(name: &str, v: Option<String>) -> Result<bool, ConfigError> {
     match v.as_deref().map(str::trim) {
         None => Ok(false),
-        Some("true") | Some("1") | Some("yes") => Ok(true),
-        Some("false") | Some("0") | Some("no") => Ok(false),
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
         Some(_) => Err(ConfigError(format!("variable {name} must be true or false"))),
     }
 }
@@ -56,6 +58,19 @@ pub(crate) fn trimmed(vars: &dyn Variables, name: &str) -> Option<String> {
 pub(crate) mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    /// Only `true` and `false` are booleans; `1`/`yes` once turned dev mode on in the component
+    /// while the host (which compares with `true`) gave no warning.
+    #[test]
+    fn booleans_are_only_true_or_false() {
+        assert_eq!(parse_bool("dev_mode", None), Ok(false));
+        assert_eq!(parse_bool("dev_mode", Some("true".into())), Ok(true));
+        assert_eq!(parse_bool("dev_mode", Some(" false ".into())), Ok(false));
+        for bad in ["1", "0", "yes", "no", "TRUE", "True", "on", "t", ""] {
+            let e = parse_bool("dev_mode", Some(bad.into())).expect_err(bad);
+            assert_eq!(e.0, "variable dev_mode must be true or false", "{bad:?}");
+        }
+    }
 
     /// Variables from a map, for tests.
     #[derive(Default)]

@@ -43,7 +43,7 @@ fn status(e: &OpError) -> u16 {
         OpError::Auth(AuthError::JwksUnavailable) => 503,
         OpError::Auth(AuthError::Config(_)) => 500,
         OpError::Auth(_) => 401,
-        OpError::Forbidden(_) => 403,
+        OpError::Forbidden(_) | OpError::KekNotAllowed => 403,
         OpError::SchemeNotFound(_) | OpError::KeyVersionNotFound(_) => 404,
         OpError::SchemeExists(_)
         | OpError::VersionsExhausted
@@ -112,6 +112,12 @@ mod tests {
                 403,
                 "forbidden",
                 "your roles do not allow masking with this scheme",
+            ),
+            (
+                OpError::KekNotAllowed,
+                403,
+                "kek_not_allowed",
+                "this deployment does not allow your tenant to use that key-encryption key (kek_allow)",
             ),
             (
                 OpError::SchemeNotFound(pii()),
@@ -199,13 +205,13 @@ mod tests {
                 OpError::Kms(KmsError::Denied(detail())),
                 502,
                 "kms_denied",
-                "the key vault refused the request",
+                "the key vault refused the request, or does not have that key",
             ),
             (
                 OpError::Kms(KmsError::KeyNotFound(detail())),
                 502,
-                "kms_key_not_found",
-                "the key-encryption key was not found",
+                "kms_denied",
+                "the key vault refused the request, or does not have that key",
             ),
             (
                 OpError::Kms(KmsError::BadResponse(detail())),

@@ -198,9 +198,114 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(400, "invalid_json", format!("the body is not valid JSON: {}", json_where(&e)))
     })?;
-    serde_json::from_value(value).map_err(|e| {
-        ApiError::new(400, "invalid_request", format!("the request does not match its schema: {e}"))
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        ApiError::new(
+            400,
+            "invalid_request",
+            format!("the request does not match its schema: {}", shape_error(&e, None)),
+        )
     })
+}
+
+/// A deserialisation failure as the field's path and what was expected there, never the value
+/// that was sent: serde's own text (`invalid type: string "4111…", expected a sequence`) quotes
+/// the input, which may be a plaintext, a token or a secret.
+/// `root` names what was being read when it is a field (`mask`), `None` for the whole body.
+pub(crate) fn shape_error(e: &serde_path_to_error::Error<serde_json::Error>, root: Option<&str>) -> String {
+    let serde_text = e.inner().to_string();
+    let what = expected_part(&serde_text);
+    // For an unknown field the path ends with that field's name, which the client chose.
+    let segments: Vec<&serde_path_to_error::Segment> = e.path().iter().collect();
+    let segments = match segments.split_last() {
+        Some((serde_path_to_error::Segment::Map { .. }, rest)) if serde_text.starts_with("unknown field") => {
+            rest
+        }
+        _ => &segments[..],
+    };
+    match (root, safe_path(segments)) {
+        (Some(r), Some(p)) if p.starts_with('[') => format!("`{r}{p}` {what}"),
+        (Some(r), Some(p)) => format!("`{r}.{p}` {what}"),
+        (Some(r), None) => format!("`{r}` {what}"),
+        (None, Some(p)) => format!("`{p}` {what}"),
+        (None, None) => format!("the body {what}"),
+    }
+}
+
+/// The path (`values[2]`, `mask.n`); a segment that is not one of the API's own field names
+/// is shown as `?`, so a key the client chose is never repeated back.
+fn safe_path(segments: &[&serde_path_to_error::Segment]) -> Option<String> {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in segments {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(if is_api_name(key) { key.as_str() } else { "?" });
+            }
+            Segment::Unknown => out.push_str(".?"),
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Every field name of the request bodies (docs/api.md): the only words a path may repeat.
+const API_FIELDS: &[&str] = &[
+    "scheme",
+    "values",
+    "subject",
+    "context",
+    "encoding",
+    "name",
+    "algorithm",
+    "kek",
+    "provider",
+    "key_id",
+    "key_url",
+    "policy",
+    "protect",
+    "unprotect",
+    "mask",
+    "admin",
+    "description",
+    "rule",
+    "n",
+    "char",
+    "length",
+    "rewrap",
+    "rotation_period",
+    "min_decryption_version",
+    "version",
+];
+
+fn is_api_name(s: &str) -> bool {
+    API_FIELDS.contains(&s)
+}
+
+/// What serde says was expected, from the text after its last `, expected ` (the deserialiser's
+/// own words, e.g. `a sequence`, ``one of `utf8`, `base64` ``), or a fixed phrase; never the
+/// unexpected value, the unknown field's name or the unknown variant.
+fn expected_part(serde_text: &str) -> String {
+    let serde_text = serde_text.split(" at line ").next().unwrap_or(serde_text);
+    if let Some(field) = serde_text.strip_prefix("missing field `").and_then(|r| r.strip_suffix('`')) {
+        if is_api_name(field) {
+            return format!("is missing the field `{field}`");
+        }
+        return "is missing a required field".into();
+    }
+    let expected = serde_text
+        .rsplit_once(", expected ")
+        .map(|(_, x)| x)
+        .filter(|x| x.len() <= 200 && x.bytes().all(|b| b.is_ascii_alphanumeric() || b" `,_-.".contains(&b)));
+    let unknown_field = serde_text.starts_with("unknown field");
+    match (expected, unknown_field) {
+        (Some(x), true) => format!("has a field it does not know; expected {x}"),
+        (None, true) => "has a field it does not know".into(),
+        (Some(x), false) => format!("has the wrong type or value; expected {x}"),
+        (None, false) => "has the wrong type or value".into(),
+    }
 }
 
 /// For an optional field whose document type is not nullable: absent is `None`, `null` is refused

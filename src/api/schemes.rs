@@ -189,8 +189,8 @@ pub(super) fn parse_new_scheme(body: &[u8]) -> Result<NewScheme, ApiError> {
     let kek = parse_kek(b.kek)?;
     let mask = match b.mask {
         None => MaskRule::Redact,
-        Some(v) => serde_json::from_value::<MaskRule>(v)
-            .map_err(|e| ApiError::invalid_field(format!("mask: {e}")))?,
+        Some(v) => serde_path_to_error::deserialize::<_, MaskRule>(v)
+            .map_err(|e| ApiError::invalid_field(super::shape_error(&e, Some("mask"))))?,
     };
     mask.validate().map_err(|e| ApiError::invalid_field(format!("mask: {e}")))?;
     b.policy.validate().map_err(ApiError::invalid_field)?;

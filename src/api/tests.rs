@@ -375,6 +375,134 @@ fn local_kek_needs_dev_mode() {
     assert_eq!((s, v["error"]["code"].as_str()), (422, Some("dev_mode_required")));
 }
 
+/// Issue 19 item 5: a DEK-cache hit used to skip the dev-mode gate, so with a cache that
+/// outlives the switch (the host's key-value store) local-KEK schemes kept working after
+/// `dev_mode` was turned off.
+#[test]
+fn a_cached_local_key_stops_working_when_dev_mode_is_off() {
+    let mut w = world_with(
+        MapVars::default()
+            .with("dek_cache", "true")
+            .with("dek_cache_key", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+    );
+    assert_eq!(w.scheme("acme", pii(json!({"policy": {"protect": ["app"], "unprotect": ["app"]}}))).0, 201);
+    let app = token("acme", &["app"]);
+    let (s, v) = w.call("POST", "/v1/protect", Some(&app), json!({"scheme": "pii", "values": ["4111"]}));
+    assert_eq!(s, 200, "{v}");
+    let tok = values(&v)[0].clone();
+    assert!(!w.kv.0.borrow().is_empty(), "the data key is cached");
+
+    w.config.dev_mode = false;
+    for (path, body) in [
+        ("/v1/protect", json!({"scheme": "pii", "values": ["4111"]})),
+        ("/v1/unprotect", json!({"values": [tok.clone()]})),
+    ] {
+        let (s, v) = w.call("POST", path, Some(&app), body);
+        assert_eq!((s, v["error"]["code"].as_str()), (422, Some("dev_mode_required")), "{path}: {v}");
+    }
+    // back in dev mode the same cache serves again
+    w.config.dev_mode = true;
+    let (s, v) = w.call("POST", "/v1/unprotect", Some(&app), json!({"values": [tok]}));
+    assert_eq!((s, values(&v)), (200, vec![json!("4111")]));
+}
+
+/// Issue 19 item 7: a wrong-typed field is described by its path and the expected type, never
+/// by the value sent (serde's own text quoted it).
+#[test]
+fn shape_errors_never_echo_the_value() {
+    let mut w = world();
+    w.scheme("acme", pii(json!({})));
+    let app = token("acme", &["app"]);
+    let admin = token("acme", &["admin"]);
+    let prefix = "the request does not match its schema: ";
+    let cases: Vec<(&str, &str, Value, u16, String)> = vec![
+        (
+            "/v1/protect",
+            app.as_str(),
+            json!({"scheme": "pii", "values": "4111111111111111"}),
+            400,
+            format!("{prefix}`values` has the wrong type or value; expected a sequence"),
+        ),
+        (
+            "/v1/protect",
+            app.as_str(),
+            json!({"scheme": "pii", "values": ["a", ["4111111111111111"]]}),
+            400,
+            format!("{prefix}`values[1]` has the wrong type or value; expected a string"),
+        ),
+        (
+            "/v1/protect",
+            app.as_str(),
+            json!({"scheme": "pii", "values": ["a"], "encoding": "4111111111111111"}),
+            400,
+            format!("{prefix}`encoding` has the wrong type or value; expected `utf8` or `base64`"),
+        ),
+        (
+            "/v1/unprotect",
+            app.as_str(),
+            json!({"values": ["a"], "4111111111111111": 1}),
+            400,
+            format!(
+                "{prefix}the body has a field it does not know; expected one of `values`, `subject`, \
+                 `context`, `encoding`"
+            ),
+        ),
+        (
+            "/v1/mask",
+            app.as_str(),
+            json!({"scheme": 4111111111111111_u64, "values": []}),
+            400,
+            format!("{prefix}`scheme` has the wrong type or value; expected a string"),
+        ),
+        (
+            "/v1/mask",
+            app.as_str(),
+            json!({"values": []}),
+            400,
+            format!("{prefix}the body is missing the field `scheme`"),
+        ),
+        (
+            "/v1/schemes",
+            admin.as_str(),
+            json!({"name": "x", "kek": {"provider": "local"}, "policy": {"4111111111111111": []}}),
+            400,
+            format!(
+                "{prefix}`policy` has a field it does not know; expected one of `protect`, `unprotect`, \
+                 `mask`, `admin`, `rewrap`"
+            ),
+        ),
+        (
+            "/v1/schemes",
+            admin.as_str(),
+            json!({"name": "x", "kek": {"provider": "local"}, "mask": {"rule": "4111111111111111"}}),
+            422,
+            "`mask.rule` has the wrong type or value; expected one of `redact`, `keep_first`, `keep_last`, \
+             `email`, `fixed`, `nullify`, `hmac`"
+                .to_string(),
+        ),
+        (
+            "/v1/schemes",
+            admin.as_str(),
+            json!({"name": "x", "kek": {"provider": "local"}, "mask": {"rule": "keep_last", "n": "4111111111111111"}}),
+            422,
+            "`mask` has the wrong type or value; expected a JSON number".to_string(),
+        ),
+        (
+            "/v1/schemes",
+            admin.as_str(),
+            json!({"name": "x", "kek": {"provider": "local"}, "mask": {"rule": "fixed", "length": 4, "char": "4111"}}),
+            422,
+            "`mask` has the wrong type or value; expected a character".to_string(),
+        ),
+    ];
+    for (path, auth, body, status, message) in cases {
+        let (s, v) = w.call("POST", path, Some(auth), body.clone());
+        assert_eq!(s, status, "{path} {body}: {v}");
+        assert_eq!(v["error"]["message"].as_str(), Some(message.as_str()), "{path} {body}");
+        assert!(!v.to_string().contains("4111"), "{v}");
+    }
+}
+
 #[test]
 fn openapi_lists_every_route() {
     let doc: Value = serde_json::from_str(OPENAPI).expect("openapi is JSON");

@@ -529,9 +529,9 @@ mod tests {
         let w = WrappedDek { blob: b"b".to_vec(), kek_id: ARN.into(), kek_version: String::new() };
         let cases: &[(u16, &str, &str, &str)] = &[
             (400, "AccessDeniedException", "kms_denied", "kms_denied"),
-            (400, "NotFoundException", "kms_key_not_found", "kms_key_not_found"),
-            (400, "DisabledException", "kms_key_not_found", "kms_key_not_found"),
-            (400, "KMSInvalidStateException", "kms_key_not_found", "kms_key_not_found"),
+            (400, "NotFoundException", "kms_denied", "kms_denied"),
+            (400, "DisabledException", "kms_denied", "kms_denied"),
+            (400, "KMSInvalidStateException", "kms_denied", "kms_denied"),
             (400, "InvalidCiphertextException", "kms_denied", "kms_unwrap_failed"),
             (400, "IncorrectKeyException", "kms_denied", "kms_unwrap_failed"),
             (400, "UnrecognizedClientException", "kms_denied", "kms_denied"),
@@ -551,7 +551,7 @@ mod tests {
         // The header form of the error type wins, and carries a suffix.
         let f = fixture(&settings(), ARN);
         f.t.respond(400, &[("x-amzn-ErrorType", "NotFoundException:http://internal.amazon.com/")], b"");
-        assert_eq!(f.kms.unwrap(&w, ctx).expect_err("e").code(), "kms_key_not_found");
+        assert_eq!(f.kms.unwrap(&w, ctx).expect_err("e").code(), "kms_denied");
     }
 
     #[test]

@@ -72,7 +72,7 @@ fn aws_kms_against_moto() {
     let missing = arn.rsplit_once('/').map(|(p, _)| format!("{p}/00000000-0000-0000-0000-000000000000"));
     let nokey =
         AwsKms::new(&settings, &missing.expect("arn"), policy(), transport(), clock(), stats).expect("kms");
-    assert_eq!(nokey.wrap(&dek, ctx).expect_err("missing key").code(), "kms_key_not_found");
+    assert_eq!(nokey.wrap(&dek, ctx).expect_err("missing key").code(), "kms_denied");
 }
 
 struct Emu {
@@ -196,7 +196,7 @@ fn azure_key_vault_against_the_emulator() {
     std::thread::sleep(Duration::from_millis(1600));
     // Unknown key; disabled key.
     let (missing, _) = emu.vault(&settings, &format!("{}/keys/no-such-key", emu.url), policy());
-    assert_eq!(missing.wrap(&dek, ctx).expect_err("missing").code(), "kms_key_not_found");
+    assert_eq!(missing.wrap(&dek, ctx).expect_err("missing").code(), "kms_denied");
     emu.admin("POST", "/admin/keys/live-kek/disable", Some(serde_json::json!({})));
     assert_eq!(kv.wrap(&dek, ctx).expect_err("disabled").code(), "kms_denied");
     emu.admin("POST", "/admin/keys/live-kek/enable", Some(serde_json::json!({})));

@@ -3,9 +3,11 @@
 //! `local` is the dev-only provider; `aws` (AWS KMS) and `azure` (Azure Key Vault) call their
 //! vault over outbound HTTP through [`transport::HttpTransport`]; [`Keks`] picks one per scheme.
 
+pub mod allow;
 pub mod aws;
 pub mod azure;
 pub mod cache;
+pub(crate) mod endpoint;
 pub mod local;
 mod settings;
 pub mod transport;
@@ -67,7 +69,8 @@ pub enum KmsError {
     Unavailable(String),
     /// The provider refused (permissions).
     Denied(String),
-    /// The key (or key version) is unknown to the provider.
+    /// The key (or key version) is unknown to the provider. Callers see it as `kms_denied`, like
+    /// [`KmsError::Denied`], so that the two cannot be told apart; the operator log keeps which.
     KeyNotFound(String),
     /// The wrapped key does not unwrap (wrong KEK, wrong context, corrupted blob).
     UnwrapFailed,
@@ -84,7 +87,8 @@ impl KmsError {
             KmsError::Misconfigured(_) => "misconfigured",
             KmsError::Unavailable(_) => "kms_unavailable",
             KmsError::Denied(_) => "kms_denied",
-            KmsError::KeyNotFound(_) => "kms_key_not_found",
+            // One code for both: a tenant must not learn which of the operator's keys exist.
+            KmsError::KeyNotFound(_) => "kms_denied",
             KmsError::UnwrapFailed => "kms_unwrap_failed",
             KmsError::Throttled(_) => "kms_throttled",
             KmsError::BadResponse(_) => "kms_bad_response",
@@ -98,8 +102,9 @@ impl fmt::Display for KmsError {
             KmsError::DevModeRequired => f.write_str("the local KEK is only available in dev mode"),
             KmsError::Misconfigured(m) => write!(f, "KEK misconfigured: {m}"),
             KmsError::Unavailable(_) => f.write_str("the key vault did not answer"),
-            KmsError::Denied(_) => f.write_str("the key vault refused the request"),
-            KmsError::KeyNotFound(_) => f.write_str("the key-encryption key was not found"),
+            KmsError::Denied(_) | KmsError::KeyNotFound(_) => {
+                f.write_str("the key vault refused the request, or does not have that key")
+            }
             KmsError::UnwrapFailed => f.write_str("a stored data key does not unwrap under its KEK"),
             KmsError::Throttled(_) => f.write_str("the key vault is rate-limiting requests; retry later"),
             KmsError::BadResponse(_) => f.write_str("the key vault sent an invalid response"),
@@ -288,6 +293,11 @@ impl<'a> Keks<'a> {
         }
     }
 
+    /// Whether vault URLs may be `http://` or private (dev mode, or `kms_allow_private_endpoints`).
+    fn allow_private(&self, s: &Settings) -> bool {
+        self.settings.dev_mode || s.allow_private_endpoints
+    }
+
     fn build(&mut self, kek: &KekRef, rng: &mut Csprng) -> Result<Box<dyn Kek>, KmsError> {
         // Read only for a vault: the local KEK needs no KMS variable.
         let vaults = self.settings.vaults;
@@ -303,6 +313,11 @@ impl<'a> Keks<'a> {
                 Box::new(Counted::new(local, self.stats.clone()))
             }
             KekRef::AwsKms { key_id } => {
+                let s = kms_settings()?;
+                if let Some(endpoint) = &s.aws.endpoint {
+                    endpoint::check_vault_url(endpoint, "aws_kms_endpoint", self.allow_private(s))
+                        .map_err(KmsError::Misconfigured)?;
+                }
                 let kms = aws::AwsKms::new(
                     &kms_settings()?.aws,
                     key_id,
@@ -314,6 +329,10 @@ impl<'a> Keks<'a> {
                 Box::new(Counted::new(kms, self.stats.clone()))
             }
             KekRef::AzureKeyvault { key_url } => {
+                // Every use, not only at creation: a scheme made in dev mode keeps its URL.
+                let s = kms_settings()?;
+                endpoint::check_vault_url(key_url, "the scheme's key_url", self.allow_private(s))
+                    .map_err(KmsError::Misconfigured)?;
                 let credential = match &self.azure_credential {
                     Some(c) => c.clone(),
                     None => {

@@ -6,7 +6,7 @@ use std::fmt;
 use std::rc::Rc;
 
 use super::{aws, azure};
-use crate::vars::{ConfigError, Variables};
+use crate::vars::{parse_bool, ConfigError, Variables};
 
 pub const DEFAULT_KMS_TIMEOUT_MS: u64 = 5_000;
 pub const MAX_KMS_TIMEOUT_MS: u64 = 60_000;
@@ -22,6 +22,11 @@ pub struct Settings {
     pub max_retries: u32,
     pub aws: aws::Settings,
     pub azure: azure::Settings,
+    /// Which vault keys tenants may name (`kek_allow`, [`super::allow`]).
+    pub kek_allow: super::allow::KekAllow,
+    /// `kms_allow_private_endpoints`: vault and KMS URLs may be `http://` or name loopback,
+    /// link-local and private addresses outside dev mode ([`super::endpoint`]).
+    pub allow_private_endpoints: bool,
 }
 
 impl Default for Settings {
@@ -31,12 +36,14 @@ impl Default for Settings {
             max_retries: DEFAULT_KMS_MAX_RETRIES,
             aws: aws::Settings::default(),
             azure: azure::Settings::default(),
+            kek_allow: super::allow::KekAllow::default(),
+            allow_private_endpoints: false,
         }
     }
 }
 
 impl Settings {
-    /// Reads `kms_timeout_ms`, `kms_max_retries` and every provider's variables.
+    /// Reads `kms_timeout_ms`, `kms_max_retries`, `kek_allow` and every provider's variables.
     pub fn load(vars: &dyn Variables) -> Result<Settings, ConfigError> {
         let timeout_ms = match vars.get("kms_timeout_ms") {
             None => DEFAULT_KMS_TIMEOUT_MS,
@@ -62,7 +69,10 @@ impl Settings {
         };
         let azure = azure::Settings::load(vars)?;
         let aws = aws::Settings::load(vars)?;
-        Ok(Settings { timeout_ms, max_retries, aws, azure })
+        let kek_allow = super::allow::KekAllow::load(vars)?;
+        let allow_private_endpoints =
+            parse_bool("kms_allow_private_endpoints", vars.get("kms_allow_private_endpoints"))?;
+        Ok(Settings { timeout_ms, max_retries, aws, azure, kek_allow, allow_private_endpoints })
     }
 }
 

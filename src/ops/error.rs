@@ -23,6 +23,8 @@ pub enum OpError {
     Auth(AuthError),
     /// The caller's roles do not allow the named action.
     Forbidden(String),
+    /// The operator's `kek_allow` list does not let this tenant name this KEK.
+    KekNotAllowed,
     /// No scheme of this name in the caller's tenant.
     SchemeNotFound(SchemeName),
     /// A scheme of this name exists already in the caller's tenant.
@@ -64,6 +66,7 @@ impl OpError {
             OpError::InvalidField(_) => "invalid_field",
             OpError::Auth(e) => e.code(),
             OpError::Forbidden(_) => "forbidden",
+            OpError::KekNotAllowed => "kek_not_allowed",
             OpError::SchemeNotFound(_) => "scheme_not_found",
             OpError::SchemeExists(_) => "scheme_exists",
             OpError::BatchTooLarge { .. } => "batch_too_large",
@@ -97,6 +100,9 @@ impl fmt::Display for OpError {
             }
             OpError::Auth(AuthError::Config(_)) => f.write_str("token verification is misconfigured"),
             OpError::Forbidden(what) => write!(f, "your roles do not allow {what}"),
+            OpError::KekNotAllowed => f.write_str(
+                "this deployment does not allow your tenant to use that key-encryption key (kek_allow)",
+            ),
             OpError::SchemeNotFound(name) => write!(f, "no scheme named \"{name}\" in this tenant"),
             OpError::SchemeExists(name) => {
                 write!(f, "a scheme named \"{name}\" already exists in this tenant")

@@ -14,8 +14,8 @@ pub use data::{mask, protect, rewrap, unprotect, Plaintext};
 pub use error::{ItemError, OpError};
 pub use rekey::{rekey, Rekeyed};
 pub use schemes::{
-    create_scheme, destroy_version, forget_cached_deks, get_scheme, list_schemes, list_versions, rotate,
-    rotate_if_current, update_scheme, NewScheme,
+    check_kek_allowed, create_scheme, destroy_version, forget_cached_deks, get_scheme, list_schemes,
+    list_versions, rotate, rotate_if_current, update_scheme, NewScheme,
 };
 
 use crate::auth::Principal;
@@ -24,7 +24,7 @@ use crate::crypto::rng::Csprng;
 use crate::crypto::secret::SecretKey;
 use crate::ids::{KeyVersion, SchemeName};
 use crate::kms::cache::DekCache;
-use crate::kms::{Kek, Keks, KeyContext};
+use crate::kms::{Kek, Keks, KeyContext, KmsError};
 use crate::scheme::{KekRef, Scheme};
 use crate::store::sql::SqlConn;
 use crate::store::{DataKey, KeyState, Store};
@@ -88,6 +88,11 @@ impl<'a> Ctx<'a> {
         let version = dk.version;
         if dk.state == KeyState::Destroyed {
             return Ok(None);
+        }
+        // The dev-mode gate comes before the cache: a cached local-KEK data key must not outlive
+        // the deployment's permission to use the local KEK.
+        if scheme.kek == KekRef::Local && !self.config.dev_mode {
+            return Err(KmsError::DevModeRequired.into());
         }
         let ctx = KeyContext { tenant: &scheme.tenant, scheme: &scheme.name, version };
         let now = u64::try_from(self.now).unwrap_or(0);

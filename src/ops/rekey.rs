@@ -34,6 +34,8 @@ pub fn rekey(
 ) -> Result<Rekeyed, OpError> {
     let scheme = admin_scheme(ctx, who, name)?;
     let target = kek.unwrap_or_else(|| scheme.kek.clone());
+    // The operator's kek_allow list, before any KMS call (issue 19 item 3).
+    super::check_kek_allowed(ctx.config, &scheme.tenant, &target)?;
     let (_, versions) = super::list_versions(ctx, who, name)?;
     let moving = target != scheme.kek;
     let mut rewrapped = Vec::new();

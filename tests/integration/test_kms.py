@@ -282,10 +282,10 @@ def test_aws_rotation_binds_the_new_version(kms_server, t, moto_kms, aws_key):
     assert e.value.response["Error"]["Code"] == "InvalidCiphertextException"
 
 
-def test_aws_unknown_key_is_kms_key_not_found_and_nothing_written(kms_server, t):
+def test_aws_unknown_key_is_kms_denied_and_nothing_written(kms_server, t):
     missing = f"arn:aws:kms:{motofx.REGION}:123456789012:key/{uuid.uuid4()}"
     name, resp = create(t, aws_kek(missing))
-    e = err(resp, 502, "kms_key_not_found")
+    e = err(resp, 502, "kms_denied")
     assert "NotFoundException" not in resp.text and missing not in e["message"]
     assert_nothing_written(kms_server, t, name)
 
@@ -330,7 +330,7 @@ def test_a_stored_key_id_of_another_key_is_refused_before_any_call(kms_server, t
     tokens, _ = protect(t, name, ["x"])
     update_data_key(kms_server, t.id, name, 1, kek_id=other)
     resp = t.support.post("/v1/unprotect", {"values": tokens})
-    err(resp, 502, "kms_key_not_found")
+    err(resp, 502, "kms_denied")
     assert kms_calls(resp) == (0, 1, 0)
 
 
@@ -460,9 +460,9 @@ def test_azure_second_401_is_kms_denied_and_nothing_written(start_server, kv):
     assert_nothing_written(kms_server, t, name)
 
 
-def test_azure_unknown_key_is_kms_key_not_found_and_nothing_written(kms_server, t, kv):
+def test_azure_unknown_key_is_kms_denied_and_nothing_written(kms_server, t, kv):
     name, resp = create(t, az_kek(kv, new_name("missing")))
-    e = err(resp, 502, "kms_key_not_found")
+    e = err(resp, 502, "kms_denied")
     assert "KeyNotFound" not in resp.text and "missing" not in e["message"]
     assert_nothing_written(kms_server, t, name)
 

@@ -718,9 +718,13 @@ pub fn prepare(args: &ServeArgs, mode: Mode) -> Result<Prepared> {
             args.kv_max_entries, args.kv_max_mib
         );
     }
-    let dev_mode = effective(&app, Some(&variables), "dev_mode").is_some_and(|v| v.expose().trim() == "true");
+    // The same rule as the component's (`src/vars.rs` parse_bool): exactly `true` or `false`.
+    let dev_mode_value = effective(&app, Some(&variables), "dev_mode").map(|v| v.expose().trim().to_string());
+    let dev_mode = dev_mode_value.as_deref() == Some("true");
     if dev_mode {
         eprintln!("veil: WARNING: dev mode (dev_mode = true): dev-only keys and tokens are accepted; never use this in production");
+    } else if dev_mode_value.as_deref().is_some_and(|v| !v.is_empty() && v != "false") {
+        eprintln!("veil: WARNING: dev_mode must be true or false; the component answers every request with 500 misconfigured");
     }
     // The component's own limit, as it will read it (an undeclared variable reads as unset).
     let body_limit = body_limit(variables.get("max_body_bytes").ok().map(|v| v.expose()));

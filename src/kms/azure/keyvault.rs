@@ -51,8 +51,23 @@ pub(super) fn resource_for(host: &str) -> String {
     }
 }
 
+/// The token audiences a challenge may name: the Key Vault and Managed HSM families.
+const VAULT_AUDIENCE_HOSTS: &[&str] = &[
+    "vault.azure.net",
+    "managedhsm.azure.net",
+    "vault.azure.cn",
+    "managedhsm.azure.cn",
+    "vault.usgovcloudapi.net",
+    "managedhsm.usgovcloudapi.net",
+    "vault.microsoftazure.de",
+];
+
 /// The `resource` (or `scope` less `/.default`) of a `WWW-Authenticate: Bearer …` challenge, if
-/// it is an https audience the vault host belongs to (the check the Azure SDKs make).
+/// it is the vault's own audience: a Key Vault or Managed HSM audience that the vault's host is
+/// directly under (`myvault.vault.azure.net` → `https://vault.azure.net`); for a local emulator
+/// only the public Key Vault or Managed HSM audience. Anything else (Resource Manager, Graph, a
+/// parent domain such as `https://azure.net`) is ignored, so a vault, or whatever listens at a
+/// key URL, can never obtain a token for another audience.
 pub(super) fn challenge_resource(header: &str, vault_host: &str) -> Option<String> {
     let params = header.trim().strip_prefix("Bearer")?.trim();
     let mut found = None;
@@ -70,12 +85,17 @@ pub(super) fn challenge_resource(header: &str, vault_host: &str) -> Option<Strin
     if res_host.is_empty() || res_host.contains(['/', '?', '#', '@']) {
         return None;
     }
-    let vault_host = vault_host.to_ascii_lowercase();
-    if is_local_host(&vault_host) || vault_host.ends_with(&format!(".{res_host}")) {
-        Some(format!("https://{res_host}"))
-    } else {
-        None
+    if !VAULT_AUDIENCE_HOSTS.contains(&res_host.as_str()) {
+        return None;
     }
+    let vault_host = vault_host.to_ascii_lowercase();
+    let own = match vault_host.split_once('.') {
+        Some((label, parent)) => !label.is_empty() && parent == res_host,
+        None => false,
+    };
+    let local_public =
+        is_local_host(&vault_host) && matches!(res_host.as_str(), "vault.azure.net" | "managedhsm.azure.net");
+    (own || local_public).then(|| format!("https://{res_host}"))
 }
 
 /// What a vault call came to, before the 401 handling.
@@ -245,10 +265,14 @@ impl AzureKeyVault {
                     return Err(KmsError::Denied(format!("{WHO_VAULT}: HTTP 401 with a fresh token")))
                 }
                 Reply::Challenge(challenge) => {
-                    if let Some(r) =
-                        challenge.as_deref().and_then(|c| challenge_resource(c, &self.vault_host))
-                    {
-                        *self.resource.borrow_mut() = r;
+                    match challenge.as_deref().map(|c| challenge_resource(c, &self.vault_host)) {
+                        Some(Some(r)) => *self.resource.borrow_mut() = r,
+                        Some(None) => eprintln!(
+                            "veil: {WHO_VAULT}: ignored a 401 challenge for another audience than the \
+                             vault's own; retrying with a fresh token for {}",
+                            self.resource.borrow()
+                        ),
+                        None => {}
                     }
                     fresh = true;
                 }

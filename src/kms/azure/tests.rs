@@ -366,6 +366,42 @@ fn challenge_resources_are_checked_against_the_vault_host() {
     assert_eq!(resource_for("127.0.0.1"), VAULT_RESOURCE);
 }
 
+/// Issue 19 item 2: a challenge may only name the vault's own audience. Before, a local vault
+/// (or any listener at a loopback key URL) could ask for any https audience, and a parent
+/// domain (`https://azure.net`) passed for every vault.
+#[test]
+fn challenges_for_other_audiences_are_never_honoured() {
+    let c =
+        |r: &str| format!(r#"Bearer authorization="https://login.microsoftonline.com/t", resource="{r}""#);
+    let s = |r: &str| {
+        format!(r#"Bearer authorization="https://login.microsoftonline.com/t", scope="{r}/.default""#)
+    };
+    for (header, host) in [
+        (c("https://management.azure.com"), "127.0.0.1"),
+        (c("https://graph.microsoft.com"), "localhost"),
+        (s("https://management.core.windows.net"), "127.0.0.1"),
+        (c("https://azure.net"), "contoso.vault.azure.net"),
+        (c("https://net"), "contoso.vault.azure.net"),
+        (c("https://managedhsm.azure.net"), "contoso.vault.azure.net"),
+        (c("https://vault.azure.net"), "contoso.vault.azure.net.evil.example"),
+        (c("https://vault.azure.net"), "a.b.vault.azure.net"),
+        (c("https://evil.vault.azure.net"), "x.evil.vault.azure.net"),
+        (c("http://vault.azure.net"), "contoso.vault.azure.net"),
+        (c("https://vault.azure.cn"), "contoso.vault.azure.net"),
+    ] {
+        assert_eq!(challenge_resource(&header, host), None, "{header} for {host}");
+    }
+    // the vault's own audience, and for a local emulator the public Key Vault / Managed HSM one
+    for (header, host, want) in [
+        (c("https://vault.azure.net/"), "contoso.vault.azure.net", "https://vault.azure.net"),
+        (s("https://vault.azure.cn"), "contoso.vault.azure.cn", "https://vault.azure.cn"),
+        (c("https://vault.azure.net"), "127.0.0.1", "https://vault.azure.net"),
+        (c("https://managedhsm.azure.net"), "[::1]", "https://managedhsm.azure.net"),
+    ] {
+        assert_eq!(challenge_resource(&header, host).as_deref(), Some(want), "{header} for {host}");
+    }
+}
+
 #[test]
 fn throttling_honours_retry_after_within_the_budget() {
     let (t, s) = ids();
@@ -416,7 +452,7 @@ fn vault_and_token_errors_map_to_stable_codes() {
     let w = WrappedDek { blob: vec![1; 256], kek_id: KID.into(), kek_version: KID[KID.len() - 32..].into() };
     for (status, wrap_code, unwrap_code) in [
         (403, "kms_denied", "kms_denied"),
-        (404, "kms_key_not_found", "kms_key_not_found"),
+        (404, "kms_denied", "kms_denied"),
         (400, "misconfigured", "kms_unwrap_failed"),
         (302, "kms_bad_response", "kms_bad_response"),
     ] {
