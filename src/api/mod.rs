@@ -198,6 +198,11 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(400, "invalid_json", format!("the body is not valid JSON: {}", json_where(&e)))
     })?;
+    // Every body is a JSON object: serde would also read a struct from an array of its fields
+    // in order (`[null, null]`), which the document does not allow.
+    if !value.is_object() {
+        return Err(ApiError::new(400, "invalid_request", "the request body must be a JSON object"));
+    }
     serde_path_to_error::deserialize(value).map_err(|e| {
         ApiError::new(
             400,

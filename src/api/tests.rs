@@ -305,6 +305,10 @@ fn bad_requests_get_stable_codes_and_write_nothing() {
         ("GET", "/v1/schemes/x", Some(&admin), b"", 404, "scheme_not_found"),
         ("POST", "/v1/protect", Some(&admin), br#"{"scheme": "x", "values": "a"}"#, 400, "invalid_request"),
         ("POST", "/v1/protect", Some(&admin), br#"{"scheme": "x", "values": [1]}"#, 400, "invalid_request"),
+        // a struct's fields as an array, which serde alone would read
+        ("POST", "/v1/protect", Some(&admin), br#"["x", ["a"]]"#, 400, "invalid_request"),
+        ("PATCH", "/v1/schemes/x", Some(&admin), b"[null, null]", 400, "invalid_request"),
+        ("POST", "/v1/rewrap", Some(&admin), br#"[["t"]]"#, 400, "invalid_request"),
         (
             "POST",
             "/v1/protect",

@@ -218,7 +218,8 @@ impl RotationPeriod {
     pub const MAX_SECS: u64 = 3650 * 86_400;
 
     pub fn parse(s: &str) -> Result<Self, &'static str> {
-        const RULE: &str = "rotation_period is a whole number followed by s, m, h or d (e.g. \"30d\"), \
+        const RULE: &str =
+            "rotation_period is a whole number (no leading zero) followed by s, m, h or d (e.g. \"30d\"), \
                             from 1s to 3650d";
         if !s.is_ascii() || s.len() < 2 {
             return Err(RULE);
@@ -231,7 +232,11 @@ impl RotationPeriod {
             "d" => 86_400,
             _ => return Err(RULE),
         };
-        if digits.is_empty() || digits.len() > 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        if digits.is_empty()
+            || digits.len() > 10
+            || digits.starts_with('0')
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+        {
             return Err(RULE);
         }
         let n: u64 = digits.parse().map_err(|_| RULE)?;
@@ -370,6 +375,9 @@ mod tests {
             ("30d", 2_592_000, "30d"),
             ("24h", 86_400, "1d"),
             ("3650d", 315_360_000, "3650d"),
+            ("87600h", 315_360_000, "3650d"),
+            ("5256000m", 315_360_000, "3650d"),
+            ("315360000s", 315_360_000, "3650d"),
         ] {
             let p = RotationPeriod::parse(text).expect(text);
             assert_eq!((p.secs(), p.to_string().as_str()), (secs, shown), "{text}");
@@ -390,6 +398,11 @@ mod tests {
             "1é",
             "é",
             "d1",
+            "01d",
+            "00s",
+            "87601h",
+            "5256001m",
+            "315360001s",
         ] {
             assert!(RotationPeriod::parse(bad).is_err(), "{bad:?}");
         }
