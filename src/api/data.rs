@@ -1,11 +1,12 @@
-//! `/v1/protect`, `/v1/unprotect`, `/v1/mask`: batches of values in, per-item results out.
+//! `/v1/protect`, `/v1/unprotect`, `/v1/rewrap`, `/v1/mask`: batches of values in, per-item
+//! results out.
 
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::{item, parse, ApiResponse};
+use super::{item, non_null, parse, ApiResponse};
 use crate::auth::Principal;
 use crate::ops::{self, Ctx, ItemError};
 
@@ -22,9 +23,9 @@ pub(super) enum Encoding {
 struct ProtectBody {
     scheme: String,
     values: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "non_null")]
     subject: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "non_null")]
     context: Option<String>,
     #[serde(default)]
     encoding: Encoding,
@@ -34,12 +35,22 @@ struct ProtectBody {
 #[serde(deny_unknown_fields)]
 pub(super) struct UnprotectBody {
     pub(super) values: Vec<String>,
+    #[serde(default, deserialize_with = "non_null")]
+    pub(super) subject: Option<String>,
+    #[serde(default, deserialize_with = "non_null")]
+    pub(super) context: Option<String>,
+    #[serde(default)]
+    pub(super) encoding: Encoding,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RewrapBody {
+    pub(super) values: Vec<String>,
     #[serde(default)]
     pub(super) subject: Option<String>,
     #[serde(default)]
     pub(super) context: Option<String>,
-    #[serde(default)]
-    pub(super) encoding: Encoding,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +107,14 @@ pub(super) fn unprotect(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Resu
             }))
         })
         .collect();
+    Ok(ApiResponse::json(200, &json!({ "results": results })))
+}
+
+pub(super) fn rewrap(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<ApiResponse, ApiError> {
+    let b: RewrapBody = parse(body)?;
+    let tokens: Vec<&str> = b.values.iter().map(String::as_str).collect();
+    let results = ops::rewrap(ctx, who, &tokens, b.subject.as_deref(), b.context.as_deref())?;
+    let results: Vec<Value> = results.into_iter().map(item).collect();
     Ok(ApiResponse::json(200, &json!({ "results": results })))
 }
 

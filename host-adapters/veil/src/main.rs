@@ -5,6 +5,8 @@
 mod cli;
 mod config_error;
 mod engine;
+mod imports;
+mod lambda;
 mod manifest;
 mod outbound;
 mod run;
@@ -19,12 +21,26 @@ use clap::Parser;
 
 pub use config_error::ConfigError;
 
+/// Invoked as `bootstrap` (the AWS Lambda custom runtime's entry point): `veil lambda` with the
+/// same arguments.
+fn parse_args() -> cli::Cli {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let invoked_as = args.first().and_then(|a| std::path::Path::new(a).file_name().map(|n| n.to_os_string()));
+    if invoked_as.as_deref() == Some(std::ffi::OsStr::new("bootstrap")) {
+        args.insert(1, "lambda".into());
+    }
+    cli::Cli::parse_from(args)
+}
+
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = parse_args();
     let result = match cli.command {
         cli::Command::Serve(args) => serve::run(args),
+        cli::Command::AzureFunctions(args) => serve::run_http(args, serve::Mode::AzureFunctions),
+        cli::Command::Lambda(args) => lambda::run(args),
         cli::Command::Token(args) => token::run(args),
         cli::Command::Run(args) => run::run(args),
+        cli::Command::Imports(args) => imports::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
