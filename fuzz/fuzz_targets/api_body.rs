@@ -75,7 +75,11 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         Ok(parsed) => {
-            let v = json.expect("an accepted body is JSON");
+            let Some(v) = json else {
+                // only rekey accepts a body that is not JSON: an empty one (no new KEK)
+                assert!(route == BodyRoute::Rekey && body.iter().all(u8::is_ascii_whitespace));
+                return;
+            };
             let given = |field: &str| -> Vec<&str> {
                 v[field].as_array().expect("values").iter().map(|s| s.as_str().expect("string")).collect()
             };
@@ -109,6 +113,12 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(Some(scheme.as_str()), v["scheme"].as_str());
                     assert_eq!(values, given("values"));
                 }
+                Parsed::Rewrap { values, subject, context } => {
+                    assert_eq!(values, given("values"));
+                    assert_eq!(subject.as_deref(), v["subject"].as_str());
+                    assert_eq!(context.as_deref(), v["context"].as_str());
+                }
+                Parsed::UpdateScheme | Parsed::Rekey(_) => {}
             }
         }
     }

@@ -3,10 +3,11 @@
 //! nothing after it (no authentication, store or key). Compiled only with the `fuzzing` feature,
 //! which nothing but `fuzz/` turns on; it is not part of Veil's interface.
 
-use super::data::{self, UnprotectBody};
+use super::data::{self, RewrapBody, UnprotectBody};
 use super::error::ApiError;
 use super::{parse, schemes};
 use crate::ops::NewScheme;
+use crate::scheme::KekRef;
 
 /// A route that reads a JSON body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,12 +20,25 @@ pub enum BodyRoute {
     Unprotect,
     /// `POST /v1/mask`
     Mask,
+    /// `POST /v1/rewrap`
+    Rewrap,
+    /// `PATCH /v1/schemes/{name}`
+    UpdateScheme,
+    /// `POST /v1/schemes/{name}/rekey`
+    Rekey,
 }
 
 impl BodyRoute {
-    /// Every route with a JSON body (`POST /v1/schemes/{name}/rotate` reads none).
-    pub const ALL: [BodyRoute; 4] =
-        [BodyRoute::CreateScheme, BodyRoute::Protect, BodyRoute::Unprotect, BodyRoute::Mask];
+    /// Every route with a JSON body (`rotate` and `versions/{v}/destroy` read none).
+    pub const ALL: [BodyRoute; 7] = [
+        BodyRoute::CreateScheme,
+        BodyRoute::Protect,
+        BodyRoute::Unprotect,
+        BodyRoute::Mask,
+        BodyRoute::Rewrap,
+        BodyRoute::UpdateScheme,
+        BodyRoute::Rekey,
+    ];
 
     /// The method and path, as in docs/api.md.
     pub fn name(self) -> &'static str {
@@ -33,6 +47,9 @@ impl BodyRoute {
             BodyRoute::Protect => "POST /v1/protect",
             BodyRoute::Unprotect => "POST /v1/unprotect",
             BodyRoute::Mask => "POST /v1/mask",
+            BodyRoute::Rewrap => "POST /v1/rewrap",
+            BodyRoute::UpdateScheme => "PATCH /v1/schemes/{name}",
+            BodyRoute::Rekey => "POST /v1/schemes/{name}/rekey",
         }
     }
 }
@@ -57,6 +74,14 @@ pub enum Parsed {
         scheme: String,
         values: Vec<String>,
     },
+    Rewrap {
+        values: Vec<String>,
+        subject: Option<String>,
+        context: Option<String>,
+    },
+    /// A valid change (what it changes is the operation's business).
+    UpdateScheme,
+    Rekey(Option<KekRef>),
 }
 
 /// Parses `body` as `route`'s handler does.
@@ -77,5 +102,14 @@ pub fn parse_body(route: BodyRoute, body: &[u8]) -> Result<Parsed, ApiError> {
             let b: data::MaskBody = parse(body)?;
             Parsed::Mask { scheme: b.scheme, values: b.values }
         }
+        BodyRoute::Rewrap => {
+            let b: RewrapBody = parse(body)?;
+            Parsed::Rewrap { values: b.values, subject: b.subject, context: b.context }
+        }
+        BodyRoute::UpdateScheme => {
+            schemes::parse_change(body)?;
+            Parsed::UpdateScheme
+        }
+        BodyRoute::Rekey => Parsed::Rekey(schemes::rekey_kek(body)?),
     })
 }

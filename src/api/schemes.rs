@@ -76,12 +76,7 @@ pub(super) fn rekey(
     name: &str,
     body: &[u8],
 ) -> Result<ApiResponse, ApiError> {
-    let kek = if body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        let b: RekeyBody = parse(body)?;
-        b.kek.map(parse_kek).transpose()?
-    };
+    let kek = rekey_kek(body)?;
     let done = ops::rekey(ctx, who, name, kek)?;
     let list: Vec<Value> = done.versions.iter().map(|v| version_view(&done.scheme, v)).collect();
     let rewrapped: Vec<u32> = done.rewrapped.iter().map(|v| v.get()).collect();
@@ -89,6 +84,15 @@ pub(super) fn rekey(
         200,
         &json!({"scheme": scheme_view(&done.scheme), "versions": list, "rewrapped": rewrapped}),
     ))
+}
+
+/// Reads the body of `POST /v1/schemes/{name}/rekey` (empty, or `{"kek": ...}`): the new KEK, if any.
+pub(super) fn rekey_kek(body: &[u8]) -> Result<Option<KekRef>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let b: RekeyBody = parse(body)?;
+    b.kek.map(parse_kek).transpose()
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,7 +136,8 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
     Option::<String>::deserialize(d).map(Some)
 }
 
-fn parse_change(body: &[u8]) -> Result<SchemeChange, ApiError> {
+/// Reads the body of `PATCH /v1/schemes/{name}`: its whole parsing, before any operation.
+pub(super) fn parse_change(body: &[u8]) -> Result<SchemeChange, ApiError> {
     let b: UpdateSchemeBody = parse(body)?;
     if b.min_decryption_version.is_none() && b.rotation_period.is_none() {
         return Err(ApiError::invalid_field("give min_decryption_version and/or rotation_period"));
