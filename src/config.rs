@@ -9,6 +9,7 @@ use zeroize::Zeroizing;
 
 use crate::auth::AuthConfig;
 use crate::kms::{self, KekSettings};
+use crate::subjects;
 use crate::vars::{parse_bool, parse_limit};
 use crate::vars::{ConfigError, Variables};
 
@@ -42,6 +43,8 @@ pub struct Config {
     pub kms: kms::LazySettings,
     /// The opt-in DEK cache (`dek_cache*`); `None` when off.
     pub dek_cache: Option<kms::cache::Settings>,
+    /// Subject digests and erasure signing (`subject_digest_key`, `erasure_*`), read on first use.
+    pub subjects: subjects::LazySettings,
 }
 
 impl fmt::Debug for Config {
@@ -59,13 +62,20 @@ impl fmt::Debug for Config {
 impl Config {
     /// Reads and checks every variable now.
     pub fn load(vars: &dyn Variables) -> Result<Config, ConfigError> {
-        Self::load_with(vars, || Ok(kms::LazySettings::loaded(kms::Settings::load(vars)?)))
+        Self::load_with(vars, || {
+            Ok((
+                kms::LazySettings::loaded(kms::Settings::load(vars)?),
+                subjects::LazySettings::loaded(subjects::Settings::load(vars)?),
+            ))
+        })
     }
 
     /// Like [`Config::load`], but the KMS variables are read when a vault is first needed: the
     /// component's per-request path, where each variable is a host call.
     pub fn load_deferred(vars: Rc<dyn Variables>) -> Result<Config, ConfigError> {
-        Self::load_with(vars.as_ref(), || Ok(kms::LazySettings::deferred(vars.clone())))
+        Self::load_with(vars.as_ref(), || {
+            Ok((kms::LazySettings::deferred(vars.clone()), subjects::LazySettings::deferred(vars.clone())))
+        })
     }
 
     /// What the KEK providers of a request are built from ([`kms::Keks`]).
@@ -81,7 +91,7 @@ impl Config {
     /// rest has been checked.
     fn load_with(
         vars: &dyn Variables,
-        kms: impl FnOnce() -> Result<kms::LazySettings, ConfigError>,
+        lazy: impl FnOnce() -> Result<(kms::LazySettings, subjects::LazySettings), ConfigError>,
     ) -> Result<Config, ConfigError> {
         let dev_mode = parse_bool("dev_mode", vars.get("dev_mode"))?;
         let d = Limits::default();
@@ -121,8 +131,8 @@ impl Config {
         }
         let local_kek_b64 = vars.get("local_kek").map(Zeroizing::new);
         let dek_cache = kms::cache::Settings::load(vars)?;
-        let kms = kms()?;
-        Ok(Config { dev_mode, local_kek_b64, database_url, limits, auth, kms, dek_cache })
+        let (kms, subjects) = lazy()?;
+        Ok(Config { dev_mode, local_kek_b64, database_url, limits, auth, kms, dek_cache, subjects })
     }
 }
 

@@ -44,7 +44,7 @@ fn status(e: &OpError) -> u16 {
         OpError::Auth(AuthError::Config(_)) => 500,
         OpError::Auth(_) => 401,
         OpError::Forbidden(_) => 403,
-        OpError::SchemeNotFound(_) => 404,
+        OpError::SchemeNotFound(_) | OpError::ErasureNotFound => 404,
         OpError::SchemeExists(_) | OpError::VersionsExhausted | OpError::Conflict => 409,
         OpError::BatchTooLarge { .. } => 413,
         OpError::Store(StoreError::Unavailable(_) | StoreError::SchemaTooNew { .. }) => 503,
@@ -119,6 +119,12 @@ mod tests {
                 409,
                 "scheme_exists",
                 "a scheme named \"pii\" already exists in this tenant",
+            ),
+            (
+                OpError::ErasureNotFound,
+                404,
+                "erasure_not_found",
+                "no erasure certificate of this id in this tenant",
             ),
             (
                 OpError::BatchTooLarge { values: 4, max: 3 },

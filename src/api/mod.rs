@@ -2,11 +2,12 @@
 //! that knows about HTTP; the work itself is in [`crate::ops`].
 //!
 //! The route table is [`route`]; each area's handlers (parse the body, call the operation, shape
-//! the answer) live in their own file: [`schemes`] and [`data`]. Statuses come from [`error`].
+//! the answer) live in their own file: [`schemes`], [`data`] and [`subjects`]. Statuses come from [`error`].
 
 mod data;
 pub mod error;
 mod schemes;
+mod subjects;
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -65,6 +66,10 @@ enum Route<'p> {
     Protect,
     Unprotect,
     Mask,
+    EraseSubject(&'p str),
+    EraseSubjects,
+    Erasure(&'p str),
+    ErasureKeys,
 }
 
 /// The route table: every path Veil answers, with the methods it allows.
@@ -76,6 +81,22 @@ fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
         "/v1/protect" => (Route::Protect, "POST"),
         "/v1/unprotect" => (Route::Unprotect, "POST"),
         "/v1/mask" => (Route::Mask, "POST"),
+        "/v1/subjects/erase" => (Route::EraseSubjects, "POST"),
+        "/.well-known/veil/erasure-keys" => (Route::ErasureKeys, "GET"),
+        _ if path.starts_with("/v1/subjects/") => {
+            let id = path.strip_prefix("/v1/subjects/")?.strip_suffix("/erase")?;
+            if id.is_empty() || id.contains('/') {
+                return None;
+            }
+            (Route::EraseSubject(id), "POST")
+        }
+        _ if path.starts_with("/v1/erasures/") => {
+            let id = path.strip_prefix("/v1/erasures/")?;
+            if id.is_empty() || id.contains('/') {
+                return None;
+            }
+            (Route::Erasure(id), "GET")
+        }
         _ => {
             let rest = path.strip_prefix("/v1/schemes/")?;
             match rest.split_once('/') {
@@ -124,6 +145,7 @@ fn dispatch(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> Result<ApiResponse, Api
         Route::OpenApi => {
             return Ok(ApiResponse { status: 200, headers: Vec::new(), body: OPENAPI.as_bytes().to_vec() })
         }
+        Route::ErasureKeys => return subjects::erasure_keys(deps.ctx),
         _ => {}
     }
     if req.method == "POST" {
@@ -139,7 +161,10 @@ fn dispatch(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> Result<ApiResponse, Api
         Route::Protect => data::protect(ctx, &who, req.body),
         Route::Unprotect => data::unprotect(ctx, &who, req.body),
         Route::Mask => data::mask(ctx, &who, req.body),
-        Route::Health | Route::OpenApi => Err(ApiError::internal()),
+        Route::EraseSubject(id) => subjects::erase(ctx, &who, id),
+        Route::EraseSubjects => subjects::erase_bulk(ctx, &who, req.body),
+        Route::Erasure(id) => subjects::get_erasure(ctx, &who, id),
+        Route::Health | Route::OpenApi | Route::ErasureKeys => Err(ApiError::internal()),
     }
 }
 

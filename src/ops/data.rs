@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 
+use super::subjects::{derive_value_key, Subject};
 use super::{check_batch, check_binding, max_token_len, parse_scheme_name, Ctx, ItemError, OpError};
 use crate::auth::Principal;
 use crate::crypto::aead::AeadKey;
@@ -27,7 +28,7 @@ pub fn protect(
     context: Option<&str>,
 ) -> Result<(KeyVersion, Vec<Result<String, ItemError>>), OpError> {
     check_batch(ctx.config, values.len())?;
-    check_binding(subject, context)?;
+    let subject_id = check_binding(subject, context)?;
     let name = parse_scheme_name(scheme)?;
     let (scheme, current) =
         ctx.store.get_scheme_with_current_key(&who.tenant, &name)?.ok_or(OpError::SchemeNotFound(name))?;
@@ -35,12 +36,15 @@ pub fn protect(
         return Err(OpError::forbidden("protecting with this scheme"));
     }
     let version = scheme.current_version;
+    let subject_state = match subject_id {
+        Some(id) => Some(Subject::for_protect(ctx, who, id)?),
+        None => None,
+    };
     let dek = ctx.unwrap_data_key(&scheme, current)?.ok_or_else(|| {
         eprintln!("veil: scheme {}/{} has no usable current data key", scheme.tenant, scheme.name);
         OpError::Internal
     })?;
-    let key =
-        AeadKey::new(scheme.algorithm, &kdf::scheme_data_key(&dek, &scheme.tenant, &scheme.name, version));
+    let key = derive_value_key(&scheme, version, &dek, subject_state.as_ref()).ok_or(OpError::Internal)?;
     drop(dek);
     let max = ctx.config.limits.max_value_bytes;
     let mut sealer = token::Sealer::new(&key, &scheme.tenant, &scheme.name, version, subject, context);
@@ -65,7 +69,7 @@ pub fn unprotect(
     context: Option<&str>,
 ) -> Result<Vec<Result<Plaintext, ItemError>>, OpError> {
     check_batch(ctx.config, tokens.len())?;
-    check_binding(subject, context)?;
+    let mut subject_id = check_binding(subject, context)?;
     let max_len = max_token_len(ctx.config.limits.max_value_bytes);
     let parsed: Vec<Result<token::ParsedToken, ItemError>> = tokens
         .iter()
@@ -97,6 +101,9 @@ pub fn unprotect(
         }
         schemes.insert(p.scheme.clone(), found);
     }
+    // The subject's secret, read once (never created) when the first token needs it.
+    let mut subject_state: Option<Subject> = None;
+    let mut erased: Option<ItemError> = None;
     // One unwrap (and one AAD) per scheme version per request.
     let mut keys: HashMap<Slot, Option<(AeadKey, Vec<u8>)>> = HashMap::new();
     let mut out = Vec::with_capacity(parsed.len());
@@ -113,6 +120,9 @@ pub fn unprotect(
             continue;
         };
         let slot = (p.scheme.clone(), p.key_version);
+        if let Some(id) = subject_id.take() {
+            subject_state = Some(Subject::for_unprotect(ctx, who, id)?);
+        }
         if !keys.contains_key(&slot) {
             let key = if p.key_version > scheme.current_version {
                 None
@@ -121,12 +131,9 @@ pub fn unprotect(
                     Some(dk) => ctx.unwrap_data_key(scheme, dk)?,
                     None => ctx.unwrap_dek(scheme, p.key_version)?,
                 };
-                dek.map(|dek| {
-                    let key = AeadKey::new(
-                        scheme.algorithm,
-                        &kdf::scheme_data_key(&dek, &scheme.tenant, &scheme.name, p.key_version),
-                    );
-                    (key, token::aad(&who.tenant, &p.scheme, p.key_version, subject, context))
+                dek.and_then(|dek| {
+                    let key = derive_value_key(scheme, p.key_version, &dek, subject_state.as_ref())?;
+                    Some((key, token::aad(&who.tenant, &p.scheme, p.key_version, subject, context)))
                 })
             };
             keys.insert(slot.clone(), key);
@@ -135,6 +142,11 @@ pub fn unprotect(
             // The same as token::unprotect, with the slot's AAD built once.
             Some(Some((key, aad))) => key.open(aad, &p.sealed).map_err(|_| ItemError::DECRYPTION_FAILED),
             _ => Err(ItemError::DECRYPTION_FAILED),
+        };
+        let result = match (result, &subject_state) {
+            // Erased subjects are told apart from tampering by the certificate Veil keeps.
+            (Err(_), Some(s)) => Err(erased.get_or_insert(s.open_failure(ctx, who)?).clone()),
+            (r, _) => r,
         };
         out.push(result);
     }

@@ -27,6 +27,8 @@ pub enum OpError {
     SchemeNotFound(SchemeName),
     /// A scheme of this name exists already in the caller's tenant.
     SchemeExists(SchemeName),
+    /// No erasure certificate of this id in the caller's tenant.
+    ErasureNotFound,
     /// More values in one request than `max_batch`.
     BatchTooLarge { values: usize, max: usize },
     /// The scheme has used every key version.
@@ -60,6 +62,7 @@ impl OpError {
             OpError::Forbidden(_) => "forbidden",
             OpError::SchemeNotFound(_) => "scheme_not_found",
             OpError::SchemeExists(_) => "scheme_exists",
+            OpError::ErasureNotFound => "erasure_not_found",
             OpError::BatchTooLarge { .. } => "batch_too_large",
             OpError::VersionsExhausted => "key_versions_exhausted",
             OpError::Conflict => "conflict",
@@ -92,6 +95,7 @@ impl fmt::Display for OpError {
             OpError::SchemeExists(name) => {
                 write!(f, "a scheme named \"{name}\" already exists in this tenant")
             }
+            OpError::ErasureNotFound => f.write_str("no erasure certificate of this id in this tenant"),
             OpError::BatchTooLarge { values, max } => {
                 write!(f, "{values} values is more than max_batch ({max})")
             }
@@ -171,6 +175,12 @@ impl ItemError {
     };
     pub const INVALID_ENCODING: ItemError =
         ItemError { code: "invalid_encoding", message: "the value is not valid base64" };
+    pub const SUBJECT_ERASED: ItemError = ItemError {
+        code: "subject_erased",
+        message: "the token's data subject was erased: its key no longer exists",
+    };
+    pub const INVALID_SUBJECT: ItemError =
+        ItemError { code: "invalid_subject", message: "a subject id is 1 to 256 bytes of UTF-8" };
     pub const NOT_UTF8: ItemError = ItemError {
         code: "not_utf8",
         message: "the plaintext is not UTF-8 text; ask for encoding \"base64\"",

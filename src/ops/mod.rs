@@ -8,10 +8,12 @@
 mod data;
 mod error;
 mod schemes;
+mod subjects;
 
 pub use data::{mask, protect, unprotect, Plaintext};
 pub use error::{ItemError, OpError};
 pub use schemes::{create_scheme, get_scheme, list_schemes, rotate, NewScheme};
+pub use subjects::{erase_subject, erase_subjects, erasure_keys, get_erasure, value_key, Subject};
 
 use crate::auth::Principal;
 use crate::config::Config;
@@ -23,9 +25,10 @@ use crate::kms::{Kek, Keks, KeyContext};
 use crate::scheme::{KekRef, Scheme};
 use crate::store::sql::SqlConn;
 use crate::store::{DataKey, KeyState, Store};
+use crate::subjects::SubjectId;
 
 /// Longest subject and context accepted (bytes).
-pub const MAX_SUBJECT_BYTES: usize = 256;
+pub use crate::subjects::MAX_SUBJECT_BYTES;
 pub const MAX_CONTEXT_BYTES: usize = 1024;
 
 /// What one request works with: its configuration, its database connection, its randomness.
@@ -104,14 +107,13 @@ fn parse_scheme_name(name: &str) -> Result<SchemeName, OpError> {
     SchemeName::parse(name).map_err(|e| OpError::invalid_field(format!("scheme: {e}")))
 }
 
-fn check_binding(subject: Option<&str>, context: Option<&str>) -> Result<(), OpError> {
-    if subject.is_some_and(|s| s.len() > MAX_SUBJECT_BYTES) {
-        return Err(OpError::invalid_field(format!("subject is longer than {MAX_SUBJECT_BYTES} bytes")));
-    }
+/// Checks the subject (1-256 bytes) and the context (at most 1024 bytes) of a request.
+fn check_binding(subject: Option<&str>, context: Option<&str>) -> Result<Option<SubjectId>, OpError> {
+    let subject = subject.map(SubjectId::parse).transpose().map_err(OpError::invalid_field)?;
     if context.is_some_and(|c| c.len() > MAX_CONTEXT_BYTES) {
         return Err(OpError::invalid_field(format!("context is longer than {MAX_CONTEXT_BYTES} bytes")));
     }
-    Ok(())
+    Ok(subject)
 }
 
 fn check_batch(config: &Config, n: usize) -> Result<(), OpError> {

@@ -31,6 +31,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/sqlite/0002_key_lifecycle.sql"),
         postgres: include_str!("migrations/postgres/0002_key_lifecycle.sql"),
     },
+    Migration {
+        version: 3,
+        name: "subjects",
+        sqlite: include_str!("migrations/sqlite/0003_subjects.sql"),
+        postgres: include_str!("migrations/postgres/0003_subjects.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

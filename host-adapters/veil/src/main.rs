@@ -11,6 +11,7 @@ mod serve;
 mod spin;
 mod token;
 mod variables;
+mod verify_erasure;
 
 use std::process::ExitCode;
 
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
         cli::Command::Serve(args) => serve::run(args),
         cli::Command::Token(args) => token::run(args),
         cli::Command::Run(args) => run::run(args),
+        cli::Command::VerifyErasure(args) => verify_erasure::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
