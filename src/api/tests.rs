@@ -378,6 +378,10 @@ fn openapi_lists_every_route() {
         ("/v1/protect", "post"),
         ("/v1/unprotect", "post"),
         ("/v1/mask", "post"),
+        ("/v1/subjects/{id}/erase", "post"),
+        ("/v1/subjects/erase", "post"),
+        ("/v1/erasures/{id}", "get"),
+        ("/.well-known/veil/erasure-keys", "get"),
     ] {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} missing");
     }
