@@ -9,10 +9,12 @@
 #                   component through the real host over HTTP (pytest: tests/pytest.ini)
 #   6. dependencies cargo deny: licenses, bans, sources (deny.toml); advisories where a local
 #                   copy of the advisory database exists (VEIL_ADVISORY_DB_PATH; README, Tests)
-#   7. benchmarks   benches/run.sh --smoke: every benchmark produces its rows or the run fails
+#   7. fuzz smoke   fuzz/run.sh --smoke: one build of the fuzz workspace, every target for a few
+#                   seconds (libFuzzer on stable Rust; a crash fails the run)
+#   8. benchmarks   benches/run.sh --smoke: every benchmark produces its rows or the run fails
 # Installs what it needs (wasm target, rustfmt, cargo-deny, PostgreSQL, the Python venv, wrk).
 # Arguments go to the integration runs' pytest (e.g. -k PATTERN). VEIL_TEST_NO_BENCH=1 skips
-# step 7 (local runs only; CI never sets it).
+# step 8 (local runs only; CI never sets it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -108,8 +110,11 @@ else
   echo "  (it lives only on GitHub, which this machine cannot reach; README.md, Tests, says how to add one)" >&2
 fi
 
+gate "7. fuzz smoke (fuzz/run.sh --smoke)"
+fuzz/run.sh --smoke
+
 if [ "${VEIL_TEST_NO_BENCH:-}" != 1 ]; then
-  gate "7. benchmark smoke (benches/run.sh --smoke)"
+  gate "8. benchmark smoke (benches/run.sh --smoke)"
   smoke=target/BENCHMARKS.smoke.md  # kept for a look; target/ is not tracked
   benches/run.sh --smoke --out "$smoke"  # builds only the core benchmarks here
   # every section of BENCHMARKS.md is there, and no row says it failed
@@ -123,6 +128,6 @@ if [ "${VEIL_TEST_NO_BENCH:-}" != 1 ]; then
     exit 1
   fi
 else
-  echo "7. benchmark smoke: not run (VEIL_TEST_NO_BENCH=1; CI never sets it)" >&2
+  echo "8. benchmark smoke: not run (VEIL_TEST_NO_BENCH=1; CI never sets it)" >&2
 fi
 finish_gate

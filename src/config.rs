@@ -31,6 +31,9 @@ impl Default for Limits {
 pub const MAX_BODY_CEILING: usize = 64 << 20;
 pub const MAX_BATCH_CEILING: usize = 100_000;
 
+/// The largest `max_seals_per_key` accepted: the largest per-algorithm bound (2^48).
+pub const MAX_SEALS_CEILING: u64 = 1 << 48;
+
 /// Everything a request needs to know about the deployment.
 pub struct Config {
     pub dev_mode: bool,
@@ -45,6 +48,9 @@ pub struct Config {
     pub dek_cache: Option<kms::cache::Settings>,
     /// Subject digests and erasure signing (`subject_digest_key`, `erasure_*`), read on first use.
     pub subjects: subjects::LazySettings,
+    /// `max_seals_per_key`: rotate a scheme once its current key version has sealed this many
+    /// values, if that is below the algorithm's own bound ([`crate::crypto::aead::Algorithm::max_seals`]).
+    pub max_seals_per_key: Option<u64>,
 }
 
 impl fmt::Debug for Config {
@@ -60,6 +66,12 @@ impl fmt::Debug for Config {
 }
 
 impl Config {
+    /// How many values a key version of `algorithm` may seal before the scheme rotates.
+    pub fn seal_limit(&self, algorithm: crate::crypto::aead::Algorithm) -> u64 {
+        let bound = algorithm.max_seals();
+        self.max_seals_per_key.map_or(bound, |n| n.min(bound))
+    }
+
     /// Reads and checks every variable now.
     pub fn load(vars: &dyn Variables) -> Result<Config, ConfigError> {
         Self::load_with(vars, || {
@@ -131,8 +143,30 @@ impl Config {
         }
         let local_kek_b64 = vars.get("local_kek").map(Zeroizing::new);
         let dek_cache = kms::cache::Settings::load(vars)?;
+        let max_seals_per_key = match vars.get("max_seals_per_key") {
+            None => None,
+            Some(v) => Some(
+                v.trim().parse::<u64>().ok().filter(|n| (1..=MAX_SEALS_CEILING).contains(n)).ok_or_else(
+                    || {
+                        ConfigError(format!(
+                            "variable max_seals_per_key must be a whole number from 1 to {MAX_SEALS_CEILING}"
+                        ))
+                    },
+                )?,
+            ),
+        };
         let (kms, subjects) = lazy()?;
-        Ok(Config { dev_mode, local_kek_b64, database_url, limits, auth, kms, dek_cache, subjects })
+        Ok(Config {
+            dev_mode,
+            local_kek_b64,
+            database_url,
+            limits,
+            auth,
+            kms,
+            dek_cache,
+            subjects,
+            max_seals_per_key,
+        })
     }
 }
 
@@ -180,6 +214,24 @@ pub(crate) mod tests {
         assert!(!format!("{d:?}").contains(key));
         let short = Config::load(&MapVars::default().with("dek_cache", "true").with("dek_cache_key", "AAEC"));
         assert!(short.is_err());
+    }
+
+    #[test]
+    fn seal_limits_per_algorithm_and_configured_down() {
+        use crate::crypto::aead::Algorithm;
+        let c = Config::load(&MapVars::default()).expect("config");
+        assert_eq!(c.seal_limit(Algorithm::Aes256Gcm), 1 << 31);
+        assert_eq!(c.seal_limit(Algorithm::ChaCha20Poly1305), 1 << 31);
+        assert_eq!(c.seal_limit(Algorithm::XChaCha20Poly1305), 1 << 48);
+        let c = Config::load(&MapVars::default().with("max_seals_per_key", "5")).expect("config");
+        assert!(Algorithm::ALL.iter().all(|a| c.seal_limit(*a) == 5));
+        let c = Config::load(&MapVars::default().with("max_seals_per_key", "4294967296")).expect("config");
+        assert_eq!(c.seal_limit(Algorithm::Aes256Gcm), 1 << 31, "never above the algorithm's bound");
+        assert_eq!(c.seal_limit(Algorithm::XChaCha20Poly1305), 1 << 32);
+        for bad in ["0", "-1", "many", "281474976710657"] {
+            let e = Config::load(&MapVars::default().with("max_seals_per_key", bad)).expect_err(bad);
+            assert!(e.0.contains("max_seals_per_key") && !e.0.contains("many"), "{e}");
+        }
     }
 
     #[test]

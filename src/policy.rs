@@ -7,15 +7,19 @@ use crate::scheme::{Operation, Policy};
 pub const TENANT_ADMIN_ROLE: &str = "admin";
 
 /// True when one of the principal's roles is listed for `op` in the scheme's policy
-/// (administration is also open to the tenant role `admin`).
+/// (administration is also open to the tenant role `admin`; rewrap to whoever may administer).
 pub fn allows(principal: &Principal, policy: &Policy, op: Operation) -> bool {
     let listed = match op {
         Operation::Protect => &policy.protect,
         Operation::Unprotect => &policy.unprotect,
         Operation::Mask => &policy.mask,
         Operation::Admin => &policy.admin,
+        Operation::Rewrap => &policy.rewrap,
     };
     if op == Operation::Admin && may_create_schemes(principal) {
+        return true;
+    }
+    if op == Operation::Rewrap && allows(principal, policy, Operation::Admin) {
         return true;
     }
     listed.iter().any(|role| principal.roles.contains(role))
@@ -50,7 +54,7 @@ mod tests {
     #[test]
     fn deny_by_default() {
         let empty = Policy::default();
-        for op in [Operation::Protect, Operation::Unprotect, Operation::Mask] {
+        for op in [Operation::Protect, Operation::Unprotect, Operation::Mask, Operation::Rewrap] {
             assert!(!allows(&who(&["app", "support"]), &empty, op));
         }
         assert!(!allows(&who(&["app"]), &empty, Operation::Admin));
@@ -63,6 +67,7 @@ mod tests {
             unprotect: vec!["support".into()],
             mask: vec!["analyst".into()],
             admin: vec!["ops".into()],
+            rewrap: vec!["converter".into()],
         };
         assert!(allows(&who(&["app"]), &p, Operation::Protect));
         assert!(!allows(&who(&["app"]), &p, Operation::Unprotect));
@@ -71,6 +76,11 @@ mod tests {
         assert!(allows(&who(&["ops"]), &p, Operation::Admin));
         assert!(allows(&who(&["admin"]), &p, Operation::Admin));
         assert!(!allows(&who(&["admin"]), &p, Operation::Unprotect));
+        assert!(allows(&who(&["converter"]), &p, Operation::Rewrap));
+        assert!(!allows(&who(&["converter"]), &p, Operation::Unprotect));
+        assert!(allows(&who(&["ops"]), &p, Operation::Rewrap), "administrators may rewrap");
+        assert!(allows(&who(&["admin"]), &p, Operation::Rewrap));
+        assert!(!allows(&who(&["support", "app"]), &p, Operation::Rewrap));
         assert!(may_create_schemes(&who(&["admin"])));
         assert!(may_erase_subjects(&who(&["admin"])) && may_erase_subjects(&who(&["privacy"])));
         assert!(!may_erase_subjects(&who(&["support", "app", "ops"])));

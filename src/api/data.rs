@@ -1,17 +1,18 @@
-//! `/v1/protect`, `/v1/unprotect`, `/v1/mask`: batches of values in, per-item results out.
+//! `/v1/protect`, `/v1/unprotect`, `/v1/rewrap`, `/v1/mask`: batches of values in, per-item
+//! results out.
 
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::{item, parse, ApiResponse};
+use super::{item, non_null, parse, ApiResponse};
 use crate::auth::Principal;
 use crate::ops::{self, Ctx, ItemError};
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-enum Encoding {
+pub(super) enum Encoding {
     #[default]
     Utf8,
     Base64,
@@ -22,9 +23,9 @@ enum Encoding {
 struct ProtectBody {
     scheme: String,
     values: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "non_null")]
     subject: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "non_null")]
     context: Option<String>,
     #[serde(default)]
     encoding: Encoding,
@@ -32,28 +33,47 @@ struct ProtectBody {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct UnprotectBody {
-    values: Vec<String>,
+pub(super) struct UnprotectBody {
+    pub(super) values: Vec<String>,
+    #[serde(default, deserialize_with = "non_null")]
+    pub(super) subject: Option<String>,
+    #[serde(default, deserialize_with = "non_null")]
+    pub(super) context: Option<String>,
     #[serde(default)]
-    subject: Option<String>,
-    #[serde(default)]
-    context: Option<String>,
-    #[serde(default)]
-    encoding: Encoding,
+    pub(super) encoding: Encoding,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct MaskBody {
-    scheme: String,
-    values: Vec<String>,
+pub(super) struct RewrapBody {
+    pub(super) values: Vec<String>,
+    #[serde(default, deserialize_with = "non_null")]
+    pub(super) subject: Option<String>,
+    #[serde(default, deserialize_with = "non_null")]
+    pub(super) context: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MaskBody {
+    pub(super) scheme: String,
+    pub(super) values: Vec<String>,
 }
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
-pub(super) fn protect(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<ApiResponse, ApiError> {
+/// The body of `/v1/protect` with its values decoded (a value that is not base64 fails alone).
+pub(super) struct ProtectInput {
+    pub(super) scheme: String,
+    pub(super) values: Vec<Result<Vec<u8>, ItemError>>,
+    pub(super) subject: Option<String>,
+    pub(super) context: Option<String>,
+}
+
+/// Reads the body of `/v1/protect`: its whole parsing, before any operation.
+pub(super) fn protect_input(body: &[u8]) -> Result<ProtectInput, ApiError> {
     let b: ProtectBody = parse(body)?;
-    let values: Vec<Result<Vec<u8>, ItemError>> = b
+    let values = b
         .values
         .into_iter()
         .map(|v| match b.encoding {
@@ -61,8 +81,13 @@ pub(super) fn protect(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result
             Encoding::Base64 => B64.decode(v.as_bytes()).map_err(|_| ItemError::INVALID_ENCODING),
         })
         .collect();
+    Ok(ProtectInput { scheme: b.scheme, values, subject: b.subject, context: b.context })
+}
+
+pub(super) fn protect(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<ApiResponse, ApiError> {
+    let b = protect_input(body)?;
     let (version, results) =
-        ops::protect(ctx, who, &b.scheme, &values, b.subject.as_deref(), b.context.as_deref())?;
+        ops::protect(ctx, who, &b.scheme, &b.values, b.subject.as_deref(), b.context.as_deref())?;
     let results: Vec<Value> = results.into_iter().map(item).collect();
     Ok(ApiResponse::json(200, &json!({"scheme": b.scheme, "key_version": version.get(), "results": results})))
 }
@@ -82,6 +107,14 @@ pub(super) fn unprotect(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Resu
             }))
         })
         .collect();
+    Ok(ApiResponse::json(200, &json!({ "results": results })))
+}
+
+pub(super) fn rewrap(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<ApiResponse, ApiError> {
+    let b: RewrapBody = parse(body)?;
+    let tokens: Vec<&str> = b.values.iter().map(String::as_str).collect();
+    let results = ops::rewrap(ctx, who, &tokens, b.subject.as_deref(), b.context.as_deref())?;
+    let results: Vec<Value> = results.into_iter().map(item).collect();
     Ok(ApiResponse::json(200, &json!({ "results": results })))
 }
 

@@ -44,8 +44,12 @@ fn status(e: &OpError) -> u16 {
         OpError::Auth(AuthError::Config(_)) => 500,
         OpError::Auth(_) => 401,
         OpError::Forbidden(_) => 403,
-        OpError::SchemeNotFound(_) | OpError::ErasureNotFound => 404,
-        OpError::SchemeExists(_) | OpError::VersionsExhausted | OpError::Conflict => 409,
+        OpError::SchemeNotFound(_) | OpError::KeyVersionNotFound(_) | OpError::ErasureNotFound => 404,
+        OpError::SchemeExists(_)
+        | OpError::VersionsExhausted
+        | OpError::Conflict
+        | OpError::KeyVersionActive(_)
+        | OpError::KeyVersionDestroyed(_) => 409,
         OpError::BatchTooLarge { .. } => 413,
         OpError::Store(StoreError::Unavailable(_) | StoreError::SchemaTooNew { .. }) => 503,
         OpError::Kms(KmsError::DevModeRequired) => 422,
@@ -71,7 +75,7 @@ impl From<AuthError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::SchemeName;
+    use crate::ids::{KeyVersion, SchemeName};
     use crate::vars::ConfigError;
 
     /// Every operation failure keeps the status, code and message it had before `OpError`
@@ -79,6 +83,7 @@ mod tests {
     #[test]
     fn op_errors_map_to_exact_statuses_codes_and_messages() {
         let pii = || SchemeName::parse("pii").expect("name");
+        let v = |n| KeyVersion::new(n).expect("version");
         let internal = "an internal error occurred; the details are in the server log";
         let detail = || "secret-detail".to_string();
         let cases: Vec<(OpError, u16, &str, &str)> = vec![
@@ -133,6 +138,19 @@ mod tests {
                 "4 values is more than max_batch (3)",
             ),
             (OpError::VersionsExhausted, 409, "key_versions_exhausted", "no key version is left"),
+            (OpError::KeyVersionNotFound(v(7)), 404, "key_version_not_found", "the scheme has no key version 7"),
+            (
+                OpError::KeyVersionActive(v(2)),
+                409,
+                "key_version_active",
+                "key version 2 is active: only a version below min_decryption_version can be destroyed",
+            ),
+            (
+                OpError::KeyVersionDestroyed(v(1)),
+                409,
+                "key_version_destroyed",
+                "key version 1 is destroyed; that cannot be undone",
+            ),
             (
                 OpError::Conflict,
                 409,

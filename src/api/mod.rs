@@ -6,6 +6,9 @@
 
 mod data;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod schemes;
 mod subjects;
 
@@ -56,6 +59,22 @@ impl ApiResponse {
     }
 }
 
+/// The document as served: [`OPENAPI`] with this deployment's `max_batch` as the `maxItems` of
+/// every batch (the file states the default, 1000), so that a client generating requests from it
+/// (schemathesis, tests/integration/test_openapi.py) is never told that a refused batch is valid.
+fn openapi_document(max_batch: usize) -> Vec<u8> {
+    let mut doc: Value = match serde_json::from_str(OPENAPI) {
+        Ok(doc) => doc,
+        Err(_) => return OPENAPI.as_bytes().to_vec(),
+    };
+    match doc.pointer_mut("/components/schemas/Values/maxItems") {
+        Some(n) if n.as_u64() == Some(max_batch as u64) => return OPENAPI.as_bytes().to_vec(),
+        Some(n) => *n = json!(max_batch),
+        None => return OPENAPI.as_bytes().to_vec(),
+    }
+    serde_json::to_vec_pretty(&doc).unwrap_or_else(|_| OPENAPI.as_bytes().to_vec())
+}
+
 /// The routes, for matching and for 405's `Allow` header.
 enum Route<'p> {
     Health,
@@ -63,8 +82,12 @@ enum Route<'p> {
     Schemes,
     Scheme(&'p str),
     Rotate(&'p str),
+    Versions(&'p str),
+    Rekey(&'p str),
+    Destroy(&'p str, &'p str),
     Protect,
     Unprotect,
+    Rewrap,
     Mask,
     EraseSubject(&'p str),
     EraseSubjects,
@@ -80,6 +103,7 @@ fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
         "/v1/schemes" => (Route::Schemes, "GET, POST"),
         "/v1/protect" => (Route::Protect, "POST"),
         "/v1/unprotect" => (Route::Unprotect, "POST"),
+        "/v1/rewrap" => (Route::Rewrap, "POST"),
         "/v1/mask" => (Route::Mask, "POST"),
         "/v1/subjects/erase" => (Route::EraseSubjects, "POST"),
         "/.well-known/veil/erasure-keys" => (Route::ErasureKeys, "GET"),
@@ -99,9 +123,15 @@ fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
         }
         _ => {
             let rest = path.strip_prefix("/v1/schemes/")?;
-            match rest.split_once('/') {
-                None if !rest.is_empty() => (Route::Scheme(rest), "GET"),
-                Some((name, "rotate")) if !name.is_empty() => (Route::Rotate(name), "POST"),
+            let parts: Vec<&str> = rest.split('/').collect();
+            match parts[..] {
+                [name] if !name.is_empty() => (Route::Scheme(name), "GET, PATCH"),
+                [name, "rotate"] if !name.is_empty() => (Route::Rotate(name), "POST"),
+                [name, "versions"] if !name.is_empty() => (Route::Versions(name), "GET"),
+                [name, "rekey"] if !name.is_empty() => (Route::Rekey(name), "POST"),
+                [name, "versions", v, "destroy"] if !name.is_empty() && !v.is_empty() => {
+                    (Route::Destroy(name, v), "POST")
+                }
                 _ => return None,
             }
         }
@@ -143,12 +173,13 @@ fn dispatch(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> Result<ApiResponse, Api
     match route {
         Route::Health => return Ok(ApiResponse::json(200, &json!({"status": "ok"}))),
         Route::OpenApi => {
-            return Ok(ApiResponse { status: 200, headers: Vec::new(), body: OPENAPI.as_bytes().to_vec() })
+            let body = openapi_document(deps.ctx.config.limits.max_batch);
+            return Ok(ApiResponse { status: 200, headers: Vec::new(), body });
         }
         Route::ErasureKeys => return subjects::erasure_keys(deps.ctx),
         _ => {}
     }
-    if req.method == "POST" {
+    if req.method == "POST" || req.method == "PATCH" {
         check_content_type(req.content_type)?;
     }
     let who = deps.auth?.authenticate(req.authorization, deps.jwks)?;
@@ -156,10 +187,15 @@ fn dispatch(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> Result<ApiResponse, Api
     match route {
         Route::Schemes if req.method == "POST" => schemes::create(ctx, &who, req.body),
         Route::Schemes => schemes::list(ctx, &who),
+        Route::Scheme(name) if req.method == "PATCH" => schemes::update(ctx, &who, name, req.body),
         Route::Scheme(name) => schemes::get(ctx, &who, name),
         Route::Rotate(name) => schemes::rotate(ctx, &who, name),
+        Route::Versions(name) => schemes::versions(ctx, &who, name),
+        Route::Rekey(name) => schemes::rekey(ctx, &who, name, req.body),
+        Route::Destroy(name, v) => schemes::destroy(ctx, &who, name, v),
         Route::Protect => data::protect(ctx, &who, req.body),
         Route::Unprotect => data::unprotect(ctx, &who, req.body),
+        Route::Rewrap => data::rewrap(ctx, &who, req.body),
         Route::Mask => data::mask(ctx, &who, req.body),
         Route::EraseSubject(id) => subjects::erase(ctx, &who, id),
         Route::EraseSubjects => subjects::erase_bulk(ctx, &who, req.body),
@@ -190,6 +226,17 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_value(value).map_err(|e| {
         ApiError::new(400, "invalid_request", format!("the request does not match its schema: {e}"))
     })
+}
+
+/// For an optional field whose document type is not nullable: absent is `None`, `null` is refused
+/// (400 `invalid_request`) like any other wrong type, instead of being read as absent. A caller who
+/// sends `"context": null` meaning "no context" and one who meant to bind a context both learn it.
+fn non_null<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 /// Where the JSON broke, without echoing the input.

@@ -24,6 +24,11 @@ struct World {
     config: Config,
     auth: Authenticator,
     seed: u8,
+    now: i64,
+    /// The host key-value store the DEK cache uses when `dek_cache` is on, and the last
+    /// request's vault unwraps.
+    kv: crate::kv::mem::MemKv,
+    unwraps: u32,
 }
 
 fn world_with(vars: MapVars) -> World {
@@ -39,7 +44,15 @@ fn world_with(vars: MapVars) -> World {
     let mut config = Config::load(&vars).expect("config");
     let auth_cfg: AuthConfig = std::mem::take(&mut config.auth);
     let auth = Authenticator::new(auth_cfg).expect("auth");
-    World { db: Lite::memory(), config, auth, seed: 0 }
+    World {
+        db: Lite::memory(),
+        config,
+        auth,
+        seed: 0,
+        now: 1_795_388_400,
+        kv: Default::default(),
+        unwraps: 0,
+    }
 }
 
 fn world() -> World {
@@ -62,10 +75,15 @@ impl World {
 
     fn raw(&mut self, method: &str, path: &str, auth: Option<&str>, body: &[u8]) -> (u16, Value) {
         self.seed = self.seed.wrapping_add(1);
-        let mut ctx = Ctx::new(&self.config, &self.db, Csprng::from_seed([self.seed; 32]), 1_795_388_400);
+        let mut ctx = Ctx::new(&self.config, &self.db, Csprng::from_seed([self.seed; 32]), self.now);
+        if let Some(c) = &self.config.dek_cache {
+            let kv = Box::new(self.kv.clone());
+            ctx.dek_cache = Some(crate::kms::cache::DekCache::new(kv, &c.key, c.limits));
+        }
         let req =
             ApiRequest { method, path, content_type: Some("application/json"), authorization: auth, body };
         let r = handle(Deps { ctx: &mut ctx, auth: Ok(&self.auth), jwks: &NoJwks }, &req);
+        self.unwraps = ctx.keks.stats().unwraps();
         let v: Value = serde_json::from_slice(&r.body).expect("every answer is JSON");
         if r.status >= 400 {
             assert!(v["error"]["code"].is_string() && v["error"]["message"].is_string(), "{v}");
@@ -374,7 +392,12 @@ fn openapi_lists_every_route() {
         ("/v1/schemes", "get"),
         ("/v1/schemes", "post"),
         ("/v1/schemes/{name}", "get"),
+        ("/v1/schemes/{name}", "patch"),
         ("/v1/schemes/{name}/rotate", "post"),
+        ("/v1/schemes/{name}/versions", "get"),
+        ("/v1/schemes/{name}/versions/{version}/destroy", "post"),
+        ("/v1/schemes/{name}/rekey", "post"),
+        ("/v1/rewrap", "post"),
         ("/v1/protect", "post"),
         ("/v1/unprotect", "post"),
         ("/v1/mask", "post"),
@@ -518,4 +541,266 @@ fn subjects_without_their_secrets_are_misconfigured() {
     assert_eq!(protect_as(&mut w, "acme", Some("u"), &["x"]).len(), 1);
     let (s, v) = w.call("POST", "/v1/subjects/u/erase", Some(&token("acme", &["admin"])), Value::Null);
     assert_eq!((s, v["error"]["code"].clone()), (500, json!("misconfigured")), "{v}");
+}
+
+fn codes(v: &Value) -> Vec<Value> {
+    v["results"].as_array().expect("results").iter().map(|r| r["error"]["code"].clone()).collect()
+}
+
+#[test]
+fn version_lifecycle_through_the_routes() {
+    let mut w = world();
+    let admin = token("acme", &["admin"]);
+    let (app, support) = (token("acme", &["app"]), token("acme", &["support"]));
+    assert_eq!(w.scheme("acme", pii(json!({}))).0, 201);
+    let (_, v) = w.call("POST", "/v1/protect", Some(&app), json!({"scheme": "pii", "values": ["old"]}));
+    let old = values(&v);
+    assert_eq!(w.call("POST", "/v1/schemes/pii/rotate", Some(&admin), Value::Null).0, 200);
+    let (s, v) = w.call("PATCH", "/v1/schemes/pii", Some(&admin), json!({"min_decryption_version": 2}));
+    assert_eq!((s, &v["min_decryption_version"], &v["rotation_period"]), (200, &json!(2), &Value::Null));
+    let (_, v) = w.call("POST", "/v1/unprotect", Some(&support), json!({"values": old}));
+    assert_eq!(codes(&v), [json!("key_version_retired")]);
+    let (s, v) = w.call("POST", "/v1/schemes/pii/versions/2/destroy", Some(&admin), Value::Null);
+    assert_eq!((s, v["error"]["code"].as_str()), (409, Some("key_version_active")));
+    let (s, v) = w.call("POST", "/v1/schemes/pii/versions/1/destroy", Some(&admin), Value::Null);
+    assert_eq!(
+        (s, &v["state"], &v["destroyed_by"], &v["destroyed_at"]),
+        (200, &json!("destroyed"), &json!("tester"), &json!("2026-11-22T23:00:00Z"))
+    );
+    let (_, v) = w.call("POST", "/v1/unprotect", Some(&support), json!({"values": old}));
+    assert_eq!(codes(&v), [json!("key_version_destroyed")]);
+    let (s, v) = w.call("GET", "/v1/schemes/pii/versions", Some(&app), Value::Null);
+    assert_eq!(s, 200);
+    let states: Vec<&Value> =
+        v["versions"].as_array().expect("versions").iter().map(|v| &v["state"]).collect();
+    assert_eq!(states, [&json!("destroyed"), &json!("active")]);
+    let (s, v) = w.call("PATCH", "/v1/schemes/pii", Some(&admin), json!({"min_decryption_version": 1}));
+    assert_eq!((s, v["error"]["code"].as_str()), (409, Some("key_version_destroyed")));
+    // the routes' methods
+    let (s, v) = w.call("DELETE", "/v1/schemes/pii", Some(&admin), Value::Null);
+    assert_eq!((s, v["error"]["code"].as_str()), (405, Some("method_not_allowed")));
+    let (s, _) = w.call("GET", "/v1/schemes/pii/versions/1/destroy", Some(&admin), Value::Null);
+    assert_eq!(s, 405);
+    let (s, _) = w.call("GET", "/v1/schemes/pii/versions/1", Some(&admin), Value::Null);
+    assert_eq!(s, 404);
+}
+
+#[test]
+fn a_protect_past_the_rotation_period_rotates_once() {
+    let mut w = world();
+    let app = token("acme", &["app"]);
+    assert_eq!(w.scheme("acme", pii(json!({"rotation_period": "1h"}))).0, 201);
+    let protect = |w: &mut World| {
+        let (s, v) = w.call("POST", "/v1/protect", Some(&app), json!({"scheme": "pii", "values": ["x"]}));
+        assert_eq!(s, 200, "{v}");
+        v["key_version"].as_u64().expect("version")
+    };
+    assert_eq!(protect(&mut w), 1);
+    w.now += 3599;
+    assert_eq!(protect(&mut w), 1, "not yet due");
+    w.now += 1;
+    assert_eq!(protect(&mut w), 2, "due: rotated first");
+    assert_eq!(protect(&mut w), 2, "the new version is fresh");
+    w.now += 3600;
+    assert_eq!(protect(&mut w), 3);
+    let (_, v) = w.call("GET", "/v1/schemes/pii", Some(&app), Value::Null);
+    assert_eq!((&v["current_version"], &v["rotation_period"]), (&json!(3), &json!("1h")));
+}
+
+/// Issue 19 item 10: what the OpenAPI document says is what the server does.
+mod document_is_exact {
+    use super::*;
+    use crate::ops::{MAX_CONTEXT_CHARS, MAX_SUBJECT_CHARS};
+    use crate::scheme::mask::MAX_RULE_LEN;
+    use crate::scheme::{MAX_KEY_ID_LEN, MAX_KEY_URL_LEN};
+
+    fn doc() -> Value {
+        serde_json::from_str(OPENAPI).expect("openapi is JSON")
+    }
+
+    /// Every limit the server enforces on a field stands in the document with the same number.
+    #[test]
+    fn limits_in_the_document_are_the_codes() {
+        let d = doc();
+        let s = &d["components"]["schemas"];
+        let n = |p: &str| s.pointer(p).and_then(Value::as_u64).unwrap_or_else(|| panic!("{p} missing"));
+        assert_eq!(n("/Subject/maxLength"), MAX_SUBJECT_CHARS as u64);
+        assert_eq!(n("/Context/maxLength"), MAX_CONTEXT_CHARS as u64);
+        assert_eq!(n("/CreateSchemeRequest/properties/description/maxLength"), 1024);
+        assert_eq!(n("/KekAwsKms/properties/key_id/maxLength"), MAX_KEY_ID_LEN as u64);
+        assert_eq!(n("/KekAzureKeyvault/properties/key_url/maxLength"), MAX_KEY_URL_LEN as u64);
+        assert_eq!(n("/Values/maxItems"), crate::config::Limits::default().max_batch as u64);
+        let rules = s["MaskRule"]["oneOf"].as_array().expect("rules");
+        let mut seen = 0;
+        for r in rules {
+            let p = &r["properties"];
+            if p.get("n").is_some() {
+                assert_eq!(
+                    (p["n"]["minimum"].as_u64(), p["n"]["maximum"].as_u64()),
+                    (Some(0), Some(MAX_RULE_LEN.into()))
+                );
+                seen += 1;
+            }
+            if p.get("length").is_some() {
+                let l = &p["length"];
+                assert_eq!(
+                    (l["minimum"].as_u64(), l["maximum"].as_u64()),
+                    (Some(1), Some(MAX_RULE_LEN.into()))
+                );
+                seen += 1;
+            }
+            if p.get("char").is_some() {
+                assert_eq!(p["char"]["pattern"], "^[^\\u0000-\\u001f\\u007f-\\u009f]$");
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 3 + 4, "n twice, length once, char four times");
+    }
+
+    /// The served document states this deployment's `max_batch`; with the default it is the file.
+    #[test]
+    fn served_document_carries_the_configured_batch_limit() {
+        let mut w = world();
+        let (s, v) = w.call("GET", "/v1/openapi.json", None, Value::Null);
+        assert_eq!((s, &v), (200, &doc()));
+        let mut w = world_with(MapVars::default().with("max_batch", "7"));
+        let (s, v) = w.call("GET", "/v1/openapi.json", None, Value::Null);
+        assert_eq!((s, v["components"]["schemas"]["Values"]["maxItems"].as_u64()), (200, Some(7)));
+        let mut expected = doc();
+        expected["components"]["schemas"]["Values"]["maxItems"] = json!(7);
+        assert_eq!(v, expected, "nothing else differs");
+    }
+
+    /// A caller's malformed key URL or key id is 422 `invalid_field` before any vault is asked
+    /// (on main it was 500 `misconfigured`, meant for the deployment's own variables).
+    #[test]
+    fn malformed_kek_references_are_the_callers_422() {
+        let mut w = world();
+        for kek in [
+            json!({"provider": "azure-keyvault", "key_url": "http://contoso.vault.azure.net/keys/k"}),
+            json!({"provider": "azure-keyvault", "key_url": "not a url"}),
+            json!({"provider": "azure-keyvault", "key_url": "https://example.com/keys/k"}),
+            json!({"provider": "azure-keyvault", "key_url": "https://contoso.vault.azure.net/keys/"}),
+            json!({"provider": "azure-keyvault", "key_url": ""}),
+            json!({"provider": "aws-kms", "key_id": ""}),
+            json!({"provider": "aws-kms", "key_id": "alias/with space"}),
+        ] {
+            let (s, v) = w.scheme("acme", pii(json!({"kek": kek.clone()})));
+            assert_eq!((s, v["error"]["code"].as_str()), (422, Some("invalid_field")), "{kek}: {v}");
+            let msg = v["error"]["message"].as_str().unwrap_or_default();
+            assert!(msg.starts_with("kek.key_url: ") || msg.starts_with("kek.key_id: "), "{msg}");
+        }
+        // A well-formed reference gets past the shape check to the provider (no vault configured
+        // in this world: the deployment's problem, 500 `misconfigured`).
+        let good = json!({"provider": "azure-keyvault", "key_url": "https://contoso.vault.azure.net/keys/k"});
+        let (s, v) = w.scheme("acme", pii(json!({"kek": good})));
+        assert_eq!((s, v["error"]["code"].as_str()), (500, Some("misconfigured")), "{v}");
+    }
+
+    /// `null` where the document says string (or object) is refused, not read as absent.
+    #[test]
+    fn null_is_refused_where_the_document_says_string() {
+        let mut w = world();
+        assert_eq!(w.scheme("acme", pii(json!({}))).0, 201);
+        let app = token("acme", &["app"]);
+        let support = token("acme", &["support"]);
+        for field in ["subject", "context"] {
+            let (s, v) = w.call(
+                "POST",
+                "/v1/protect",
+                Some(&app),
+                json!({"scheme": "pii", "values": ["x"], field: null}),
+            );
+            assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_request")), "{field}: {v}");
+            let (s, v) = w.call("POST", "/v1/unprotect", Some(&support), json!({"values": [], field: null}));
+            assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_request")), "{field}: {v}");
+        }
+        for field in ["algorithm", "mask", "description", "policy"] {
+            let (s, v) = w.scheme("acme", pii(json!({"name": "other", field: null})));
+            assert!(matches!(s, 400 | 422), "{field}: {s} {v}");
+            assert_ne!(s / 100, 2, "{field}");
+        }
+        assert_eq!(w.call("GET", "/v1/schemes/other", Some(&token("acme", &["admin"])), Value::Null).0, 404);
+    }
+
+    /// `subject`, `context` and `description` are limited in characters, as `maxLength` counts.
+    #[test]
+    fn text_limits_count_characters() {
+        let mut w = world();
+        assert_eq!(w.scheme("acme", pii(json!({}))).0, 201);
+        let app = token("acme", &["app"]);
+        let protect = |w: &mut World, field: &str, v: String| {
+            w.call("POST", "/v1/protect", Some(&app), json!({"scheme": "pii", "values": ["x"], field: v}))
+        };
+        assert_eq!(protect(&mut w, "subject", "é".repeat(MAX_SUBJECT_CHARS)).0, 200);
+        assert_eq!(protect(&mut w, "context", "日".repeat(MAX_CONTEXT_CHARS)).0, 200);
+        for (field, v) in
+            [("subject", "s".repeat(MAX_SUBJECT_CHARS + 1)), ("context", "é".repeat(MAX_CONTEXT_CHARS + 1))]
+        {
+            let (s, body) = protect(&mut w, field, v);
+            assert_eq!((s, body["error"]["code"].as_str()), (422, Some("invalid_field")), "{field}");
+        }
+        assert_eq!(w.scheme("acme", pii(json!({"name": "d1", "description": "日".repeat(1024)}))).0, 201);
+        let (s, v) = w.scheme("acme", pii(json!({"name": "d2", "description": "d".repeat(1025)})));
+        assert_eq!((s, v["error"]["code"].as_str()), (422, Some("invalid_field")));
+    }
+}
+
+/// Issue 19 item 6 through the whole protect path: seals counted in the real store, automatic
+/// rotation at the limit, and a replayed older DEK-cache entry that cannot reset the use count.
+mod key_use_limits {
+    use super::*;
+
+    const CACHE_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+    fn protect(w: &mut World, n: usize) -> (u64, u32) {
+        let app = token("acme", &["app"]);
+        let (s, v) =
+            w.call("POST", "/v1/protect", Some(&app), json!({"scheme": "pii", "values": vec!["x"; n]}));
+        assert_eq!(s, 200, "{v}");
+        (v["key_version"].as_u64().expect("key_version"), w.unwraps)
+    }
+
+    #[test]
+    fn rotation_at_the_limit() {
+        let mut w = world_with(MapVars::default().with("max_seals_per_key", "4"));
+        assert_eq!(w.scheme("acme", pii(json!({}))).0, 201);
+        let versions: Vec<u64> = [3, 1, 1, 3, 1, 4].iter().map(|n| protect(&mut w, *n).0).collect();
+        assert_eq!(versions, [1, 1, 2, 2, 3, 4]);
+        let app = token("acme", &["app"]);
+        let (s, v) =
+            w.call("POST", "/v1/protect", Some(&app), json!({"scheme": "pii", "values": vec!["x"; 5]}));
+        assert_eq!((s, v["error"]["code"].as_str()), (413, Some("batch_too_large")));
+        let store = crate::store::Store::new(&w.db);
+        let (t, n) = (
+            crate::ids::TenantId::parse("acme").expect("t"),
+            crate::ids::SchemeName::parse("pii").expect("s"),
+        );
+        let seals: Vec<u64> = (1..=4)
+            .map(|v| store.seals(&t, &n, crate::ids::KeyVersion::new(v).expect("v")).expect("seals"))
+            .collect();
+        // each full version also counts the reservation that found it full
+        assert_eq!(seals, [5, 5, 5, 4]);
+    }
+
+    #[test]
+    fn a_replayed_cache_entry_cannot_reset_the_use_count() {
+        let vars = MapVars::default()
+            .with("dek_cache", "true")
+            .with("dek_cache_key", CACHE_KEY)
+            .with("dek_cache_max_uses", "3");
+        let mut w = world_with(vars);
+        assert_eq!(w.scheme("acme", pii(json!({}))).0, 201);
+        assert_eq!(protect(&mut w, 1), (1, 1), "a miss: the vault is asked and the key cached");
+        let first = w.kv.0.borrow().clone();
+        assert_eq!(first.len(), 1);
+        assert_eq!(protect(&mut w, 1), (1, 0));
+        assert_eq!(protect(&mut w, 1), (1, 0));
+        assert_eq!(protect(&mut w, 1), (1, 1), "3 values sealed since it was cached: used up");
+        assert_eq!(protect(&mut w, 1), (1, 0));
+        // replay the first entry: on the v1 layout this gave the key 3 more uses
+        *w.kv.0.borrow_mut() = first;
+        assert_eq!(protect(&mut w, 1), (1, 1), "the replayed entry is as old as it is");
+        assert_eq!(protect(&mut w, 1), (1, 0));
+    }
 }

@@ -64,6 +64,19 @@ impl Algorithm {
         }
     }
 
+    /// How many values one key may seal before Veil rotates it (docs/kms.md, "Key-use limits").
+    /// With random 96-bit nonces NIST SP 800-38D §8.3 caps AES-GCM at 2^32 invocations per key
+    /// (collision probability about 2^-33 there); ChaCha20-Poly1305 (RFC 8439) has the same
+    /// 96-bit nonce and so the same bound. Veil stops at half of it, 2^31 (about 2^-35). With
+    /// 192-bit random nonces XChaCha20-Poly1305's collision bound is far away (about 2^-97 at
+    /// 2^48 values); Veil still rotates at 2^48, so that no key is used without limit.
+    pub fn max_seals(self) -> u64 {
+        match self {
+            Algorithm::Aes256Gcm | Algorithm::ChaCha20Poly1305 => 1 << 31,
+            Algorithm::XChaCha20Poly1305 => 1 << 48,
+        }
+    }
+
     /// The length of a sealed value for a plaintext of `plaintext_len` bytes.
     pub fn sealed_len(self, plaintext_len: usize) -> usize {
         self.nonce_len() + plaintext_len + Self::TAG_LEN

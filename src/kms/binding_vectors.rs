@@ -291,19 +291,86 @@ fn dek_cache_entries_v1() {
         let record = [&expiry.to_be_bytes()[..], &1u32.to_be_bytes(), &sealed].concat();
         assert_eq!(hex(&record), c.get("record"), "{n}: record from the fields");
 
+        // This build neither writes nor reads the v1 layout (docs/kms.md "DEK cache"): `put`
+        // writes one v2 entry and no v1 key; a store holding only the frozen v1 record is a miss,
+        // and the record is left as it is for an older build sharing the store.
+        let kv = MemKv::default();
+        let limits = CacheLimits { max_age_secs, max_uses: 10 };
+        let cache = DekCache::new(Box::new(kv.clone()), &cache_key, limits);
+        cache.put(&mut Csprng::from_seed(seed(c)), ids.ctx(), &wrapped, &dek, now, 0);
+        let keys: Vec<String> = kv.0.borrow().keys().cloned().collect();
+        assert_eq!(keys.len(), 1, "{n}");
+        assert!(keys[0].starts_with("veil/dek-cache/v2/") && keys[0] != c.get("entry_key"), "{n}");
+        let kv = MemKv::default();
+        kv.0.borrow_mut().insert(c.get("entry_key").into(), c.hex("record"));
+        let cache = DekCache::new(Box::new(kv.clone()), &cache_key, limits);
+        assert!(cache.get(ids.ctx(), &wrapped, now, None).is_none(), "{n}: a v1 entry is a miss");
+        assert_eq!(kv.0.borrow().get(c.get("entry_key")), Some(&c.hex("record")), "{n}: left alone");
+    }
+}
+
+#[test]
+fn dek_cache_entries_v2() {
+    let cases = testvec::parse(include_str!("../../tests/vectors/veil-dek-cache-v2.txt"));
+    assert_eq!(cases.len(), 3);
+    for c in &cases {
+        let (ids, n) = (Ids::of(c), c.name());
+        let (cache_key, dek) = (key(c, "cache_key"), key(c, "dek"));
+        let wrapped = WrappedDek {
+            blob: c.hex("wrapped_blob"),
+            kek_id: c.get("kek_id").into(),
+            kek_version: c.get("kek_version").into(),
+        };
+        let num = |f: &str| -> u64 { c.get(f).parse().unwrap_or_else(|_| panic!("{n}: {f}")) };
+        let (now, max_age_secs, seals_at_put) = (num("now"), num("max_age_secs"), num("seals_at_put"));
+        let expiry = now + max_age_secs;
+
+        // Rebuilt from the fields: the store key, the AAD and the record.
+        let slot = cache_slot(&ids);
+        assert_eq!(
+            format!("veil/dek-cache/v2/{}", hex(&Sha256::digest(&slot)[..16])),
+            c.get("entry_key"),
+            "{n}"
+        );
+        let mut h = Sha256::new();
+        for part in [wrapped.kek_id.as_bytes(), &[0], wrapped.kek_version.as_bytes(), &[0], &wrapped.blob] {
+            h.update(part);
+        }
+        let label = b"veil/v2/dek-cache";
+        let aad = [
+            &(label.len() as u64).to_be_bytes()[..],
+            label,
+            &slot,
+            &h.finalize(),
+            &expiry.to_be_bytes(),
+            &seals_at_put.to_be_bytes(),
+        ]
+        .concat();
+        assert_eq!(hex(&aad), c.get("aad"), "{n}: aad");
+        let nonce = first_bytes(seed(c), 24);
+        let sealed = AeadKey::new(Algorithm::XChaCha20Poly1305, &cache_key)
+            .seal_with_nonce(&nonce, &aad, dek.expose_secret())
+            .expect("nonce");
+        let record = [&expiry.to_be_bytes()[..], &seals_at_put.to_be_bytes(), &sealed].concat();
+        assert_eq!(hex(&record), c.get("record"), "{n}: record from the fields");
+
         // What the cache writes: exactly that one entry.
         let kv = MemKv::default();
         let limits = CacheLimits { max_age_secs, max_uses: 10 };
         let cache = DekCache::new(Box::new(kv.clone()), &cache_key, limits);
-        cache.put(&mut Csprng::from_seed(seed(c)), ids.ctx(), &wrapped, &dek, now);
+        cache.put(&mut Csprng::from_seed(seed(c)), ids.ctx(), &wrapped, &dek, now, seals_at_put);
         let stored: Vec<(String, String)> = kv.0.borrow().iter().map(|(k, v)| (k.clone(), hex(v))).collect();
         assert_eq!(stored, [(c.get("entry_key").to_string(), c.get("record").to_string())], "{n}");
 
-        // A fresh cache over a store holding the frozen record reads the DEK back.
+        // A fresh cache over a store holding the frozen record reads the DEK back, and counts
+        // uses from the record's seal count.
         let kv = MemKv::default();
         kv.0.borrow_mut().insert(c.get("entry_key").into(), c.hex("record"));
         let cache = DekCache::new(Box::new(kv.clone()), &cache_key, limits);
-        let got = cache.get(&mut Csprng::from_seed([0; 32]), ids.ctx(), &wrapped, now).expect("a hit");
+        let got = cache.get(ids.ctx(), &wrapped, now, Some(seals_at_put)).expect("a hit");
         assert_eq!(got.expose_secret(), dek.expose_secret(), "{n}: get");
+        if let Some(over) = seals_at_put.checked_add(11) {
+            assert!(cache.get(ids.ctx(), &wrapped, now, Some(over)).is_none(), "{n}: used up");
+        }
     }
 }

@@ -1,10 +1,20 @@
 //! The opt-in DEK cache (DESIGN §4): unwrapped data keys kept in the host's key-value store so
-//! that requests after the first skip the vault. Every entry is sealed with AES-256-GCM under a
-//! cache key from the secret variable `dek_cache_key`; its AAD binds the tenant, scheme, key
-//! version, a hash of the wrapped key it came from, its expiry and its use count, so an entry
-//! cannot be moved to another key slot, extended, or reset. Entries expire after
-//! `dek_cache_max_age_secs` and are dropped after `dek_cache_max_uses` requests (counted per
-//! request, approximately under concurrency: two instances may record the same use).
+//! that requests after the first skip the vault. Every entry (layout v2, docs/kms.md "DEK cache")
+//! is sealed with XChaCha20-Poly1305 (192-bit random nonces: no practical bound on how many
+//! entries one cache key may seal) under a cache key from the secret variable `dek_cache_key`;
+//! its AAD binds the tenant, scheme, key version, a hash of the wrapped key it came from, its
+//! expiry and the version's seal count when it was cached, so an entry cannot be moved to another
+//! key slot, extended, or reset.
+//!
+//! An entry is written once, when a request had to ask the vault, and never re-sealed on a hit.
+//! It expires after `dek_cache_max_age_secs`; on the protect path it is also dropped once
+//! `dek_cache_max_uses` values have been sealed under its key version since it was cached. That
+//! count is the version's seal counter in the metadata database (which every protect request
+//! advances before sealing: `Store::reserve_seals`), not a number kept in the entry: it only
+//! grows, so replaying an older entry into the key-value store cannot reset it.
+//! Entries of the v1 layout (AES-256-GCM, re-sealed with a use count on every hit; frozen in
+//! tests/vectors/veil-dek-cache-v1.txt) live under another prefix: this build neither reads nor
+//! writes them (a miss), and an older build running beside it during a deploy keeps its own.
 //! The cache never fails a request: any store or decode error is a miss.
 
 use std::fmt;
@@ -17,14 +27,15 @@ use crate::crypto::rng::Csprng;
 use crate::crypto::secret::SecretKey;
 use crate::vars::{parse_bool, parse_limit, ConfigError, Variables};
 
-const AAD_LABEL: &[u8] = b"veil/v1/dek-cache";
-const KEY_PREFIX: &str = "veil/dek-cache/v1/";
-/// expiry (u64be) ‖ uses (u32be) ‖ nonce ‖ sealed DEK ‖ tag
-const RECORD_LEN: usize = 8 + 4 + 12 + 32 + 16;
+const AAD_LABEL: &[u8] = b"veil/v2/dek-cache";
+const KEY_PREFIX: &str = "veil/dek-cache/v2/";
+/// expiry (u64be) ‖ seals_at_put (u64be) ‖ nonce (24) ‖ sealed DEK ‖ tag
+const RECORD_LEN: usize = 8 + 8 + 24 + 32 + 16;
 
 pub use crate::kv::KeyValue;
 
-/// Cache limits (variables `dek_cache_max_age_secs`, `dek_cache_max_uses`).
+/// Cache limits (variables `dek_cache_max_age_secs`, `dek_cache_max_uses`: values sealed under
+/// the cached key version, across every instance, since the entry was written).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheLimits {
     pub max_age_secs: u64,
@@ -115,7 +126,7 @@ fn entry_key(ctx: KeyContext<'_>) -> String {
     format!("{KEY_PREFIX}{hex}")
 }
 
-fn aad(ctx: KeyContext<'_>, wrapped: &WrappedDek, expiry: u64, uses: u32) -> Vec<u8> {
+fn aad(ctx: KeyContext<'_>, wrapped: &WrappedDek, expiry: u64, seals_at_put: u64) -> Vec<u8> {
     let mut a = Vec::with_capacity(160);
     lp(&mut a, AAD_LABEL);
     a.extend_from_slice(&slot(ctx));
@@ -127,46 +138,29 @@ fn aad(ctx: KeyContext<'_>, wrapped: &WrappedDek, expiry: u64, uses: u32) -> Vec
     h.update(&wrapped.blob);
     a.extend_from_slice(&h.finalize());
     a.extend_from_slice(&expiry.to_be_bytes());
-    a.extend_from_slice(&uses.to_be_bytes());
+    a.extend_from_slice(&seals_at_put.to_be_bytes());
     a
 }
 
 impl DekCache {
     pub fn new(kv: Box<dyn KeyValue>, cache_key: &SecretKey, limits: CacheLimits) -> Self {
-        DekCache { kv, seal: AeadKey::new(Algorithm::Aes256Gcm, cache_key), limits }
-    }
-
-    fn store(
-        &self,
-        rng: &mut Csprng,
-        ctx: KeyContext<'_>,
-        w: &WrappedDek,
-        dek: &SecretKey,
-        expiry: u64,
-        uses: u32,
-    ) {
-        let sealed = self.seal.seal(rng, &aad(ctx, w, expiry, uses), dek.expose_secret());
-        let mut record = Vec::with_capacity(RECORD_LEN);
-        record.extend_from_slice(&expiry.to_be_bytes());
-        record.extend_from_slice(&uses.to_be_bytes());
-        record.extend_from_slice(&sealed);
-        if let Err(e) = self.kv.set(&entry_key(ctx), &record) {
-            eprintln!("veil: DEK cache write failed (continuing without): {e}");
-        }
+        DekCache { kv, seal: AeadKey::new(Algorithm::XChaCha20Poly1305, cache_key), limits }
     }
 
     fn drop_entry(&self, key: &str) {
         let _ = self.kv.delete(key);
     }
 
-    /// The cached DEK for this key slot and wrapped key, counting one more use; `None` on a miss,
-    /// an expired or used-up entry, or one that does not open (then it is deleted).
+    /// The cached DEK for this key slot and wrapped key; `None` on a miss, or for an entry that
+    /// has expired, does not open (then it is deleted), or, when `seals` (the version's seal count
+    /// including the caller's own reservation) is given, has seen more than `max_uses` values
+    /// sealed since it was cached (deleted too).
     pub fn get(
         &self,
-        rng: &mut Csprng,
         ctx: KeyContext<'_>,
         wrapped: &WrappedDek,
         now: u64,
+        seals: Option<u64>,
     ) -> Option<SecretKey> {
         let key = entry_key(ctx);
         let record = match self.kv.get(&key) {
@@ -182,21 +176,28 @@ impl DekCache {
             return None;
         }
         let expiry = u64::from_be_bytes(record[..8].try_into().ok()?);
-        let uses = u32::from_be_bytes(record[8..12].try_into().ok()?);
-        if now >= expiry || uses >= self.limits.max_uses {
+        let seals_at_put = u64::from_be_bytes(record[8..16].try_into().ok()?);
+        let used_up = seals.is_some_and(|n| n.saturating_sub(seals_at_put) > u64::from(self.limits.max_uses));
+        if now >= expiry || used_up {
             self.drop_entry(&key);
             return None;
         }
-        let Ok(plain) = self.seal.open(&aad(ctx, wrapped, expiry, uses), &record[12..]) else {
+        let Ok(plain) = self.seal.open(&aad(ctx, wrapped, expiry, seals_at_put), &record[16..]) else {
             self.drop_entry(&key);
             return None;
         };
-        let dek = SecretKey::try_from_slice(&plain)?;
-        self.store(rng, ctx, wrapped, &dek, expiry, uses + 1);
-        Some(dek)
+        SecretKey::try_from_slice(&plain)
     }
 
-    /// Caches a freshly unwrapped DEK for at most `max_age_secs`.
+    /// Drops the entry of this key slot, if any (its version was destroyed).
+    pub fn forget(&self, ctx: KeyContext<'_>) {
+        if let Err(e) = self.kv.delete(&entry_key(ctx)) {
+            eprintln!("veil: DEK cache delete failed: {e}");
+        }
+    }
+
+    /// Caches a freshly unwrapped DEK for at most `max_age_secs`; `seals_at_put` is the version's
+    /// seal count before the request that unwrapped it (0 where the request seals nothing).
     pub fn put(
         &self,
         rng: &mut Csprng,
@@ -204,9 +205,17 @@ impl DekCache {
         wrapped: &WrappedDek,
         dek: &SecretKey,
         now: u64,
+        seals_at_put: u64,
     ) {
         let expiry = now.saturating_add(self.limits.max_age_secs);
-        self.store(rng, ctx, wrapped, dek, expiry, 1);
+        let sealed = self.seal.seal(rng, &aad(ctx, wrapped, expiry, seals_at_put), dek.expose_secret());
+        let mut record = Vec::with_capacity(RECORD_LEN);
+        record.extend_from_slice(&expiry.to_be_bytes());
+        record.extend_from_slice(&seals_at_put.to_be_bytes());
+        record.extend_from_slice(&sealed);
+        if let Err(e) = self.kv.set(&entry_key(ctx), &record) {
+            eprintln!("veil: DEK cache write failed (continuing without): {e}");
+        }
     }
 }
 
@@ -250,17 +259,34 @@ pub(crate) mod tests {
         let f = fixture();
         let mut rng = Csprng::from_seed([3; 32]);
         let c = cache(&f.kv, 9, CacheLimits::default());
-        assert!(c.get(&mut rng, f.ctx(1), &f.wrapped, 100).is_none());
-        c.put(&mut rng, f.ctx(1), &f.wrapped, &f.dek, 100);
-        let got = c.get(&mut rng, f.ctx(1), &f.wrapped, 101).expect("hit");
+        assert!(c.get(f.ctx(1), &f.wrapped, 100, None).is_none());
+        c.put(&mut rng, f.ctx(1), &f.wrapped, &f.dek, 100, 0);
+        let got = c.get(f.ctx(1), &f.wrapped, 101, None).expect("hit");
         assert_eq!(got.expose_secret(), f.dek.expose_secret());
-        for v in f.kv.0.borrow().values() {
+        for (k, v) in f.kv.0.borrow().iter() {
+            assert!(k.starts_with("veil/dek-cache/v2/"), "{k}");
+            assert_eq!(v.len(), RECORD_LEN);
             assert!(!v.windows(32).any(|w| w == [42u8; 32]), "the DEK is stored in clear");
         }
         // another version, another wrapped key, or another cache key: misses
-        assert!(c.get(&mut rng, f.ctx(2), &f.wrapped, 101).is_none());
+        assert!(c.get(f.ctx(2), &f.wrapped, 101, None).is_none());
         let other = WrappedDek { blob: vec![2; 60], ..f.wrapped.clone() };
-        assert!(c.get(&mut rng, f.ctx(1), &other, 101).is_none());
+        assert!(c.get(f.ctx(1), &other, 101, None).is_none());
+    }
+
+    /// A hit writes nothing: the entry is sealed once, when it is cached (no nonce per hit).
+    #[test]
+    fn hits_never_rewrite_the_entry() {
+        let f = fixture();
+        let mut rng = Csprng::from_seed([3; 32]);
+        let c = cache(&f.kv, 9, CacheLimits::default());
+        c.put(&mut rng, f.ctx(1), &f.wrapped, &f.dek, 100, 5);
+        let before = f.kv.0.borrow().clone();
+        for n in 6..50 {
+            assert!(c.get(f.ctx(1), &f.wrapped, 101, Some(n)).is_some());
+            assert!(c.get(f.ctx(1), &f.wrapped, 101, None).is_some());
+        }
+        assert_eq!(*f.kv.0.borrow(), before);
     }
 
     #[test]
@@ -268,13 +294,61 @@ pub(crate) mod tests {
         let f = fixture();
         let mut rng = Csprng::from_seed([3; 32]);
         let c = cache(&f.kv, 9, CacheLimits { max_age_secs: 10, max_uses: 3 });
-        c.put(&mut rng, f.ctx(1), &f.wrapped, &f.dek, 100);
-        assert!(c.get(&mut rng, f.ctx(1), &f.wrapped, 109).is_some()); // use 2
-        assert!(c.get(&mut rng, f.ctx(1), &f.wrapped, 109).is_some()); // use 3
-        assert!(c.get(&mut rng, f.ctx(1), &f.wrapped, 109).is_none()); // used up, and deleted
+        // cached by a request that sealed 1 value when the version had sealed 7: 7 + 1 + 2 more
+        c.put(&mut rng, f.ctx(1), &f.wrapped, &f.dek, 100, 7);
+        assert!(c.get(f.ctx(1), &f.wrapped, 109, Some(9)).is_some());
+        assert!(c.get(f.ctx(1), &f.wrapped, 109, Some(10)).is_some());
+        assert!(c.get(f.ctx(1), &f.wrapped, 109, None).is_some(), "unprotect: age only");
+        assert!(c.get(f.ctx(1), &f.wrapped, 109, Some(11)).is_none()); // used up, and deleted
         assert!(f.kv.0.borrow().is_empty());
-        c.put(&mut rng, f.ctx(1), &f.wrapped, &f.dek, 100);
-        assert!(c.get(&mut rng, f.ctx(1), &f.wrapped, 110).is_none()); // expired
+        c.put(&mut rng, f.ctx(1), &f.wrapped, &f.dek, 100, 0);
+        assert!(c.get(f.ctx(1), &f.wrapped, 110, None).is_none()); // expired
+        assert!(f.kv.0.borrow().is_empty());
+    }
+
+    /// Issue 19 item 6: the use count is the database's seal counter, which only grows; an older
+    /// sealed entry replayed into the key-value store does not reset it (on the v1 layout the
+    /// count lived in the entry, so the replay below brought a used-up key back to life).
+    #[test]
+    fn a_replayed_older_entry_cannot_reset_the_use_count() {
+        let f = fixture();
+        let mut rng = Csprng::from_seed([3; 32]);
+        let c = cache(&f.kv, 9, CacheLimits { max_age_secs: 300, max_uses: 3 });
+        let key = entry_key(f.ctx(1));
+        c.put(&mut rng, f.ctx(1), &f.wrapped, &f.dek, 100, 0);
+        let old = f.kv.0.borrow()[&key].clone();
+        assert!(c.get(f.ctx(1), &f.wrapped, 101, Some(3)).is_some());
+        assert!(c.get(f.ctx(1), &f.wrapped, 101, Some(4)).is_none(), "used up");
+        // the next request asks the vault and caches the key again at seal count 4
+        c.put(&mut rng, f.ctx(1), &f.wrapped, &f.dek, 101, 4);
+        let newer = f.kv.0.borrow()[&key].clone();
+        assert!(c.get(f.ctx(1), &f.wrapped, 102, Some(6)).is_some());
+        // replaying the first entry over the second: it is older, so used up already
+        f.kv.0.borrow_mut().insert(key.clone(), old.clone());
+        assert!(c.get(f.ctx(1), &f.wrapped, 102, Some(6)).is_none());
+        assert!(f.kv.0.borrow().is_empty(), "the replayed entry is deleted");
+        // replaying the newer entry after its own uses ran out: used up as well
+        f.kv.0.borrow_mut().insert(key.clone(), newer);
+        assert!(c.get(f.ctx(1), &f.wrapped, 102, Some(8)).is_none());
+        // and the counter in a record cannot be lowered: its AAD binds it
+        let mut forged = old;
+        forged[8..16].copy_from_slice(&100u64.to_be_bytes());
+        f.kv.0.borrow_mut().insert(key, forged);
+        assert!(c.get(f.ctx(1), &f.wrapped, 102, Some(101)).is_none());
+    }
+
+    #[test]
+    fn forget_removes_the_entry() {
+        let f = fixture();
+        let mut rng = Csprng::from_seed([3; 32]);
+        let c = cache(&f.kv, 9, CacheLimits::default());
+        c.put(&mut rng, f.ctx(1), &f.wrapped, &f.dek, 100, 0);
+        c.put(&mut rng, f.ctx(2), &f.wrapped, &f.dek, 100, 0);
+        c.forget(f.ctx(1));
+        assert!(!f.kv.0.borrow().contains_key(&entry_key(f.ctx(1))));
+        assert!(c.get(f.ctx(1), &f.wrapped, 101, None).is_none());
+        assert!(c.get(f.ctx(2), &f.wrapped, 101, None).is_some(), "other versions stay");
+        c.forget(f.ctx(3)); // nothing cached: no error
     }
 
     #[test]
@@ -282,19 +356,19 @@ pub(crate) mod tests {
         let f = fixture();
         let mut rng = Csprng::from_seed([3; 32]);
         let c = cache(&f.kv, 9, CacheLimits::default());
-        c.put(&mut rng, f.ctx(1), &f.wrapped, &f.dek, 100);
+        c.put(&mut rng, f.ctx(1), &f.wrapped, &f.dek, 100, 0);
         let key1 = entry_key(f.ctx(1));
         let record = f.kv.0.borrow()[&key1].clone();
         // extending the expiry in the record breaks the seal
         let mut extended = record.clone();
         extended[..8].copy_from_slice(&u64::MAX.to_be_bytes());
         f.kv.0.borrow_mut().insert(key1.clone(), extended);
-        assert!(c.get(&mut rng, f.ctx(1), &f.wrapped, 101).is_none());
+        assert!(c.get(f.ctx(1), &f.wrapped, 101, None).is_none());
         // the same record moved to version 2's slot does not open there
         f.kv.0.borrow_mut().insert(entry_key(f.ctx(2)), record.clone());
-        assert!(c.get(&mut rng, f.ctx(2), &f.wrapped, 101).is_none());
+        assert!(c.get(f.ctx(2), &f.wrapped, 101, None).is_none());
         // a cache with another cache key cannot read it
         f.kv.0.borrow_mut().insert(key1, record);
-        assert!(cache(&f.kv, 8, CacheLimits::default()).get(&mut rng, f.ctx(1), &f.wrapped, 101).is_none());
+        assert!(cache(&f.kv, 8, CacheLimits::default()).get(f.ctx(1), &f.wrapped, 101, None).is_none());
     }
 }

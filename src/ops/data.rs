@@ -1,7 +1,8 @@
-//! The data path: protect, unprotect and mask batches of values.
+//! The data path: protect, unprotect, rewrap and mask batches of values.
 
 use std::collections::HashMap;
 
+use super::schemes::rotate_if_current;
 use super::subjects::{derive_value_key, Subject};
 use super::{check_batch, check_binding, max_token_len, parse_scheme_name, Ctx, ItemError, OpError};
 use crate::auth::Principal;
@@ -10,7 +11,7 @@ use crate::crypto::{kdf, token};
 use crate::ids::{KeyVersion, SchemeName};
 use crate::policy;
 use crate::scheme::{Operation, Scheme};
-use crate::store::DataKey;
+use crate::store::{DataKey, KeyState};
 
 /// An unprotected value: wiped when dropped.
 pub type Plaintext = zeroize::Zeroizing<Vec<u8>>;
@@ -30,23 +31,20 @@ pub fn protect(
     check_batch(ctx.config, values.len())?;
     let subject_id = check_binding(subject, context)?;
     let name = parse_scheme_name(scheme)?;
-    let (scheme, current) =
-        ctx.store.get_scheme_with_current_key(&who.tenant, &name)?.ok_or(OpError::SchemeNotFound(name))?;
-    if !policy::allows(who, &scheme.policy, Operation::Protect) {
-        return Err(OpError::forbidden("protecting with this scheme"));
-    }
+    let max = ctx.config.limits.max_value_bytes;
+    let n = values.iter().filter(|v| matches!(v, Ok(pt) if pt.len() <= max)).count() as u64;
+    let (scheme, current, sealing) = current_key_with_seals(ctx, who, &name, n)?;
     let version = scheme.current_version;
     let subject_state = match subject_id {
         Some(id) => Some(Subject::for_protect(ctx, who, id)?),
         None => None,
     };
-    let dek = ctx.unwrap_data_key(&scheme, current)?.ok_or_else(|| {
+    let dek = ctx.unwrap_data_key(&scheme, current, sealing)?.ok_or_else(|| {
         eprintln!("veil: scheme {}/{} has no usable current data key", scheme.tenant, scheme.name);
         OpError::Internal
     })?;
     let key = derive_value_key(&scheme, version, &dek, subject_state.as_ref()).ok_or(OpError::Internal)?;
     drop(dek);
-    let max = ctx.config.limits.max_value_bytes;
     let mut sealer = token::Sealer::new(&key, &scheme.tenant, &scheme.name, version, subject, context);
     let results = values
         .iter()
@@ -59,6 +57,57 @@ pub fn protect(
     Ok((version, results))
 }
 
+/// A scheme, its current data key, and `(total, n)` when the request seals anything.
+type CurrentKey = (Scheme, Option<DataKey>, Option<(u64, u64)>);
+
+/// How often a protect re-reads the scheme after its current version reached the seal limit or its
+/// rotation period (each time one rotation happened, by this request or a concurrent one).
+const SEAL_LIMIT_ATTEMPTS: u32 = 8;
+
+/// The scheme, its current data key and `(total, n)`: the current version's seal count after
+/// reserving this request's `n` values (issue 19 item 6). A version whose count would pass the
+/// scheme's seal limit seals nothing more: the scheme is rotated (exactly one new version however
+/// many requests cross the limit together) and the reservation is made on the new version.
+fn current_key_with_seals(
+    ctx: &mut Ctx<'_>,
+    who: &Principal,
+    name: &SchemeName,
+    n: u64,
+) -> Result<CurrentKey, OpError> {
+    for _ in 0..SEAL_LIMIT_ATTEMPTS {
+        let (scheme, current) = ctx
+            .store
+            .get_scheme_with_current_key(&who.tenant, name)?
+            .ok_or_else(|| OpError::SchemeNotFound(name.clone()))?;
+        if !policy::allows(who, &scheme.policy, Operation::Protect) {
+            return Err(OpError::forbidden("protecting with this scheme"));
+        }
+        // Past the rotation period, the first protect rotates (exactly one of many concurrent
+        // ones); every one of them then re-reads the scheme and uses the version it made.
+        if let (Some(period), Some(dk)) = (scheme.rotation_period, &current) {
+            if period.is_due(dk.created_at, ctx.now) {
+                let _rotated = rotate_if_current(ctx, &scheme, scheme.current_version)?;
+                continue;
+            }
+        }
+        if n == 0 {
+            return Ok((scheme, current, None));
+        }
+        let limit = ctx.config.seal_limit(scheme.algorithm);
+        if n > limit {
+            let max = usize::try_from(limit).unwrap_or(usize::MAX);
+            return Err(OpError::BatchTooLarge { values: n as usize, max });
+        }
+        let version = scheme.current_version;
+        let total = ctx.store.reserve_seals(&scheme.tenant, &scheme.name, version, n)?;
+        if total <= limit {
+            return Ok((scheme, current, Some((total, n))));
+        }
+        let _rotated = rotate_if_current(ctx, &scheme, version)?;
+    }
+    Err(OpError::Conflict)
+}
+
 /// Unprotects each token. If the caller may not unprotect a scheme that a token names, the whole
 /// batch is refused before anything is decrypted.
 pub fn unprotect(
@@ -68,6 +117,82 @@ pub fn unprotect(
     subject: Option<&str>,
     context: Option<&str>,
 ) -> Result<Vec<Result<Plaintext, ItemError>>, OpError> {
+    let opened = open_batch(ctx, who, tokens, subject, context, Operation::Unprotect)?;
+    Ok(opened.items.into_iter().map(|r| r.map(|(_, pt)| pt)).collect())
+}
+
+/// Re-encrypts each token under its scheme's current version, inside Veil: the caller gets
+/// tokens back, never plaintext. A token already at the current version comes back unchanged
+/// (once it has been checked to open); per-item errors are those of unprotect. If the caller may
+/// not rewrap a scheme that a token names (`policy.rewrap`, or administering it), the whole batch
+/// is refused before anything is decrypted.
+pub fn rewrap(
+    ctx: &mut Ctx<'_>,
+    who: &Principal,
+    tokens: &[&str],
+    subject: Option<&str>,
+    context: Option<&str>,
+) -> Result<Vec<Result<String, ItemError>>, OpError> {
+    let mut opened = open_batch(ctx, who, tokens, subject, context, Operation::Rewrap)?;
+    let items = std::mem::take(&mut opened.items);
+    let mut out = Vec::with_capacity(items.len());
+    for (item, token) in items.into_iter().zip(tokens) {
+        let (slot, pt) = match item {
+            Ok(ok) => ok,
+            Err(e) => {
+                out.push(Err(e));
+                continue;
+            }
+        };
+        let Some(Some(scheme)) = opened.schemes.get(&slot.0) else {
+            out.push(Err(ItemError::DECRYPTION_FAILED));
+            continue;
+        };
+        let current = scheme.current_version;
+        if slot.1 == current {
+            out.push(Ok((*token).to_owned()));
+            continue;
+        }
+        let target = (slot.0.clone(), current);
+        if !opened.keys.contains_key(&target) {
+            let key = version_key(ctx, scheme, current, None, opened.subject.as_ref(), subject, context)?;
+            opened.keys.insert(target.clone(), key);
+        }
+        match opened.keys.get(&target) {
+            Some(Ok((key, _))) => {
+                let mut sealer =
+                    token::Sealer::new(key, &scheme.tenant, &scheme.name, current, subject, context);
+                out.push(Ok(sealer.protect(&mut ctx.rng, &pt)));
+            }
+            _ => {
+                // The current version is always active; a store that says otherwise is broken.
+                eprintln!("veil: scheme {}/{} has no usable current data key", scheme.tenant, scheme.name);
+                return Err(OpError::Internal);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A batch of tokens opened: per token its scheme version and plaintext (or its item error),
+/// with the schemes and version keys read on the way (reused to seal, by rewrap).
+struct Opened {
+    items: Vec<Result<(Slot, Plaintext), ItemError>>,
+    schemes: HashMap<SchemeName, Option<Scheme>>,
+    keys: HashMap<Slot, Result<(AeadKey, Vec<u8>), ItemError>>,
+    /// The request's data subject, if any (its secret read, never created).
+    subject: Option<Subject>,
+}
+
+/// Opens each token, after checking that the caller may do `op` with every scheme the batch names.
+fn open_batch(
+    ctx: &mut Ctx<'_>,
+    who: &Principal,
+    tokens: &[&str],
+    subject: Option<&str>,
+    context: Option<&str>,
+    op: Operation,
+) -> Result<Opened, OpError> {
     check_batch(ctx.config, tokens.len())?;
     let mut subject_id = check_binding(subject, context)?;
     let max_len = max_token_len(ctx.config.limits.max_value_bytes);
@@ -95,8 +220,9 @@ pub fn unprotect(
             s
         });
         if let Some(s) = &found {
-            if !policy::allows(who, &s.policy, Operation::Unprotect) {
-                return Err(OpError::forbidden(format!("unprotecting with scheme \"{}\"", s.name)));
+            if !policy::allows(who, &s.policy, op) {
+                let verb = if op == Operation::Rewrap { "rewrapping" } else { "unprotecting" };
+                return Err(OpError::forbidden(format!("{verb} with scheme \"{}\"", s.name)));
             }
         }
         schemes.insert(p.scheme.clone(), found);
@@ -105,18 +231,18 @@ pub fn unprotect(
     let mut subject_state: Option<Subject> = None;
     let mut erased: Option<ItemError> = None;
     // One unwrap (and one AAD) per scheme version per request.
-    let mut keys: HashMap<Slot, Option<(AeadKey, Vec<u8>)>> = HashMap::new();
-    let mut out = Vec::with_capacity(parsed.len());
+    let mut keys: HashMap<Slot, Result<(AeadKey, Vec<u8>), ItemError>> = HashMap::new();
+    let mut items = Vec::with_capacity(parsed.len());
     for p in parsed {
         let p = match p {
             Ok(p) => p,
             Err(e) => {
-                out.push(Err(e));
+                items.push(Err(e));
                 continue;
             }
         };
         let Some(Some(scheme)) = schemes.get(&p.scheme) else {
-            out.push(Err(ItemError::DECRYPTION_FAILED));
+            items.push(Err(ItemError::DECRYPTION_FAILED));
             continue;
         };
         let slot = (p.scheme.clone(), p.key_version);
@@ -124,33 +250,69 @@ pub fn unprotect(
             subject_state = Some(Subject::for_unprotect(ctx, who, id)?);
         }
         if !keys.contains_key(&slot) {
-            let key = if p.key_version > scheme.current_version {
-                None
-            } else {
-                let dek = match fetched.remove(&slot) {
-                    Some(dk) => ctx.unwrap_data_key(scheme, dk)?,
-                    None => ctx.unwrap_dek(scheme, p.key_version)?,
-                };
-                dek.and_then(|dek| {
-                    let key = derive_value_key(scheme, p.key_version, &dek, subject_state.as_ref())?;
-                    Some((key, token::aad(&who.tenant, &p.scheme, p.key_version, subject, context)))
-                })
-            };
+            let key = version_key(
+                ctx,
+                scheme,
+                p.key_version,
+                fetched.remove(&slot),
+                subject_state.as_ref(),
+                subject,
+                context,
+            )?;
             keys.insert(slot.clone(), key);
         }
         let result = match keys.get(&slot) {
             // The same as token::unprotect, with the slot's AAD built once.
-            Some(Some((key, aad))) => key.open(aad, &p.sealed).map_err(|_| ItemError::DECRYPTION_FAILED),
-            _ => Err(ItemError::DECRYPTION_FAILED),
+            Some(Ok((key, aad))) => key.open(aad, &p.sealed).map_err(|_| ItemError::DECRYPTION_FAILED),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(ItemError::DECRYPTION_FAILED),
         };
         let result = match (result, &subject_state) {
             // Erased subjects are told apart from tampering by the certificate Veil keeps.
-            (Err(_), Some(s)) => Err(erased.get_or_insert(s.open_failure(ctx, who)?).clone()),
+            (Err(e), Some(s)) if e == ItemError::DECRYPTION_FAILED => {
+                Err(erased.get_or_insert(s.open_failure(ctx, who)?).clone())
+            }
             (r, _) => r,
         };
-        out.push(result);
+        items.push(result.map(|pt| (slot, pt)));
     }
-    Ok(out)
+    Ok(Opened { items, schemes, keys, subject: subject_state })
+}
+
+/// The key and AAD that open tokens of one scheme version, or the per-item error its tokens get:
+/// `key_version_destroyed`, `key_version_retired` (below `min_decryption_version`), or
+/// `decryption_failed` (no such version). `fetched` is the version's row if already read
+/// (`None`: not read yet).
+fn version_key(
+    ctx: &mut Ctx<'_>,
+    scheme: &Scheme,
+    version: KeyVersion,
+    fetched: Option<Option<DataKey>>,
+    subject_state: Option<&Subject>,
+    subject: Option<&str>,
+    context: Option<&str>,
+) -> Result<Result<(AeadKey, Vec<u8>), ItemError>, OpError> {
+    if version > scheme.current_version {
+        return Ok(Err(ItemError::DECRYPTION_FAILED));
+    }
+    let dk = match fetched {
+        Some(dk) => dk,
+        None => ctx.store.data_key(&scheme.tenant, &scheme.name, version)?,
+    };
+    let Some(dk) = dk else { return Ok(Err(ItemError::DECRYPTION_FAILED)) };
+    if dk.state == KeyState::Destroyed {
+        return Ok(Err(ItemError::KEY_VERSION_DESTROYED));
+    }
+    if dk.state == KeyState::Retired || version < scheme.min_decryption_version {
+        return Ok(Err(ItemError::KEY_VERSION_RETIRED));
+    }
+    let Some(dek) = ctx.unwrap_data_key(scheme, Some(dk), None)? else {
+        return Ok(Err(ItemError::DECRYPTION_FAILED));
+    };
+    let Some(key) = derive_value_key(scheme, version, &dek, subject_state) else {
+        return Ok(Err(ItemError::DECRYPTION_FAILED));
+    };
+    Ok(Ok((key, token::aad(&scheme.tenant, &scheme.name, version, subject, context))))
 }
 
 /// Masks each value with the scheme's rule; `None` is a JSON null (the `nullify` rule).

@@ -8,7 +8,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::auth::AuthError;
-use crate::ids::SchemeName;
+use crate::ids::{KeyVersion, SchemeName};
 use crate::kms::KmsError;
 use crate::store::StoreError;
 use crate::vars::ConfigError;
@@ -33,6 +33,12 @@ pub enum OpError {
     BatchTooLarge { values: usize, max: usize },
     /// The scheme has used every key version.
     VersionsExhausted,
+    /// The scheme has no data-key version of this number.
+    KeyVersionNotFound(KeyVersion),
+    /// The version is current or not below `min_decryption_version`, so it cannot be destroyed.
+    KeyVersionActive(KeyVersion),
+    /// The version is destroyed: it can be neither destroyed again nor re-activated.
+    KeyVersionDestroyed(KeyVersion),
     /// Concurrent changes kept winning the race; the caller may retry.
     Conflict,
     /// The metadata store failed.
@@ -65,6 +71,9 @@ impl OpError {
             OpError::ErasureNotFound => "erasure_not_found",
             OpError::BatchTooLarge { .. } => "batch_too_large",
             OpError::VersionsExhausted => "key_versions_exhausted",
+            OpError::KeyVersionNotFound(_) => "key_version_not_found",
+            OpError::KeyVersionActive(_) => "key_version_active",
+            OpError::KeyVersionDestroyed(_) => "key_version_destroyed",
             OpError::Conflict => "conflict",
             OpError::Store(StoreError::Unavailable(_)) => "store_unavailable",
             OpError::Store(StoreError::SchemaTooNew { .. }) => "store_schema_too_new",
@@ -100,6 +109,14 @@ impl fmt::Display for OpError {
                 write!(f, "{values} values is more than max_batch ({max})")
             }
             OpError::VersionsExhausted => f.write_str("no key version is left"),
+            OpError::KeyVersionNotFound(v) => write!(f, "the scheme has no key version {v}"),
+            OpError::KeyVersionActive(v) => write!(
+                f,
+                "key version {v} is active: only a version below min_decryption_version can be destroyed"
+            ),
+            OpError::KeyVersionDestroyed(v) => {
+                write!(f, "key version {v} is destroyed; that cannot be undone")
+            }
             OpError::Conflict => f.write_str("the scheme kept changing under concurrent rotations; retry"),
             OpError::Store(StoreError::Unavailable(_)) => {
                 f.write_str("the metadata database is unavailable; retry later")
@@ -180,7 +197,15 @@ impl ItemError {
         message: "the token's data subject was erased: its key no longer exists",
     };
     pub const INVALID_SUBJECT: ItemError =
-        ItemError { code: "invalid_subject", message: "a subject id is 1 to 256 bytes of UTF-8" };
+        ItemError { code: "invalid_subject", message: "a subject id is 1 to 256 characters" };
+    pub const KEY_VERSION_RETIRED: ItemError = ItemError {
+        code: "key_version_retired",
+        message: "the token's key version is below the scheme's min_decryption_version",
+    };
+    pub const KEY_VERSION_DESTROYED: ItemError = ItemError {
+        code: "key_version_destroyed",
+        message: "the token's key version is destroyed; its data cannot be recovered",
+    };
     pub const NOT_UTF8: ItemError = ItemError {
         code: "not_utf8",
         message: "the plaintext is not UTF-8 text; ask for encoding \"base64\"",

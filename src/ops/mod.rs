@@ -1,18 +1,23 @@
 //! Veil's operations, shared by the HTTP API and the exported WIT interface: find the scheme,
 //! check the policy, get the key (one unwrap per scheme version per request), run the primitive.
 //!
-//! One file per area: [`schemes`] (create, list, get, rotate), [`data`] (protect, unprotect,
-//! mask); [`error`] says what failed. This module holds what they share: the request's [`Ctx`]
+//! One file per area: [`schemes`] (create, list, get, rotate, version lifecycle), [`data`]
+//! (protect, unprotect, rewrap, mask); [`error`] says what failed. This module holds what they share: the request's [`Ctx`]
 //! and its key helpers, and the request limits.
 
 mod data;
 mod error;
-mod schemes;
+mod rekey;
+pub mod schemes;
 mod subjects;
 
-pub use data::{mask, protect, unprotect, Plaintext};
+pub use data::{mask, protect, rewrap, unprotect, Plaintext};
 pub use error::{ItemError, OpError};
-pub use schemes::{create_scheme, get_scheme, list_schemes, rotate, NewScheme};
+pub use rekey::{rekey, Rekeyed};
+pub use schemes::{
+    create_scheme, destroy_version, forget_cached_deks, get_scheme, list_schemes, list_versions, rotate,
+    rotate_if_current, update_scheme, NewScheme,
+};
 pub use subjects::{erase_subject, erase_subjects, erasure_keys, get_erasure, value_key, Subject};
 
 use crate::auth::Principal;
@@ -27,9 +32,11 @@ use crate::store::sql::SqlConn;
 use crate::store::{DataKey, KeyState, Store};
 use crate::subjects::SubjectId;
 
-/// Longest subject and context accepted (bytes).
-pub use crate::subjects::MAX_SUBJECT_BYTES;
-pub const MAX_CONTEXT_BYTES: usize = 1024;
+/// Longest subject and context accepted, in characters (Unicode scalar values, as JSON Schema's
+/// `maxLength` counts them, so that the OpenAPI document states the limit exactly): at most 4
+/// bytes each in UTF-8, so the AAD stays bounded.
+pub const MAX_SUBJECT_CHARS: usize = 256;
+pub const MAX_CONTEXT_CHARS: usize = 1024;
 
 /// What one request works with: its configuration, its database connection, its randomness.
 pub struct Ctx<'a> {
@@ -66,14 +73,17 @@ impl<'a> Ctx<'a> {
 
     fn unwrap_dek(&mut self, scheme: &Scheme, version: KeyVersion) -> Result<Option<SecretKey>, OpError> {
         let dk = self.store.data_key(&scheme.tenant, &scheme.name, version)?;
-        self.unwrap_data_key(scheme, dk)
+        self.unwrap_data_key(scheme, dk, None)
     }
 
     /// Unwraps a data key already read from the store (through the DEK cache if it is on).
+    /// `sealing` is `(total, n)` on the protect path: the version's seal count after this
+    /// request reserved its `n` values, which bounds how long a cache entry serves.
     fn unwrap_data_key(
         &mut self,
         scheme: &Scheme,
         dk: Option<DataKey>,
+        sealing: Option<(u64, u64)>,
     ) -> Result<Option<SecretKey>, OpError> {
         let Some(dk) = dk else {
             return Ok(None);
@@ -85,13 +95,17 @@ impl<'a> Ctx<'a> {
         let ctx = KeyContext { tenant: &scheme.tenant, scheme: &scheme.name, version };
         let now = u64::try_from(self.now).unwrap_or(0);
         if let Some(cache) = &self.dek_cache {
-            if let Some(dek) = cache.get(&mut self.rng, ctx, &dk.wrapped, now) {
+            if let Some(dek) = cache.get(ctx, &dk.wrapped, now, sealing.map(|(total, _)| total)) {
                 return Ok(Some(dek));
             }
         }
-        let dek = self.kek(&scheme.kek)?.unwrap(&dk.wrapped, ctx)?;
+        let kek = dk.kek.as_ref().unwrap_or(&scheme.kek);
+        let dek = self.kek(kek)?.unwrap(&dk.wrapped, ctx)?;
         if let Some(cache) = &self.dek_cache {
-            cache.put(&mut self.rng, ctx, &dk.wrapped, &dek, now);
+            // Off the protect path the count is unknown here: 0 is the conservative start (the
+            // entry then serves protects for at most `max_uses` values in all).
+            let seals_before = sealing.map_or(0, |(total, n)| total.saturating_sub(n));
+            cache.put(&mut self.rng, ctx, &dk.wrapped, &dek, now, seals_before);
         }
         Ok(Some(dek))
     }
@@ -107,11 +121,12 @@ fn parse_scheme_name(name: &str) -> Result<SchemeName, OpError> {
     SchemeName::parse(name).map_err(|e| OpError::invalid_field(format!("scheme: {e}")))
 }
 
-/// Checks the subject (1-256 bytes) and the context (at most 1024 bytes) of a request.
+/// Checks the subject (1-256 characters) and the context (at most 1024 characters) of a request.
 fn check_binding(subject: Option<&str>, context: Option<&str>) -> Result<Option<SubjectId>, OpError> {
     let subject = subject.map(SubjectId::parse).transpose().map_err(OpError::invalid_field)?;
-    if context.is_some_and(|c| c.len() > MAX_CONTEXT_BYTES) {
-        return Err(OpError::invalid_field(format!("context is longer than {MAX_CONTEXT_BYTES} bytes")));
+    let longer = |v: Option<&str>, max: usize| v.is_some_and(|v| v.len() > max && v.chars().count() > max);
+    if longer(context, MAX_CONTEXT_CHARS) {
+        return Err(OpError::invalid_field(format!("context is longer than {MAX_CONTEXT_CHARS} characters")));
     }
     Ok(subject)
 }

@@ -1,4 +1,5 @@
-//! Scheme administration: create (with its first data key), list, get, rotate.
+//! Scheme administration: create (with its first data key), list, get, rotate, and the version
+//! lifecycle: the versions view, the minimum decryption version and rotation period, destroy.
 
 use super::{Ctx, OpError};
 use crate::auth::Principal;
@@ -7,8 +8,8 @@ use crate::crypto::secret::SecretKey;
 use crate::ids::{KeyVersion, SchemeName};
 use crate::kms::KeyContext;
 use crate::policy;
-use crate::scheme::{mask::MaskRule, KekRef, Operation, Policy, Scheme};
-use crate::store::StoreError;
+use crate::scheme::{mask::MaskRule, KekRef, Operation, Policy, RotationPeriod, Scheme};
+use crate::store::{ChangeOutcome, DestroyOutcome, KeyVersionRecord, SchemeChange, StoreError};
 
 /// How often a rotation re-reads and retries when a concurrent rotation won (each lost race
 /// means another rotation succeeded, so N concurrent rotations need at most N attempts).
@@ -24,6 +25,7 @@ pub struct NewScheme {
     pub kek: KekRef,
     pub policy: Policy,
     pub mask: MaskRule,
+    pub rotation_period: Option<RotationPeriod>,
 }
 
 /// Creates a scheme with a fresh data key (version 1), wrapped by its KEK.
@@ -39,6 +41,8 @@ pub fn create_scheme(ctx: &mut Ctx<'_>, who: &Principal, new: NewScheme) -> Resu
         policy: new.policy,
         mask: new.mask,
         current_version: KeyVersion::FIRST,
+        min_decryption_version: KeyVersion::FIRST,
+        rotation_period: new.rotation_period,
         created_at: ctx.now,
     };
     let dek = SecretKey::generate(&mut ctx.rng);
@@ -62,10 +66,7 @@ pub fn get_scheme(ctx: &Ctx<'_>, who: &Principal, name: &str) -> Result<Scheme, 
 
 /// Adds a data-key version and makes it current; concurrent rotations each add one version.
 pub fn rotate(ctx: &mut Ctx<'_>, who: &Principal, name: &str) -> Result<Scheme, OpError> {
-    let mut scheme = ctx.scheme(who, name)?;
-    if !policy::allows(who, &scheme.policy, Operation::Admin) {
-        return Err(OpError::forbidden("administering this scheme"));
-    }
+    let mut scheme = admin_scheme(ctx, who, name)?;
     for attempt in 0..ROTATE_ATTEMPTS {
         if attempt > 0 {
             let cap = (1u64 << attempt.min(6)).min(ROTATE_MAX_BACKOFF_MS);
@@ -74,27 +75,106 @@ pub fn rotate(ctx: &mut Ctx<'_>, who: &Principal, name: &str) -> Result<Scheme, 
             let pause = cap / 2 + u64::from(jitter[0]) % (cap / 2 + 1);
             std::thread::sleep(std::time::Duration::from_millis(pause));
         }
-        let next = scheme.current_version.next().ok_or(OpError::VersionsExhausted)?;
-        let dek = SecretKey::generate(&mut ctx.rng);
-        let kctx = KeyContext { tenant: &scheme.tenant, scheme: &scheme.name, version: next };
-        let wrapped = ctx.kek(&scheme.kek)?.wrap(&dek, kctx)?;
-        drop(dek);
-        match ctx.store.add_key_version(
-            &scheme.tenant,
-            &scheme.name,
-            scheme.current_version,
-            &wrapped,
-            ctx.now,
-        ) {
-            Ok(v) => {
-                scheme.current_version = v;
-                return Ok(scheme);
-            }
-            Err(StoreError::Conflict) => {
-                scheme = ctx.scheme(who, name)?;
-            }
-            Err(e) => return Err(e.into()),
+        if let Some((version, _dek)) = rotate_if_current(ctx, &scheme, scheme.current_version)? {
+            scheme.current_version = version;
+            return Ok(scheme);
         }
+        scheme = ctx.scheme(who, name)?;
     }
     Err(OpError::Conflict)
+}
+
+/// Adds version `expected + 1` (a fresh data key, wrapped by the scheme's KEK) only if `expected`
+/// is still the scheme's current version: of many concurrent calls with the same `expected`,
+/// exactly one rotates (a compare-and-set in the store, on SQLite and PostgreSQL alike).
+///
+/// Returns the new version and its data key when this call rotated, `None` when another writer
+/// had moved the scheme on (re-read it for the version now current). No policy check: the caller
+/// decides who may rotate (an admin's request, a protect past `rotation_period`).
+pub fn rotate_if_current(
+    ctx: &mut Ctx<'_>,
+    scheme: &Scheme,
+    expected: KeyVersion,
+) -> Result<Option<(KeyVersion, SecretKey)>, OpError> {
+    let next = expected.next().ok_or(OpError::VersionsExhausted)?;
+    let dek = SecretKey::generate(&mut ctx.rng);
+    let kctx = KeyContext { tenant: &scheme.tenant, scheme: &scheme.name, version: next };
+    let wrapped = ctx.kek(&scheme.kek)?.wrap(&dek, kctx)?;
+    match ctx.store.add_key_version(&scheme.tenant, &scheme.name, expected, &wrapped, &scheme.kek, ctx.now) {
+        Ok(v) => Ok(Some((v, dek))),
+        Err(StoreError::Conflict) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A scheme's data-key versions, oldest first (never key bytes, wrapped or not).
+pub fn list_versions(
+    ctx: &Ctx<'_>,
+    who: &Principal,
+    name: &str,
+) -> Result<(Scheme, Vec<KeyVersionRecord>), OpError> {
+    let name = super::parse_scheme_name(name)?;
+    ctx.store.list_key_versions(&who.tenant, &name)?.ok_or(OpError::SchemeNotFound(name))
+}
+
+/// Changes a scheme's `min_decryption_version` and/or `rotation_period`. Raising the minimum
+/// retires the versions below it; lowering it re-activates them, unless one is destroyed.
+pub fn update_scheme(
+    ctx: &mut Ctx<'_>,
+    who: &Principal,
+    name: &str,
+    change: &SchemeChange,
+) -> Result<Scheme, OpError> {
+    let scheme = admin_scheme(ctx, who, name)?;
+    match ctx.store.update_scheme(&scheme.tenant, &scheme.name, change, ctx.now)? {
+        ChangeOutcome::Changed(s) => Ok(*s),
+        ChangeOutcome::SchemeNotFound => Err(OpError::SchemeNotFound(scheme.name)),
+        ChangeOutcome::AboveCurrent(current) => Err(OpError::invalid_field(format!(
+            "min_decryption_version must be from 1 to the current version ({current})"
+        ))),
+        ChangeOutcome::Destroyed(v) => Err(OpError::KeyVersionDestroyed(v)),
+    }
+}
+
+/// Destroys a retired data-key version: its wrapped key is deleted from the store and any cached
+/// copy from the DEK cache. Its tokens can never be unprotected again.
+pub fn destroy_version(
+    ctx: &mut Ctx<'_>,
+    who: &Principal,
+    name: &str,
+    version: KeyVersion,
+) -> Result<(), OpError> {
+    let scheme = admin_scheme(ctx, who, name)?;
+    let outcome =
+        ctx.store.destroy_key_version(&scheme.tenant, &scheme.name, version, &who.subject, ctx.now)?;
+    match outcome {
+        DestroyOutcome::Destroyed => {
+            forget_cached_deks(ctx, &scheme.tenant, &[(scheme.name.clone(), version)]);
+            Ok(())
+        }
+        DestroyOutcome::SchemeNotFound => Err(OpError::SchemeNotFound(scheme.name)),
+        DestroyOutcome::VersionNotFound => Err(OpError::KeyVersionNotFound(version)),
+        DestroyOutcome::Active => Err(OpError::KeyVersionActive(version)),
+        DestroyOutcome::AlreadyDestroyed => Err(OpError::KeyVersionDestroyed(version)),
+    }
+}
+
+/// Drops the DEK cache's copies of these destroyed versions (a no-op without the cache). Entries
+/// of a destroyed version could not be used anyway (their seal binds the wrapped key, now gone,
+/// and destroyed versions are refused before the cache is asked); this removes the key material.
+pub fn forget_cached_deks(ctx: &Ctx<'_>, tenant: &crate::ids::TenantId, slots: &[(SchemeName, KeyVersion)]) {
+    if let Some(cache) = &ctx.dek_cache {
+        for (scheme, version) in slots {
+            cache.forget(KeyContext { tenant, scheme, version: *version });
+        }
+    }
+}
+
+/// The scheme, if the caller may administer it.
+pub(super) fn admin_scheme(ctx: &Ctx<'_>, who: &Principal, name: &str) -> Result<Scheme, OpError> {
+    let scheme = ctx.scheme(who, name)?;
+    if !policy::allows(who, &scheme.policy, Operation::Admin) {
+        return Err(OpError::forbidden("administering this scheme"));
+    }
+    Ok(scheme)
 }

@@ -71,11 +71,13 @@ pub enum MaskRule {
 enum MaskRuleWire {
     Redact {},
     KeepFirst {
+        #[serde(deserialize_with = "whole_number")]
         n: u32,
         #[serde(default = "star")]
         char: char,
     },
     KeepLast {
+        #[serde(deserialize_with = "whole_number")]
         n: u32,
         #[serde(default = "star")]
         char: char,
@@ -85,12 +87,28 @@ enum MaskRuleWire {
         char: char,
     },
     Fixed {
+        #[serde(deserialize_with = "whole_number")]
         length: u32,
         #[serde(default = "star")]
         char: char,
     },
     Nullify {},
     Hmac {},
+}
+
+/// A JSON number with no fractional part, as JSON Schema's `integer` reads it (`4` and `4.0`
+/// alike: the OpenAPI document says `integer`, so a request with `4.0` is valid and accepted).
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    use serde::de::Error as _;
+    let n = <serde_json::Number as serde::Deserialize>::deserialize(d)?;
+    let whole = match (n.as_u64(), n.as_f64()) {
+        (Some(v), _) => Some(v),
+        (None, Some(f)) if f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&f) => Some(f as u64),
+        _ => None,
+    };
+    whole
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| D::Error::custom("expected a whole number from 0 to 4294967295"))
 }
 
 impl From<MaskRuleWire> for MaskRule {
@@ -299,6 +317,24 @@ mod tests {
             r#""redact""#,
         ] {
             assert!(serde_json::from_str::<MaskRule>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn integers_may_be_written_as_whole_floats() {
+        let rule = |j: &str| serde_json::from_str::<MaskRule>(j).map_err(|e| e.to_string());
+        assert_eq!(rule(r#"{"rule":"keep_last","n":4.0}"#), Ok(MaskRule::KeepLast { n: 4, char: '*' }));
+        assert_eq!(rule(r#"{"rule":"fixed","length":1e1}"#), Ok(MaskRule::Fixed { length: 10, char: '*' }));
+        assert_eq!(rule(r#"{"rule":"keep_first","n":-0.0}"#), Ok(MaskRule::KeepFirst { n: 0, char: '*' }));
+        for bad in [
+            r#"{"rule":"keep_last","n":4.5}"#,
+            r#"{"rule":"keep_last","n":-1}"#,
+            r#"{"rule":"keep_last","n":"4"}"#,
+            r#"{"rule":"fixed","length":4294967296}"#,
+            r#"{"rule":"keep_last","n":null}"#,
+        ] {
+            let e = rule(bad).expect_err(bad);
+            assert!(!e.contains("4.5") && !e.contains("4294967296"), "{e}");
         }
     }
 

@@ -37,6 +37,18 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/sqlite/0003_subjects.sql"),
         postgres: include_str!("migrations/postgres/0003_subjects.sql"),
     },
+    Migration {
+        version: 4,
+        name: "lifecycle",
+        sqlite: include_str!("migrations/sqlite/0004_lifecycle.sql"),
+        postgres: include_str!("migrations/postgres/0004_lifecycle.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "key_seals",
+        sqlite: include_str!("migrations/sqlite/0005_key_seals.sql"),
+        postgres: include_str!("migrations/postgres/0005_key_seals.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

@@ -22,7 +22,7 @@ use std::fmt;
 use crate::crypto::aead::Algorithm;
 use crate::ids::{KeyVersion, SchemeName, TenantId};
 use crate::kms::WrappedDek;
-use crate::scheme::{mask::MaskRule, KekRef, Policy, Scheme};
+use crate::scheme::{mask::MaskRule, KekRef, Policy, RotationPeriod, Scheme};
 use sql::{Row, SqlConn, SqlError, SqlValue};
 
 /// Store failures the API maps to answers.
@@ -68,7 +68,8 @@ impl From<SqlError> for StoreError {
     }
 }
 
-/// The state of a data-key version (DESIGN §6); transitions come with key lifecycle work.
+/// The state of a data-key version (DESIGN §6): `active` from `min_decryption_version` up,
+/// `retired` below it, `destroyed` (irreversibly: the wrapped key is gone) only from `retired`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyState {
     Active,
@@ -100,6 +101,47 @@ pub struct DataKey {
     pub version: KeyVersion,
     pub wrapped: WrappedDek,
     pub state: KeyState,
+    pub created_at: i64,
+    /// The KEK that wrapped it; `None` for versions stored before migration 4 (the scheme's KEK).
+    pub kek: Option<KekRef>,
+}
+
+/// A data-key version as the versions view shows it: the key, and who destroyed it and when.
+#[derive(Debug, Clone)]
+pub struct KeyVersionRecord {
+    pub key: DataKey,
+    pub destroyed_at: Option<i64>,
+    pub destroyed_by: Option<String>,
+}
+
+/// What a scheme update changes; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SchemeChange {
+    pub min_decryption_version: Option<KeyVersion>,
+    /// `Some(None)` removes the rotation period.
+    pub rotation_period: Option<Option<RotationPeriod>>,
+}
+
+/// How a scheme update ended. Refusals change nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeOutcome {
+    Changed(Box<Scheme>),
+    SchemeNotFound,
+    /// The minimum asked for is above the current version (shown).
+    AboveCurrent(KeyVersion),
+    /// The minimum asked for would re-activate this destroyed version (the highest destroyed).
+    Destroyed(KeyVersion),
+}
+
+/// How destroying one data-key version ended. Refusals change nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DestroyOutcome {
+    Destroyed,
+    SchemeNotFound,
+    VersionNotFound,
+    /// The version is current or not below `min_decryption_version`.
+    Active,
+    AlreadyDestroyed,
 }
 
 /// The metadata store over one connection.
@@ -107,12 +149,18 @@ pub struct Store<'a> {
     conn: &'a dyn SqlConn,
 }
 
-const SCHEME_COLUMNS: &str = "tenant, name, algorithm, kek, policy, mask_rule, current_version, created_at";
+const SCHEME_COLUMNS: &str = "tenant, name, algorithm, kek, policy, mask_rule, current_version, created_at, \
+     min_decryption_version, rotation_period";
+/// The number of [`SCHEME_COLUMNS`]; a data key's columns follow them in joined reads.
+const SCHEME_COLUMN_COUNT: usize = 10;
+/// The columns [`data_key_from_row`] decodes.
+const KEY_COLUMNS: &str = "version, wrapped_dek, kek_id, kek_version, state, created_at, kek";
 /// The database's schema version, appended as the last column of every read.
 const SCHEMA_VERSION: &str = "(SELECT MAX(version) FROM veil_migrations)";
 /// [`SCHEME_COLUMNS`] of `schemes s`, then the columns of its current `data_keys d` row.
 const SCHEME_AND_KEY_COLUMNS: &str = "s.tenant, s.name, s.algorithm, s.kek, s.policy, s.mask_rule, \
-     s.current_version, s.created_at, d.version, d.wrapped_dek, d.kek_id, d.kek_version, d.state";
+     s.current_version, s.created_at, s.min_decryption_version, s.rotation_period, d.version, \
+     d.wrapped_dek, d.kek_id, d.kek_version, d.state, d.created_at, d.kek";
 
 impl<'a> Store<'a> {
     pub fn new(conn: &'a dyn SqlConn) -> Self {
@@ -185,8 +233,8 @@ impl<'a> Store<'a> {
                 )?;
                 self.conn.execute(
                     "INSERT INTO schemes (tenant, name, algorithm, kek, policy, mask_rule, \
-                     current_version, min_decryption_version, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8)",
+                     current_version, min_decryption_version, rotation_period, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
                     &[
                         tenant.clone(),
                         name.clone(),
@@ -195,10 +243,12 @@ impl<'a> Store<'a> {
                         SqlValue::Text(policy.clone()),
                         SqlValue::Text(mask.clone()),
                         SqlValue::Int(scheme.current_version.get().into()),
+                        SqlValue::Int(scheme.min_decryption_version.get().into()),
+                        period_value(scheme.rotation_period),
                         SqlValue::Int(now),
                     ],
                 )?;
-                self.insert_key(&tenant, &name, scheme.current_version, first_key, now)
+                self.insert_key(&tenant, &name, scheme.current_version, first_key, &kek, now)
             })
         });
         match result {
@@ -213,11 +263,12 @@ impl<'a> Store<'a> {
         name: &SqlValue,
         version: KeyVersion,
         key: &WrappedDek,
+        kek: &str,
         now: i64,
     ) -> Result<(), SqlError> {
         self.conn.execute(
             "INSERT INTO data_keys (tenant, scheme, version, wrapped_dek, kek_id, kek_version, \
-             state, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+             state, created_at, updated_at, kek) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)",
             &[
                 tenant.clone(),
                 name.clone(),
@@ -227,24 +278,27 @@ impl<'a> Store<'a> {
                 SqlValue::Text(key.kek_version.clone()),
                 SqlValue::Text(KeyState::Active.as_str().into()),
                 SqlValue::Int(now),
+                SqlValue::Text(kek.into()),
             ],
         )?;
         Ok(())
     }
 
-    /// Adds data-key version `expected_current + 1` and makes it current, atomically.
-    /// `Conflict` when another writer moved the scheme on first (re-read and retry).
+    /// Adds data-key version `expected_current + 1`, wrapped by `kek`, and makes it current,
+    /// atomically. `Conflict` when another writer moved the scheme on first (re-read and retry).
     pub fn add_key_version(
         &self,
         tenant: &TenantId,
         name: &SchemeName,
         expected_current: KeyVersion,
         key: &WrappedDek,
+        kek: &KekRef,
         now: i64,
     ) -> Result<KeyVersion, StoreError> {
         let next = expected_current
             .next()
             .ok_or_else(|| StoreError::Corrupt("key version space exhausted".into()))?;
+        let kek = json(kek)?;
         let t = SqlValue::Text(tenant.as_str().into());
         let n = SqlValue::Text(name.as_str().into());
         self.with_schema(|| {
@@ -263,10 +317,284 @@ impl<'a> Store<'a> {
                 if moved != 1 {
                     return Err(SqlError::Constraint("scheme moved on".into()));
                 }
-                self.insert_key(&t, &n, next, key, now)
+                self.insert_key(&t, &n, next, key, &kek, now)
             })
         })?;
         Ok(next)
+    }
+
+    /// Changes a scheme's minimum decryption version and rotation period in one transaction.
+    /// Versions below the new minimum become `retired`, those from it up `active` again (never a
+    /// destroyed one: a minimum at or below a destroyed version is refused).
+    pub fn update_scheme(
+        &self,
+        tenant: &TenantId,
+        name: &SchemeName,
+        change: &SchemeChange,
+        now: i64,
+    ) -> Result<ChangeOutcome, StoreError> {
+        let t = SqlValue::Text(tenant.as_str().into());
+        let n = SqlValue::Text(name.as_str().into());
+        let lock = self.conn.dialect().for_update();
+        let refused = self.with_schema(|| {
+            self.transaction(|| {
+                let rows = self.conn.query(
+                    &format!("SELECT current_version FROM schemes WHERE tenant = $1 AND name = $2{lock}"),
+                    &[t.clone(), n.clone()],
+                )?;
+                let Some(row) = rows.first() else { return Ok(Some(ChangeOutcome::SchemeNotFound)) };
+                let current = Row(row).int(0)?;
+                if let Some(min) = change.min_decryption_version {
+                    let min = i64::from(min.get());
+                    if min > current {
+                        return Ok(Some(ChangeOutcome::AboveCurrent(sql_version(current)?)));
+                    }
+                    let destroyed = self.conn.query(
+                        "SELECT MAX(version) FROM data_keys WHERE tenant = $1 AND scheme = $2 \
+                         AND state = 'destroyed' AND version >= $3",
+                        &[t.clone(), n.clone(), SqlValue::Int(min)],
+                    )?;
+                    if let Some(SqlValue::Int(v)) = destroyed.first().and_then(|r| r.first()) {
+                        return Ok(Some(ChangeOutcome::Destroyed(sql_version(*v)?)));
+                    }
+                    self.conn.execute(
+                        "UPDATE schemes SET min_decryption_version = $1, updated_at = $2 \
+                         WHERE tenant = $3 AND name = $4",
+                        &[SqlValue::Int(min), SqlValue::Int(now), t.clone(), n.clone()],
+                    )?;
+                    self.conn.execute(
+                        "UPDATE data_keys SET state = CASE WHEN version < $1 THEN 'retired' ELSE 'active' END, \
+                         updated_at = $2 WHERE tenant = $3 AND scheme = $4 AND state <> 'destroyed' \
+                         AND state <> CASE WHEN version < $1 THEN 'retired' ELSE 'active' END",
+                        &[SqlValue::Int(min), SqlValue::Int(now), t.clone(), n.clone()],
+                    )?;
+                }
+                if let Some(period) = change.rotation_period {
+                    self.conn.execute(
+                        "UPDATE schemes SET rotation_period = $1, updated_at = $2 WHERE tenant = $3 AND name = $4",
+                        &[period_value(period), SqlValue::Int(now), t.clone(), n.clone()],
+                    )?;
+                }
+                Ok(None)
+            })
+        })?;
+        match refused {
+            Some(refused) => Ok(refused),
+            None => match self.get_scheme(tenant, name)? {
+                Some(s) => Ok(ChangeOutcome::Changed(Box::new(s))),
+                None => Ok(ChangeOutcome::SchemeNotFound),
+            },
+        }
+    }
+
+    /// Destroys one retired data-key version: its wrapped key is emptied to zero bytes and its row
+    /// kept with state `destroyed`, `destroyed_at` and `destroyed_by`. Irreversible.
+    pub fn destroy_key_version(
+        &self,
+        tenant: &TenantId,
+        name: &SchemeName,
+        version: KeyVersion,
+        by: &str,
+        now: i64,
+    ) -> Result<DestroyOutcome, StoreError> {
+        let t = SqlValue::Text(tenant.as_str().into());
+        let n = SqlValue::Text(name.as_str().into());
+        let v = SqlValue::Int(version.get().into());
+        let lock = self.conn.dialect().for_update();
+        self.with_schema(|| {
+            self.transaction(|| {
+                // The scheme row is locked first, as rotation and updates do, so that a concurrent
+                // lowering of the minimum cannot re-activate the version being destroyed.
+                let rows = self.conn.query(
+                    &format!(
+                        "SELECT current_version, min_decryption_version FROM schemes \
+                         WHERE tenant = $1 AND name = $2{lock}"
+                    ),
+                    &[t.clone(), n.clone()],
+                )?;
+                let Some(row) = rows.first() else { return Ok(DestroyOutcome::SchemeNotFound) };
+                let (current, min) = (Row(row).int(0)?, Row(row).int(1)?);
+                let rows = self.conn.query(
+                    "SELECT state FROM data_keys WHERE tenant = $1 AND scheme = $2 AND version = $3",
+                    &[t.clone(), n.clone(), v.clone()],
+                )?;
+                let Some(row) = rows.first() else { return Ok(DestroyOutcome::VersionNotFound) };
+                let version = i64::from(version.get());
+                match KeyState::parse(Row(row).text(0)?) {
+                    Some(KeyState::Destroyed) => return Ok(DestroyOutcome::AlreadyDestroyed),
+                    _ if version >= min || version >= current => return Ok(DestroyOutcome::Active),
+                    _ => {}
+                }
+                self.destroy_rows(&t, &n, Some(version), by, now)?;
+                Ok(DestroyOutcome::Destroyed)
+            })
+        })
+    }
+
+    /// Destroys every data-key version that is not destroyed yet of one scheme, or of every
+    /// scheme of the tenant (`scheme: None`), whatever its state: for erasing a scheme or a
+    /// tenant. Returns the versions it destroyed, so that cached copies can be dropped too.
+    pub fn destroy_all_key_versions(
+        &self,
+        tenant: &TenantId,
+        scheme: Option<&SchemeName>,
+        by: &str,
+        now: i64,
+    ) -> Result<Vec<(SchemeName, KeyVersion)>, StoreError> {
+        self.with_schema(|| self.transaction(|| self.destroy_all_key_versions_in_tx(tenant, scheme, by, now)))
+    }
+
+    /// [`Store::destroy_all_key_versions`] inside a transaction the caller has opened.
+    pub(crate) fn destroy_all_key_versions_in_tx(
+        &self,
+        tenant: &TenantId,
+        scheme: Option<&SchemeName>,
+        by: &str,
+        now: i64,
+    ) -> Result<Vec<(SchemeName, KeyVersion)>, SqlError> {
+        let t = SqlValue::Text(tenant.as_str().into());
+        let mut params = vec![t.clone()];
+        let mut sql =
+            "SELECT scheme, version FROM data_keys WHERE tenant = $1 AND state <> 'destroyed'".to_string();
+        if let Some(s) = scheme {
+            sql.push_str(" AND scheme = $2");
+            params.push(SqlValue::Text(s.as_str().into()));
+        }
+        sql.push_str(" ORDER BY scheme, version");
+        let mut out = Vec::new();
+        for row in self.conn.query(&sql, &params)? {
+            let r = Row(&row);
+            let name = SchemeName::parse(r.text(0)?)
+                .map_err(|_| SqlError::Other("stored data_keys.scheme".into()))?;
+            out.push((name, sql_version(r.int(1)?)?));
+        }
+        let mut done = std::collections::HashSet::new();
+        for (name, _) in &out {
+            if done.insert(name.clone()) {
+                self.destroy_rows(&t, &SqlValue::Text(name.as_str().into()), None, by, now)?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Empties the wrapped key of one version (or every version) of a scheme that is not
+    /// destroyed yet, and records who did it and when.
+    fn destroy_rows(
+        &self,
+        tenant: &SqlValue,
+        name: &SqlValue,
+        version: Option<i64>,
+        by: &str,
+        now: i64,
+    ) -> Result<u64, SqlError> {
+        let mut params = vec![
+            SqlValue::Blob(Vec::new()),
+            SqlValue::Int(now),
+            SqlValue::Text(by.into()),
+            tenant.clone(),
+            name.clone(),
+        ];
+        let mut sql = "UPDATE data_keys SET state = 'destroyed', wrapped_dek = $1, destroyed_at = $2, \
+                       destroyed_by = $3, updated_at = $2 WHERE tenant = $4 AND scheme = $5 \
+                       AND state <> 'destroyed'"
+            .to_string();
+        if let Some(v) = version {
+            sql.push_str(" AND version = $6");
+            params.push(SqlValue::Int(v));
+        }
+        self.conn.execute(&sql, &params)
+    }
+
+    /// Replaces one version's wrapped key (a KEK rotation) if it still holds `old`'s and is not
+    /// destroyed: `false` when a concurrent writer changed or destroyed it first (nothing written).
+    pub fn replace_wrapped_key(
+        &self,
+        tenant: &TenantId,
+        name: &SchemeName,
+        old: &DataKey,
+        new: &WrappedDek,
+        kek: &KekRef,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let kek = json(kek)?;
+        let changed = self.with_schema(|| {
+            self.transaction(|| {
+                self.conn.execute(
+                    "UPDATE data_keys SET wrapped_dek = $1, kek_id = $2, kek_version = $3, kek = $4, \
+                     updated_at = $5 WHERE tenant = $6 AND scheme = $7 AND version = $8 \
+                     AND state <> 'destroyed' AND wrapped_dek = $9",
+                    &[
+                        SqlValue::Blob(new.blob.clone()),
+                        SqlValue::Text(new.kek_id.clone()),
+                        SqlValue::Text(new.kek_version.clone()),
+                        SqlValue::Text(kek.clone()),
+                        SqlValue::Int(now),
+                        SqlValue::Text(tenant.as_str().into()),
+                        SqlValue::Text(name.as_str().into()),
+                        SqlValue::Int(old.version.get().into()),
+                        SqlValue::Blob(old.wrapped.blob.clone()),
+                    ],
+                )
+            })
+        })?;
+        Ok(changed == 1)
+    }
+
+    /// Makes `kek` the scheme's KEK: the one new versions are wrapped by.
+    pub fn set_scheme_kek(
+        &self,
+        tenant: &TenantId,
+        name: &SchemeName,
+        kek: &KekRef,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let kek = json(kek)?;
+        self.with_schema(|| {
+            self.transaction(|| {
+                self.conn.execute(
+                    "UPDATE schemes SET kek = $1, updated_at = $2 WHERE tenant = $3 AND name = $4",
+                    &[
+                        SqlValue::Text(kek.clone()),
+                        SqlValue::Int(now),
+                        SqlValue::Text(tenant.as_str().into()),
+                        SqlValue::Text(name.as_str().into()),
+                    ],
+                )
+            })
+        })?;
+        Ok(())
+    }
+
+    /// A scheme and every one of its data-key versions, oldest first.
+    pub fn list_key_versions(
+        &self,
+        tenant: &TenantId,
+        name: &SchemeName,
+    ) -> Result<Option<(Scheme, Vec<KeyVersionRecord>)>, StoreError> {
+        let Some(scheme) = self.get_scheme(tenant, name)? else { return Ok(None) };
+        let rows = self.read(
+            &format!(
+                "SELECT {KEY_COLUMNS}, destroyed_at, destroyed_by, {SCHEMA_VERSION} FROM data_keys \
+                 WHERE tenant = $1 AND scheme = $2 ORDER BY version"
+            ),
+            &[SqlValue::Text(tenant.as_str().into()), SqlValue::Text(name.as_str().into())],
+        )?;
+        let versions = rows
+            .iter()
+            .map(|r| {
+                let row = Row(r);
+                Ok(KeyVersionRecord {
+                    key: data_key_from_row(&row)?,
+                    destroyed_at: optional_int(&row, 7)?,
+                    destroyed_by: match r.get(8) {
+                        Some(SqlValue::Text(t)) => Some(t.clone()),
+                        None | Some(SqlValue::Null) => None,
+                        Some(_) => return Err(corrupt("data_keys.destroyed_by")),
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Some((scheme, versions)))
     }
 
     pub fn get_scheme(&self, tenant: &TenantId, name: &SchemeName) -> Result<Option<Scheme>, StoreError> {
@@ -317,9 +645,9 @@ impl<'a> Store<'a> {
         let rows = self.read(&sql, &params)?;
         let Some(r) = rows.first() else { return Ok(None) };
         let scheme = scheme_from_row(&Row(r))?;
-        let key = match r.get(8) {
+        let key = match r.get(SCHEME_COLUMN_COUNT) {
             None | Some(SqlValue::Null) => None,
-            Some(_) => Some(data_key_from_row(&Row(&r[8..]))?),
+            Some(_) => Some(data_key_from_row(&Row(&r[SCHEME_COLUMN_COUNT..]))?),
         };
         Ok(Some((scheme, key)))
     }
@@ -332,6 +660,66 @@ impl<'a> Store<'a> {
         rows.iter().map(|r| scheme_from_row(&Row(r))).collect()
     }
 
+    /// Adds `n` to the seal count of a data-key version (creating it at 0) and returns the new
+    /// total, in one statement: concurrent requests each get a distinct total, and the count
+    /// never goes down (issue 19 item 6). Refused, like every write, on a newer schema.
+    pub fn reserve_seals(
+        &self,
+        tenant: &TenantId,
+        name: &SchemeName,
+        version: KeyVersion,
+        n: u64,
+    ) -> Result<u64, StoreError> {
+        let sql = format!(
+            "INSERT INTO key_seals (tenant, scheme, version, seals) \
+             SELECT CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS BIGINT), CAST($4 AS BIGINT) \
+             WHERE {SCHEMA_VERSION} <= CAST($5 AS BIGINT) \
+             ON CONFLICT (tenant, scheme, version) DO UPDATE SET seals = key_seals.seals + excluded.seals \
+             RETURNING seals"
+        );
+        let n = i64::try_from(n).map_err(|_| StoreError::Corrupt("seal count out of range".into()))?;
+        let params = [
+            SqlValue::Text(tenant.as_str().into()),
+            SqlValue::Text(name.as_str().into()),
+            SqlValue::Int(version.get().into()),
+            SqlValue::Int(n),
+            SqlValue::Int(migrate::latest()),
+        ];
+        let rows = self.with_schema(|| self.conn.query(&sql, &params))?;
+        match rows.first().and_then(|r| r.first()) {
+            Some(SqlValue::Int(total)) => u64::try_from(*total).map_err(|_| corrupt("key_seals.seals")),
+            _ => {
+                // Nothing written: the schema is newer than this build (or the row is unreadable).
+                self.check_schema_version()?;
+                Err(corrupt("key_seals.seals"))
+            }
+        }
+    }
+
+    /// How many values a data-key version has sealed (0 when none).
+    pub fn seals(
+        &self,
+        tenant: &TenantId,
+        name: &SchemeName,
+        version: KeyVersion,
+    ) -> Result<u64, StoreError> {
+        let rows = self.read(
+            &format!(
+                "SELECT seals, {SCHEMA_VERSION} FROM key_seals WHERE tenant = $1 AND scheme = $2 AND version = $3"
+            ),
+            &[
+                SqlValue::Text(tenant.as_str().into()),
+                SqlValue::Text(name.as_str().into()),
+                SqlValue::Int(version.get().into()),
+            ],
+        )?;
+        match rows.first().and_then(|r| r.first()) {
+            None => Ok(0),
+            Some(SqlValue::Int(n)) => u64::try_from(*n).map_err(|_| corrupt("key_seals.seals")),
+            Some(_) => Err(corrupt("key_seals.seals")),
+        }
+    }
+
     /// One data-key version of a scheme, if it exists.
     pub fn data_key(
         &self,
@@ -341,7 +729,7 @@ impl<'a> Store<'a> {
     ) -> Result<Option<DataKey>, StoreError> {
         let rows = self.read(
             &format!(
-                "SELECT version, wrapped_dek, kek_id, kek_version, state, {SCHEMA_VERSION} FROM data_keys \
+                "SELECT {KEY_COLUMNS}, {SCHEMA_VERSION} FROM data_keys \
                  WHERE tenant = $1 AND scheme = $2 AND version = $3"
             ),
             &[
@@ -362,9 +750,13 @@ fn check_version(version: Option<&SqlValue>) -> Result<(), SqlError> {
     }
 }
 
-/// `version, wrapped_dek, kek_id, kek_version, state` of `data_keys`.
+/// [`KEY_COLUMNS`] of `data_keys`.
 fn data_key_from_row(r: &Row<'_>) -> Result<DataKey, StoreError> {
     let state = KeyState::parse(r.text(4)?).ok_or_else(|| corrupt("data_keys.state"))?;
+    let kek = match r.0.get(6) {
+        None | Some(SqlValue::Null) => None,
+        Some(_) => Some(serde_json::from_str::<KekRef>(r.text(6)?).map_err(|_| corrupt("data_keys.kek"))?),
+    };
     Ok(DataKey {
         version: key_version(r.int(0)?)?,
         wrapped: WrappedDek {
@@ -373,7 +765,31 @@ fn data_key_from_row(r: &Row<'_>) -> Result<DataKey, StoreError> {
             kek_version: r.text(3)?.into(),
         },
         state,
+        created_at: r.int(5)?,
+        kek,
     })
+}
+
+/// A key version read inside a transaction (whose errors are [`SqlError`]s).
+fn sql_version(v: i64) -> Result<KeyVersion, SqlError> {
+    u32::try_from(v)
+        .ok()
+        .and_then(|v| KeyVersion::new(v).ok())
+        .ok_or_else(|| SqlError::Other("stored key version does not decode".into()))
+}
+
+fn optional_int(r: &Row<'_>, i: usize) -> Result<Option<i64>, StoreError> {
+    match r.0.get(i) {
+        None | Some(SqlValue::Null) => Ok(None),
+        Some(_) => Ok(Some(r.int(i)?)),
+    }
+}
+
+fn period_value(p: Option<RotationPeriod>) -> SqlValue {
+    match p {
+        Some(p) => SqlValue::Int(i64::try_from(p.secs()).unwrap_or(i64::MAX)),
+        None => SqlValue::Null,
+    }
 }
 
 fn corrupt(what: &str) -> StoreError {
@@ -398,6 +814,16 @@ fn scheme_from_row(r: &Row<'_>) -> Result<Scheme, StoreError> {
         mask: serde_json::from_str::<MaskRule>(r.text(5)?).map_err(|_| corrupt("schemes.mask_rule"))?,
         current_version: key_version(r.int(6)?)?,
         created_at: r.int(7)?,
+        min_decryption_version: key_version(r.int(8)?)?,
+        rotation_period: match optional_int(r, 9)? {
+            None => None,
+            Some(secs) => Some(
+                u64::try_from(secs)
+                    .ok()
+                    .and_then(RotationPeriod::from_secs)
+                    .ok_or_else(|| corrupt("schemes.rotation_period"))?,
+            ),
+        },
     })
 }
 

@@ -59,6 +59,15 @@ impl Dialect {
             Dialect::Postgres => "BEGIN",
         }
     }
+
+    /// The clause that locks the rows a read inside a transaction returns (PostgreSQL); SQLite's
+    /// `BEGIN IMMEDIATE` already holds the database's write lock.
+    pub fn for_update(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "",
+            Dialect::Postgres => " FOR UPDATE",
+        }
+    }
 }
 
 /// One database connection, used by one request.

@@ -74,8 +74,161 @@ fn scheme(name: &str) -> Scheme {
         policy: Policy { protect: vec!["app".into()], ..Policy::default() },
         mask: MaskRule::KeepLast { n: 4, char: '*' },
         current_version: KeyVersion::FIRST,
+        min_decryption_version: KeyVersion::FIRST,
+        rotation_period: None,
         created_at: 1_700_000_000,
     }
+}
+
+fn v(n: u32) -> KeyVersion {
+    KeyVersion::new(n).expect("version")
+}
+
+/// A scheme `pii` with versions 1..=n (version k wrapped as `wrapped(k)`).
+fn scheme_with_versions(store: &Store<'_>, n: u32) -> Scheme {
+    let s = scheme("pii");
+    store.create_scheme(&s, &wrapped(1), 10).expect("create");
+    for k in 2..=n {
+        store
+            .add_key_version(
+                &s.tenant,
+                &s.name,
+                v(k - 1),
+                &wrapped(k as u8),
+                &KekRef::Local,
+                10 + i64::from(k),
+            )
+            .expect("rotate");
+    }
+    s
+}
+
+fn states(store: &Store<'_>, s: &Scheme) -> Vec<(u32, KeyState)> {
+    let (_, versions) = store.list_key_versions(&s.tenant, &s.name).expect("list").expect("some");
+    versions.iter().map(|r| (r.key.version.get(), r.key.state)).collect()
+}
+
+fn min_of(store: &Store<'_>, s: &Scheme) -> u32 {
+    store.get_scheme(&s.tenant, &s.name).expect("get").expect("some").min_decryption_version.get()
+}
+
+fn set_min(store: &Store<'_>, s: &Scheme, n: u32, now: i64) -> ChangeOutcome {
+    let change = SchemeChange { min_decryption_version: Some(v(n)), rotation_period: None };
+    store.update_scheme(&s.tenant, &s.name, &change, now).expect("update")
+}
+
+fn min_decryption_version_retires_and_reactivates(db: &dyn SqlConn) {
+    use KeyState::{Active, Retired};
+    let store = Store::new(db);
+    let s = scheme_with_versions(&store, 3);
+    assert_eq!(states(&store, &s), [(1, Active), (2, Active), (3, Active)]);
+    let ChangeOutcome::Changed(got) = set_min(&store, &s, 3, 50) else { panic!("refused") };
+    assert_eq!((got.min_decryption_version, got.current_version), (v(3), v(3)));
+    assert_eq!(states(&store, &s), [(1, Retired), (2, Retired), (3, Active)]);
+    // above the current version: refused, nothing changed
+    assert_eq!(set_min(&store, &s, 4, 51), ChangeOutcome::AboveCurrent(v(3)));
+    assert_eq!(min_of(&store, &s), 3);
+    // lowering re-activates
+    assert!(matches!(set_min(&store, &s, 2, 52), ChangeOutcome::Changed(_)));
+    assert_eq!(states(&store, &s), [(1, Retired), (2, Active), (3, Active)]);
+    assert!(matches!(set_min(&store, &s, 1, 53), ChangeOutcome::Changed(_)));
+    assert_eq!(states(&store, &s), [(1, Active), (2, Active), (3, Active)]);
+    let unknown = SchemeName::parse("nope").expect("name");
+    let change = SchemeChange { min_decryption_version: Some(v(1)), rotation_period: None };
+    assert_eq!(
+        store.update_scheme(&s.tenant, &unknown, &change, 1).expect("update"),
+        ChangeOutcome::SchemeNotFound
+    );
+}
+
+fn rotation_period_is_stored_and_removable(db: &dyn SqlConn) {
+    let store = Store::new(db);
+    let mut s = scheme("pii");
+    s.rotation_period = RotationPeriod::from_secs(2_592_000);
+    store.create_scheme(&s, &wrapped(1), s.created_at).expect("create");
+    assert_eq!(store.get_scheme(&s.tenant, &s.name).expect("get"), Some(s.clone()));
+    let (got, key) = store.get_scheme_with_current_key(&s.tenant, &s.name).expect("get").expect("some");
+    assert_eq!(got.rotation_period, s.rotation_period);
+    assert_eq!(key.expect("key").created_at, s.created_at, "the current version's age is read with it");
+    let clear = SchemeChange { min_decryption_version: None, rotation_period: Some(None) };
+    let ChangeOutcome::Changed(got) = store.update_scheme(&s.tenant, &s.name, &clear, 2).expect("u") else {
+        panic!("refused")
+    };
+    assert_eq!(got.rotation_period, None);
+    let set =
+        SchemeChange { min_decryption_version: None, rotation_period: Some(RotationPeriod::from_secs(60)) };
+    store.update_scheme(&s.tenant, &s.name, &set, 3).expect("update");
+    let got = store.get_scheme(&s.tenant, &s.name).expect("get").expect("some");
+    assert_eq!(got.rotation_period.map(RotationPeriod::secs), Some(60));
+}
+
+/// Every forbidden transition of a version, and the one allowed: retired → destroyed.
+fn only_retired_versions_are_destroyed(db: &dyn SqlConn) {
+    use KeyState::{Active, Destroyed, Retired};
+    let store = Store::new(db);
+    let s = scheme_with_versions(&store, 3);
+    let destroy = |n: u32| store.destroy_key_version(&s.tenant, &s.name, v(n), "alice", 70).expect("destroy");
+    assert_eq!(destroy(1), DestroyOutcome::Active, "active (min 1)");
+    assert_eq!(destroy(3), DestroyOutcome::Active, "current");
+    assert_eq!(destroy(4), DestroyOutcome::VersionNotFound);
+    let unknown = SchemeName::parse("nope").expect("name");
+    assert_eq!(
+        store.destroy_key_version(&s.tenant, &unknown, v(1), "alice", 70).expect("d"),
+        DestroyOutcome::SchemeNotFound
+    );
+    assert!(matches!(set_min(&store, &s, 3, 60), ChangeOutcome::Changed(_)));
+    assert_eq!(destroy(3), DestroyOutcome::Active, "the current version, even at the minimum");
+    assert_eq!(destroy(1), DestroyOutcome::Destroyed);
+    assert_eq!(destroy(1), DestroyOutcome::AlreadyDestroyed);
+    assert_eq!(states(&store, &s), [(1, Destroyed), (2, Retired), (3, Active)]);
+    let (_, versions) = store.list_key_versions(&s.tenant, &s.name).expect("list").expect("some");
+    let gone = &versions[0];
+    assert_eq!(
+        (gone.key.wrapped.blob.len(), gone.destroyed_at, gone.destroyed_by.as_deref()),
+        (0, Some(70), Some("alice"))
+    );
+    assert_eq!((versions[1].key.wrapped.clone(), versions[1].destroyed_at), (wrapped(2), None));
+    // a minimum at or below a destroyed version would re-activate it: refused, nothing changed
+    assert_eq!(set_min(&store, &s, 1, 80), ChangeOutcome::Destroyed(v(1)));
+    assert_eq!(min_of(&store, &s), 3);
+    assert_eq!(states(&store, &s), [(1, Destroyed), (2, Retired), (3, Active)]);
+    // lowering to just above it re-activates version 2 only
+    assert!(matches!(set_min(&store, &s, 2, 81), ChangeOutcome::Changed(_)));
+    assert_eq!(states(&store, &s), [(1, Destroyed), (2, Active), (3, Active)]);
+    assert_eq!(destroy(2), DestroyOutcome::Active);
+    let k = store.data_key(&s.tenant, &s.name, v(1)).expect("key").expect("row kept");
+    assert_eq!((k.state, k.wrapped.blob.len()), (Destroyed, 0));
+}
+
+/// Erasing a scheme or a tenant destroys every remaining version, whatever its state.
+fn destroy_all_key_versions_of_a_scheme_or_tenant(db: &dyn SqlConn) {
+    let store = Store::new(db);
+    let s = scheme_with_versions(&store, 2);
+    let other = scheme("other");
+    store.create_scheme(&other, &wrapped(7), 1).expect("create");
+    let elsewhere = Scheme { tenant: TenantId::parse("else").expect("t"), ..scheme("pii") };
+    store.create_scheme(&elsewhere, &wrapped(8), 1).expect("create");
+    let slots = store.destroy_all_key_versions(&s.tenant, Some(&s.name), "erasure", 90).expect("destroy");
+    assert_eq!(slots, vec![(s.name.clone(), v(1)), (s.name.clone(), v(2))]);
+    assert_eq!(
+        store.destroy_all_key_versions(&s.tenant, Some(&s.name), "erasure", 91).expect("again"),
+        vec![]
+    );
+    let slots = store.destroy_all_key_versions(&s.tenant, None, "erasure", 92).expect("tenant");
+    assert_eq!(slots, vec![(other.name.clone(), v(1))]);
+    let rows = db
+        .query("SELECT tenant, scheme, version, wrapped_dek, state FROM data_keys ORDER BY tenant, scheme, version", &[])
+        .expect("rows");
+    let text = |t: &str| SqlValue::Text(t.into());
+    assert_eq!(
+        rows,
+        vec![
+            vec![text("acme"), text("other"), SqlValue::Int(1), SqlValue::Blob(vec![]), text("destroyed")],
+            vec![text("acme"), text("pii"), SqlValue::Int(1), SqlValue::Blob(vec![]), text("destroyed")],
+            vec![text("acme"), text("pii"), SqlValue::Int(2), SqlValue::Blob(vec![]), text("destroyed")],
+            vec![text("else"), text("pii"), SqlValue::Int(1), SqlValue::Blob(vec![8; 60]), text("active")],
+        ]
+    );
 }
 
 fn wrapped(tag: u8) -> WrappedDek {
@@ -107,11 +260,13 @@ fn rotation_is_compare_and_set(db: &dyn SqlConn) {
     let store = Store::new(db);
     let s = scheme("pii");
     store.create_scheme(&s, &wrapped(1), 1).expect("create");
-    let v2 = store.add_key_version(&s.tenant, &s.name, KeyVersion::FIRST, &wrapped(2), 2).expect("rotate");
+    let v2 = store
+        .add_key_version(&s.tenant, &s.name, KeyVersion::FIRST, &wrapped(2), &KekRef::Local, 2)
+        .expect("rotate");
     assert_eq!(v2.get(), 2);
     // a second writer that still believes version 1 is current loses, and writes nothing
     assert_eq!(
-        store.add_key_version(&s.tenant, &s.name, KeyVersion::FIRST, &wrapped(9), 3).err(),
+        store.add_key_version(&s.tenant, &s.name, KeyVersion::FIRST, &wrapped(9), &KekRef::Local, 3).err(),
         Some(StoreError::Conflict)
     );
     let got = store.get_scheme(&s.tenant, &s.name).expect("get").expect("some");
@@ -130,7 +285,9 @@ fn scheme_with_current_key_follows_rotation(db: &dyn SqlConn) {
     for (tag, version) in [(1u8, 1u32), (2, 2), (3, 3)] {
         if version > 1 {
             let prev = KeyVersion::new(version - 1).expect("v");
-            store.add_key_version(&s.tenant, &s.name, prev, &wrapped(tag), 2).expect("rotate");
+            store
+                .add_key_version(&s.tenant, &s.name, prev, &wrapped(tag), &KekRef::Local, 2)
+                .expect("rotate");
         }
         let (got, key) = store.get_scheme_with_current_key(&s.tenant, &s.name).expect("get").expect("some");
         assert_eq!(Some(got.clone()), store.get_scheme(&s.tenant, &s.name).expect("get"));
@@ -189,7 +346,11 @@ fn a_newer_schema_is_refused_everywhere(db: &dyn SqlConn) {
     assert_eq!(store.list_schemes(&other).err(), too_new);
     assert_eq!(store.data_key(&s.tenant, &s.name, v1).err(), too_new);
     assert_eq!(store.create_scheme(&scheme("new"), &wrapped(2), 2).err(), too_new);
-    assert_eq!(store.add_key_version(&s.tenant, &s.name, v1, &wrapped(3), 3).err(), too_new);
+    assert_eq!(store.add_key_version(&s.tenant, &s.name, v1, &wrapped(3), &KekRef::Local, 3).err(), too_new);
+    assert_eq!(store.reserve_seals(&s.tenant, &s.name, v1, 1).err(), too_new);
+    assert_eq!(store.seals(&s.tenant, &s.name, v1).err(), too_new);
+    let rows = db.query("SELECT seals FROM key_seals", &[]).expect("rows");
+    assert!(rows.is_empty(), "no seal count was written: {rows:?}");
     // nothing was written
     let rows = db.query("SELECT name FROM schemes", &[]).expect("rows");
     assert_eq!(rows, vec![vec![SqlValue::Text("pii".into())]]);
@@ -202,6 +363,31 @@ fn a_newer_schema_is_refused_everywhere(db: &dyn SqlConn) {
     assert_eq!(store.list_schemes(&s.tenant).err(), too_new);
     assert_eq!(store.create_scheme(&s, &wrapped(1), 1).err(), too_new);
     assert!(db.query("SELECT 1 FROM schemes", &[]).is_err(), "the migrations did not run");
+}
+
+/// Seal counts (issue 19 item 6): per version, starting at 0, each reservation returning the new
+/// total; a database from before migration 5 gets the table on first use.
+fn seal_counts_only_grow_per_version(db: &dyn SqlConn) {
+    let store = Store::new(db);
+    let s = scheme("pii");
+    store.create_scheme(&s, &wrapped(1), 1).expect("create");
+    let (v1, v2) = (KeyVersion::FIRST, KeyVersion::new(2).expect("v2"));
+    assert_eq!(store.seals(&s.tenant, &s.name, v1), Ok(0));
+    assert_eq!(store.reserve_seals(&s.tenant, &s.name, v1, 3), Ok(3));
+    assert_eq!(store.reserve_seals(&s.tenant, &s.name, v1, 1000), Ok(1003));
+    assert_eq!(store.reserve_seals(&s.tenant, &s.name, v2, 1), Ok(1));
+    assert_eq!(store.seals(&s.tenant, &s.name, v1), Ok(1003));
+    assert_eq!(store.seals(&s.tenant, &s.name, v2), Ok(1));
+    let other = TenantId::parse("other").expect("tenant");
+    assert_eq!(store.seals(&other, &s.name, v1), Ok(0));
+    let big = (1u64 << 48) + 7;
+    assert_eq!(store.reserve_seals(&other, &s.name, v1, big), Ok(big), "64-bit counts");
+    // an older database: no key_seals table, migration 5 not recorded
+    db.execute("DROP TABLE key_seals", &[]).expect("drop");
+    db.execute("DELETE FROM veil_migrations WHERE version = 5", &[]).expect("forget");
+    assert_eq!(store.reserve_seals(&s.tenant, &s.name, v1, 2), Ok(2), "migrated on first use");
+    let rows = db.query("SELECT version FROM veil_migrations WHERE version = 5", &[]).expect("rows");
+    assert_eq!(rows.len(), 1);
 }
 
 /// A PostgreSQL connection in a schema of its own, dropped afterwards. The server is
@@ -326,4 +512,9 @@ contract!(
     scheme_with_current_key_follows_rotation,
     list_is_sorted_and_per_tenant,
     a_newer_schema_is_refused_everywhere,
+    min_decryption_version_retires_and_reactivates,
+    rotation_period_is_stored_and_removable,
+    only_retired_versions_are_destroyed,
+    destroy_all_key_versions_of_a_scheme_or_tenant,
+    seal_counts_only_grow_per_version,
 );

@@ -17,14 +17,14 @@ use crate::crypto::sign::{SigningKey, VerifyingKey};
 use crate::ids::TenantId;
 use crate::vars::{trimmed, ConfigError, Variables};
 
-/// Longest subject id accepted, in bytes (UTF-8).
-pub const MAX_SUBJECT_BYTES: usize = 256;
+/// Longest subject id accepted, in characters (Unicode scalar values, as JSON Schema counts).
+pub const MAX_SUBJECT_CHARS: usize = 256;
 /// Longest `erasure_signing_kid`, in bytes.
 pub const MAX_KID_BYTES: usize = 64;
 /// The issuer named in certificates when `erasure_issuer` is unset.
 pub const DEFAULT_ISSUER: &str = "veil";
 
-/// A data subject's id as the caller gives it: 1–256 bytes of UTF-8, otherwise opaque. It is
+/// A data subject's id as the caller gives it: 1–256 characters, otherwise opaque. It is
 /// never stored: the store only sees its [`SubjectDigest`].
 #[derive(Clone, PartialEq, Eq)]
 pub struct SubjectId(String);
@@ -35,8 +35,8 @@ impl SubjectId {
         if s.is_empty() {
             return Err("subject is empty");
         }
-        if s.len() > MAX_SUBJECT_BYTES {
-            return Err("subject is longer than 256 bytes");
+        if s.len() > MAX_SUBJECT_CHARS && s.chars().count() > MAX_SUBJECT_CHARS {
+            return Err("subject is longer than 256 characters");
         }
         Ok(SubjectId(s.to_owned()))
     }
@@ -227,12 +227,12 @@ mod tests {
     const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
     #[test]
-    fn subject_ids_are_1_to_256_bytes() {
+    fn subject_ids_are_1_to_256_characters() {
         assert!(SubjectId::parse("").is_err());
         assert!(SubjectId::parse(&"s".repeat(256)).is_ok());
         assert!(SubjectId::parse(&"s".repeat(257)).is_err());
-        assert!(SubjectId::parse(&"é".repeat(128)).is_ok());
-        assert!(SubjectId::parse(&"é".repeat(129)).is_err());
+        assert!(SubjectId::parse(&"é".repeat(256)).is_ok());
+        assert!(SubjectId::parse(&"é".repeat(257)).is_err());
         let id = SubjectId::parse("customer-42").map(|s| format!("{s:?}"));
         assert_eq!(id.as_deref(), Ok("SubjectId(..)"));
     }

@@ -97,13 +97,20 @@ def test_unknown_route_is_404(tenant, path):
 
 
 @pytest.mark.parametrize("field, value", [
-    ("subject", "s" * 257), ("subject", "é" * 129), ("context", "c" * 1025), ("context", "日" * 342),
+    ("subject", "s" * 257), ("subject", "é" * 257), ("context", "c" * 1025), ("context", "日" * 1025),
 ])
 def test_subject_and_context_over_limit_are_422(tenant, scheme, field, value):
+    """Limits count characters (Unicode code points), as the document's `maxLength` does."""
     token = tenant.protect(scheme, ["x"])[0]
     err(tenant.app.post("/v1/protect", {"scheme": scheme, "values": ["x"], field: value}), 422, "invalid_field")
     err(tenant.support.post("/v1/unprotect", {"values": [token], field: value}), 422, "invalid_field")
     still_works(tenant, scheme)
+
+
+@pytest.mark.parametrize("field, value", [("subject", "é" * 256), ("context", "日" * 1024)])
+def test_subject_and_context_at_the_limit_in_characters_work(tenant, scheme, field, value):
+    token = tenant.protect(scheme, ["x"], **{field: value})[0]
+    assert tenant.unprotect([token], **{field: value}) == ["x"]
 
 
 def test_bad_items_change_nothing_else(tenant, scheme):

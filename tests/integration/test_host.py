@@ -45,3 +45,13 @@ def test_token_is_refused_outside_dev_mode(tmp_path):
     assert (claims["sub"], claims["tenant"], claims["roles"]) == ("dev", "t", ["admin"])
     assert before <= claims["iat"] == claims["nbf"] <= int(time.time())
     assert claims["exp"] == claims["iat"] + 3600  # the default --ttl 1h
+
+
+@pytest.mark.parametrize("when", ["at_once", "after_first_answer"])
+def test_sigterm_right_after_start_or_the_first_answer_exits_0(tmp_path, when):
+    # The signal handlers are installed before the `listening` line: no window in which SIGTERM
+    # still kills the process (exit -15) instead of stopping it.
+    s = VeilServer(tmp_path, name=f"sigterm-{when}")
+    if when == "after_first_answer":
+        assert ok(requests.get(f"{s.url}/healthz", timeout=10)) == {"status": "ok"}
+    assert s.stop(check=False) == 0, s.stderr()

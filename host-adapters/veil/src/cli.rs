@@ -1,4 +1,4 @@
-//! Command-line interface: `veil serve`, `veil token`, `veil run` and `veil verify-erasure`.
+//! Command-line interface: `veil serve`, `veil azure-functions`, `veil lambda`, `veil token`, `veil imports`, `veil run` and `veil verify-erasure`.
 
 use std::path::PathBuf;
 
@@ -16,8 +16,16 @@ pub struct Cli {
 pub enum Command {
     /// Serve the manifest's HTTP-triggered component over HTTP/1.1.
     Serve(ServeArgs),
+    /// Serve as an Azure Functions custom handler: on `127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT`
+    /// (not `--listen`), `/api/v1/...` and `/v1/...` alike, settings also from app settings.
+    AzureFunctions(ServeArgs),
+    /// Run as an AWS Lambda custom runtime against `$AWS_LAMBDA_RUNTIME_API` (also what the
+    /// binary does when invoked as `bootstrap`); `--manifest` is relative to `$LAMBDA_TASK_ROOT`.
+    Lambda(ServeArgs),
     /// Print a dev-mode HS256 JWT signed with the `jwt_hs256_secret` variable.
     Token(TokenArgs),
+    /// List a component's top-level imports, one per line (what a host must provide to run it).
+    Imports(ImportsArgs),
     /// Run a WASI command component (e.g. the in-wasm benchmark) with stdio and arguments only.
     Run(RunArgs),
     /// Check an erasure certificate's Ed25519 signature offline (docs/erasure.md).
@@ -32,6 +40,12 @@ pub struct VerifyErasureArgs {
     /// [default: that URL under the certificate's `issuer`, if the issuer is a URL].
     #[arg(long)]
     pub keys: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportsArgs {
+    /// The component (`.wasm`).
+    pub component: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -3,7 +3,10 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, reason = "a test should fail loudly on an unexpected error"))]
 
 mod cli;
+mod config_error;
 mod engine;
+mod imports;
+mod lambda;
 mod manifest;
 mod outbound;
 mod run;
@@ -17,33 +20,29 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-/// A start-up failure caused by the user's input (flags, manifest, variables): exit code 2.
-#[derive(Debug)]
-pub struct ConfigError(pub String);
+pub use config_error::ConfigError;
 
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+/// Invoked as `bootstrap` (the AWS Lambda custom runtime's entry point): `veil lambda` with the
+/// same arguments.
+fn parse_args() -> cli::Cli {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let invoked_as = args.first().and_then(|a| std::path::Path::new(a).file_name().map(|n| n.to_os_string()));
+    if invoked_as.as_deref() == Some(std::ffi::OsStr::new("bootstrap")) {
+        args.insert(1, "lambda".into());
     }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// Returns early with a [`ConfigError`] (exit code 2).
-#[macro_export]
-macro_rules! config_bail {
-    ($($arg:tt)*) => {
-        return Err(anyhow::Error::new($crate::ConfigError(format!($($arg)*))))
-    };
+    cli::Cli::parse_from(args)
 }
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = parse_args();
     let result = match cli.command {
         cli::Command::Serve(args) => serve::run(args),
+        cli::Command::AzureFunctions(args) => serve::run_http(args, serve::Mode::AzureFunctions),
+        cli::Command::Lambda(args) => lambda::run(args),
         cli::Command::Token(args) => token::run(args),
         cli::Command::Run(args) => run::run(args),
         cli::Command::VerifyErasure(args) => verify_erasure::run(args),
+        cli::Command::Imports(args) => imports::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -102,7 +102,7 @@ struct Warm {
     served: u32,
 }
 
-struct Server {
+pub(crate) struct Server {
     pre: ProxyPre<InstanceState>,
     /// The component's `max_body_bytes`: the most body the host reads for it.
     body_limit: usize,
@@ -122,6 +122,54 @@ struct Server {
     permits: Arc<Semaphore>,
     verbose: bool,
     local_addr: SocketAddr,
+    /// Azure Functions: a leading `/api` (the Functions host's default route prefix) is removed
+    /// before routing, so that `/api/v1/...` and `/v1/...` reach the same routes.
+    strip_api_prefix: bool,
+}
+
+/// Where the host takes its requests from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `veil serve`: HTTP/1.1 on `--listen`.
+    Serve,
+    /// `veil azure-functions`: HTTP/1.1 on `127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT`, requests
+    /// forwarded unchanged by the Functions host, `/api` prefix accepted (docs/deploy/azure-functions.md).
+    AzureFunctions,
+    /// `veil lambda` (or the binary invoked as `bootstrap`): events from the Lambda runtime API.
+    Lambda,
+}
+
+impl Mode {
+    /// Whether settings may also come from plain environment names (app settings, Lambda
+    /// environment) beside `SPIN_VARIABLE_*`.
+    fn platform(self) -> bool {
+        self != Mode::Serve
+    }
+}
+
+/// Removes a leading `/api` segment from the request's path (the query is kept).
+fn strip_api<B>(req: &mut Request<B>) {
+    let Some(pq) = req.uri().path_and_query() else { return };
+    let rest = match pq.as_str().strip_prefix("/api") {
+        Some(rest) if rest.starts_with('/') || rest.starts_with('?') => rest.to_string(),
+        Some("") => "/".to_string(),
+        _ => return,
+    };
+    let rest = if rest.starts_with('?') { format!("/{rest}") } else { rest };
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = http::uri::PathAndQuery::try_from(rest) {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+}
+
+/// Spin's answer for a path no trigger route matches.
+fn not_found() -> Response<HyperOutgoingBody> {
+    let mut response = Response::new(body("Not Found"));
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response
 }
 
 fn body(bytes: impl Into<Bytes>) -> HyperOutgoingBody {
@@ -287,13 +335,16 @@ impl Server {
 
     async fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<HyperOutgoingBody> {
+        if self.strip_api_prefix {
+            strip_api(&mut req);
+        }
         let start = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
-        let response = self.dispatch(req, peer, &method, &path).await;
+        let response = self.dispatch(req, peer, &path).await;
         if self.verbose {
             eprintln!(
                 "veil: {method} {path} {} {}ms",
@@ -308,19 +359,32 @@ impl Server {
         self: &Arc<Self>,
         req: Request<Incoming>,
         peer: SocketAddr,
-        method: &http::Method,
         path: &str,
     ) -> Response<HyperOutgoingBody> {
-        let Some(path_info) = self.route.path_info(path).map(str::to_string) else {
-            let mut response = Response::new(body("Not Found"));
-            *response.status_mut() = StatusCode::NOT_FOUND;
-            return response;
-        };
+        if self.route.path_info(path).is_none() {
+            return not_found();
+        }
 
         // The body first, then a slot: a slow body must not hold an instance.
-        let mut req = match self.read_body(req).await {
+        let req = match self.read_body(req).await {
             Ok(req) => req,
             Err(response) => return response,
+        };
+        self.respond(req, peer, None).await
+    }
+
+    /// Runs a request whose body is already in memory through an instance; `deadline` (a Lambda
+    /// invocation's) shortens the request deadline when it comes first.
+    pub(crate) async fn respond(
+        self: &Arc<Self>,
+        mut req: Request<Full<Bytes>>,
+        peer: SocketAddr,
+        deadline: Option<Instant>,
+    ) -> Response<HyperOutgoingBody> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let Some(path_info) = self.route.path_info(&path).map(str::to_string) else {
+            return not_found();
         };
 
         // The request metadata Spin gives components.
@@ -358,10 +422,16 @@ impl Server {
                 }
             };
 
-        let deadline = Instant::now() + self.request_timeout;
+        let own = Instant::now() + self.request_timeout;
+        let deadline = deadline.map_or(own, |d| d.min(own));
+        if deadline <= Instant::now() {
+            // A Lambda invocation whose time is already up: nothing is run past the deadline.
+            eprintln!("veil: {method} {path}: the deadline passed before the request started");
+            return self.timeout_error();
+        }
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let server = self.clone();
-        let timeout = self.request_timeout;
+        let timeout = deadline.saturating_duration_since(Instant::now());
         let label = format!("{method} {path}");
         let task = tokio::spawn(async move {
             let _permit = permit;
@@ -393,14 +463,17 @@ impl Server {
                 server.put_back(warm);
                 Ok::<(), wasmtime::Error>(())
             };
-            match tokio::time::timeout(timeout, run).await {
+            match tokio::time::timeout_at(deadline.into(), run).await {
                 Ok(Ok(())) => Outcome::Completed,
                 Ok(Err(e)) if e.is::<RequestTimedOut>() => {
-                    eprintln!("veil: {label}: interrupted after {}s (request deadline)", timeout.as_secs());
+                    eprintln!(
+                        "veil: {label}: interrupted after {} ms (request deadline)",
+                        timeout.as_millis()
+                    );
                     Outcome::TimedOut
                 }
                 Err(_) => {
-                    eprintln!("veil: {label}: abandoned after {}s (request deadline)", timeout.as_secs());
+                    eprintln!("veil: {label}: abandoned after {} ms (request deadline)", timeout.as_millis());
                     Outcome::TimedOut
                 }
                 Ok(Err(e)) => {
@@ -432,22 +505,30 @@ impl Server {
     }
 }
 
-/// Resolves `SIGINT` or `SIGTERM`.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                eprintln!("veil: cannot listen for SIGTERM: {e}");
-                std::future::pending::<()>().await;
-            }
+/// `SIGINT` and `SIGTERM`, registered before the host says it is listening: from then on either
+/// one stops it cleanly (exit 0), however soon it comes. Registering them lazily, on the first
+/// poll of a future, left a window in which the default action (death by signal) applied.
+pub struct ShutdownSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    /// Installs the handlers; must run inside the tokio runtime.
+    pub fn register() -> Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(ShutdownSignals {
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+        })
+    }
+
+    /// Resolves at the first `SIGINT` or `SIGTERM` since [`ShutdownSignals::register`].
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
     }
 }
 
@@ -459,9 +540,14 @@ struct Connections {
     header_timeout: Duration,
 }
 
-async fn accept_loop(server: Arc<Server>, listener: TcpListener, connections: Connections) {
+async fn accept_loop(
+    server: Arc<Server>,
+    listener: TcpListener,
+    connections: Connections,
+    mut signals: ShutdownSignals,
+) {
     let graceful = GracefulShutdown::new();
-    let shutdown = shutdown_signal();
+    let shutdown = signals.recv();
     tokio::pin!(shutdown);
     let mut last_limit_log: Option<Instant> = None;
     loop {
@@ -529,11 +615,61 @@ async fn accept_loop(server: Arc<Server>, listener: TcpListener, connections: Co
     }
 }
 
+/// `veil serve`.
 pub fn run(args: ServeArgs) -> Result<()> {
+    run_http(args, Mode::Serve)
+}
+
+/// The host, ready to take requests: everything but where they come from.
+pub struct Prepared {
+    pre: ProxyPre<InstanceState>,
+    body_limit: usize,
+    dev_mode: bool,
+    services: Arc<HostServices>,
+    route: Route,
+    capacity: u32,
+    verbose: bool,
+    mode: Mode,
+}
+
+impl Prepared {
+    /// The server for requests arriving at `local_addr` (the `Host` of a request without one).
+    pub(crate) fn server(self, args: &ServeArgs, local_addr: SocketAddr) -> Arc<Server> {
+        Arc::new(Server {
+            pre: self.pre,
+            body_limit: self.body_limit,
+            body_read_timeout: Duration::from_millis(args.body_read_timeout_ms),
+            queue_timeout: Duration::from_millis(args.queue_timeout_ms),
+            dev_mode: self.dev_mode,
+            reuse_limit: args.reuse_instances.max(1),
+            idle: std::sync::Mutex::new(Vec::new()),
+            services: self.services,
+            route: self.route,
+            request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+            permits: Arc::new(Semaphore::new(self.capacity as usize)),
+            verbose: self.verbose,
+            local_addr,
+            strip_api_prefix: self.mode == Mode::AzureFunctions,
+        })
+    }
+}
+
+/// The state directory when `--state-dir` is not given: `.veil` beside the manifest for
+/// `veil serve`; on a platform, whose application directory is read-only, `<tmp>/veil`.
+fn default_state_dir(manifest: &Manifest, mode: Mode) -> std::path::PathBuf {
+    if mode.platform() {
+        std::env::temp_dir().join("veil")
+    } else {
+        manifest.dir.join(".veil")
+    }
+}
+
+/// Reads the manifest and variables, opens the stores and compiles the component.
+pub fn prepare(args: &ServeArgs, mode: Mode) -> Result<Prepared> {
     let verbose = args.verbose || std::env::var("VEIL_LOG").is_ok_and(|v| v.eq_ignore_ascii_case("debug"));
     let manifest = Manifest::load(&args.manifest)?;
     let (trigger, component) = manifest.http_component()?;
-    let app = AppVariables::from_env(&manifest.variables)?;
+    let app = AppVariables::from_env(&manifest.variables, mode.platform())?;
     let variables = ComponentVariables::resolve(&app, &component.variables)?;
 
     let mut hosts = Vec::new();
@@ -549,7 +685,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     }
     let allowed_hosts = AllowedHosts::parse(&hosts)?;
 
-    let state_dir = args.state_dir.clone().unwrap_or_else(|| manifest.dir.join(".veil"));
+    let state_dir = args.state_dir.clone().unwrap_or_else(|| default_state_dir(&manifest, mode));
     std::fs::create_dir_all(&state_dir)
         .map_err(|e| ConfigError(format!("cannot create state directory {}: {e}", state_dir.display())))?;
     let databases = Databases::open(
@@ -621,30 +757,40 @@ pub fn run(args: ServeArgs) -> Result<()> {
     });
     let route = Route::parse(&trigger.route);
 
+    Ok(Prepared { pre, body_limit, dev_mode, services, route, capacity, verbose, mode })
+}
+
+/// The address to listen on: `--listen`, or for Azure Functions `127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT`.
+fn listen_address(args: &ServeArgs, mode: Mode) -> Result<String> {
+    if mode != Mode::AzureFunctions {
+        return Ok(args.listen.clone());
+    }
+    match std::env::var("FUNCTIONS_CUSTOMHANDLER_PORT") {
+        Ok(port) if port.trim().parse::<u16>().is_ok_and(|p| p != 0) => {
+            Ok(format!("127.0.0.1:{}", port.trim()))
+        }
+        Ok(_) => config_bail!("FUNCTIONS_CUSTOMHANDLER_PORT must be a port number (1-65535)"),
+        Err(_) => config_bail!(
+            "FUNCTIONS_CUSTOMHANDLER_PORT is not set: `veil azure-functions` is started by the Functions host"
+        ),
+    }
+}
+
+/// `veil serve` and `veil azure-functions`: HTTP/1.1 until SIGINT or SIGTERM.
+pub fn run_http(args: ServeArgs, mode: Mode) -> Result<()> {
+    let listen = listen_address(&args, mode)?;
+    let prepared = prepare(&args, mode)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
     let result = runtime.block_on(async move {
-        let listener = TcpListener::bind(&args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        // Before anything can reach us: a signal from now on is a clean stop.
+        let signals = ShutdownSignals::register()?;
+        let listener =
+            TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let local_addr = listener.local_addr()?;
-        let server = Arc::new(Server {
-            pre,
-            body_limit,
-            body_read_timeout: Duration::from_millis(args.body_read_timeout_ms),
-            queue_timeout: Duration::from_millis(args.queue_timeout_ms),
-            dev_mode,
-            reuse_limit: args.reuse_instances.max(1),
-            idle: std::sync::Mutex::new(Vec::new()),
-            services,
-            route,
-            request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
-            permits: Arc::new(Semaphore::new(capacity as usize)),
-            verbose,
-            local_addr,
-        });
+        let server = prepared.server(&args, local_addr);
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "veil: listening on http://{local_addr}")?;
         stdout.flush()?;
@@ -654,7 +800,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             max: args.max_connections as usize,
             header_timeout: Duration::from_millis(args.body_read_timeout_ms),
         };
-        accept_loop(server, listener, connections).await;
+        accept_loop(server, listener, connections, signals).await;
         anyhow::Ok(())
     });
     runtime.shutdown_timeout(Duration::from_secs(1));

@@ -94,7 +94,7 @@ pub const HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
 pub fn run(args: TokenArgs) -> Result<()> {
     let ttl_secs = parse_ttl(&args.ttl).map_err(ConfigError)?;
     let manifest = Manifest::load(&args.manifest)?;
-    let app = AppVariables::from_env(&manifest.variables)?;
+    let app = AppVariables::from_env(&manifest.variables, false)?;
     let component = match manifest.http_component() {
         Ok((_, c)) => Some(ComponentVariables::resolve(&app, &c.variables)?),
         Err(_) => None,

@@ -98,9 +98,10 @@ impl AppVariables {
         Ok(AppVariables { values })
     }
 
-    /// [`AppVariables::resolve`] with the process environment.
-    pub fn from_env(decls: &BTreeMap<String, VariableDecl>) -> Result<Self> {
-        Self::resolve(decls, |k| std::env::var(k).ok())
+    /// [`AppVariables::resolve`] with the process environment, through [`platform_lookup`].
+    pub fn from_env(decls: &BTreeMap<String, VariableDecl>, platform: bool) -> Result<Self> {
+        let env = |k: &str| std::env::var(k).ok();
+        Self::resolve(decls, |k| platform_lookup(k, platform, env))
     }
 
     /// The value of application variable `name`, if declared and set.
@@ -133,6 +134,40 @@ impl AppVariables {
         }
         Ok(Some(Value { text, secret }))
     }
+}
+
+/// The value for `SPIN_VARIABLE_<NAME>` (`key`): that variable if set; on a platform
+/// (`platform`: Azure Functions, AWS Lambda) then the plain `<NAME>` (an app setting, a Lambda
+/// environment variable: `DATABASE_URL`, and the `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` Lambda sets from the execution role); then,
+/// everywhere, what App Service and Functions give a managed identity: `IDENTITY_ENDPOINT` for
+/// `azure_identity_endpoint`, its origin for `allow_identity_url`, `IDENTITY_HEADER` for
+/// `azure_identity_header` (docs/kms.md). An empty value counts as unset for the fallbacks.
+pub fn platform_lookup(key: &str, platform: bool, env: impl Fn(&str) -> Option<String>) -> Option<String> {
+    if let Some(v) = env(key) {
+        return Some(v);
+    }
+    let plain = key.strip_prefix("SPIN_VARIABLE_")?;
+    let set = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    if platform {
+        if let Some(v) = set(plain) {
+            return Some(v);
+        }
+    }
+    match plain {
+        "AZURE_IDENTITY_ENDPOINT" => set("IDENTITY_ENDPOINT"),
+        "AZURE_IDENTITY_HEADER" => set("IDENTITY_HEADER"),
+        "ALLOW_IDENTITY_URL" => set("IDENTITY_ENDPOINT").and_then(|url| origin(&url)),
+        _ => None,
+    }
+}
+
+/// `scheme://authority` of an absolute URL (what `allowed_outbound_hosts` takes).
+fn origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.trim().split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority.rsplit('@').next().unwrap_or_default();
+    (!scheme.is_empty() && !authority.is_empty()).then(|| format!("{scheme}://{authority}"))
 }
 
 /// Why `variables.get` failed, mirroring the WIT error cases the host uses.
@@ -203,6 +238,46 @@ mod tests {
         let map: BTreeMap<String, String> =
             pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn platform_names_and_the_managed_identity_fill_in() {
+        let e = env(&[
+            ("SPIN_VARIABLE_MAX_BATCH", "7"),
+            ("MAX_BATCH", "9"),
+            ("DATABASE_URL", "postgres://db/x"),
+            ("AWS_REGION", "eu-west-1"),
+            ("IDENTITY_ENDPOINT", "http://127.0.0.1:41741/msi/token?x=1"),
+            ("IDENTITY_HEADER", "h"),
+            ("JWT_ISSUER", "  "),
+        ]);
+        let look = |k: &str, p: bool| platform_lookup(k, p, &e);
+        // SPIN_VARIABLE_* first, everywhere.
+        assert_eq!(look("SPIN_VARIABLE_MAX_BATCH", true).as_deref(), Some("7"));
+        assert_eq!(look("SPIN_VARIABLE_MAX_BATCH", false).as_deref(), Some("7"));
+        // Plain names only on a platform.
+        assert_eq!(look("SPIN_VARIABLE_DATABASE_URL", true).as_deref(), Some("postgres://db/x"));
+        assert_eq!(look("SPIN_VARIABLE_DATABASE_URL", false), None);
+        assert_eq!(look("SPIN_VARIABLE_AWS_REGION", true).as_deref(), Some("eu-west-1"));
+        assert_eq!(look("SPIN_VARIABLE_JWT_ISSUER", true), None);
+        // The managed identity, everywhere.
+        for p in [false, true] {
+            assert_eq!(
+                look("SPIN_VARIABLE_AZURE_IDENTITY_ENDPOINT", p).as_deref(),
+                Some("http://127.0.0.1:41741/msi/token?x=1")
+            );
+            assert_eq!(look("SPIN_VARIABLE_AZURE_IDENTITY_HEADER", p).as_deref(), Some("h"));
+            assert_eq!(
+                look("SPIN_VARIABLE_ALLOW_IDENTITY_URL", p).as_deref(),
+                Some("http://127.0.0.1:41741")
+            );
+        }
+        assert_eq!(look("OTHER", true), None);
+        assert_eq!(
+            origin("https://user@vault.example:8443/keys?x"),
+            Some("https://vault.example:8443".into())
+        );
+        assert_eq!(origin("no-scheme"), None);
     }
 
     #[test]

@@ -26,16 +26,9 @@ use crate::kms::{
 /// The label of the key context bound into every wrapped value (a frozen encoding: the
 /// wrapped keys in the metadata DB depend on it).
 const WRAP_LABEL: &str = "veil/v1/azure-kv-wrap";
-/// Key Vault and Managed HSM DNS suffixes (public, China, US Government clouds).
-const VAULT_HOST_SUFFIXES: &[&str] = &[
-    ".vault.azure.net",
-    ".managedhsm.azure.net",
-    ".vault.azure.cn",
-    ".managedhsm.azure.cn",
-    ".vault.usgovcloudapi.net",
-    ".managedhsm.usgovcloudapi.net",
-    ".vault.microsoftazure.de",
-];
+// Key Vault and Managed HSM DNS suffixes (public, China, US Government clouds): one list, shared
+// with the shape check of a scheme's `key_url` at creation.
+use crate::scheme::VAULT_HOST_SUFFIXES;
 
 pub(super) fn b64url() -> base64::engine::GeneralPurpose {
     base64::engine::GeneralPurpose::new(

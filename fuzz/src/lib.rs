@@ -1,0 +1,141 @@
+//! What the fuzz targets share: a transport that answers from the fuzzer's bytes, a clock that
+//! never sleeps, and the "no echo" check. The targets themselves are in `fuzz_targets/`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime};
+
+use veil::kms::transport::{Clock, HttpTransport, TransportError};
+
+/// Seconds since the epoch the fuzz clock starts at (2026-11-22T16:20:00Z, as the unit tests).
+pub const NOW: u64 = 1_795_388_400;
+
+/// One scripted answer: an HTTP response, or why there was none.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Response { status: u16, headers: Vec<(&'static str, Vec<u8>)>, body: Vec<u8> },
+    Failure(TransportError),
+}
+
+/// Splits fuzz input into replies. Records are separated by `0xFF`; a record is
+/// `status (2 bytes, big-endian) ‖ rest`, where `rest` is `h1 0xFE h2 0xFE body`, `h1 0xFE body`
+/// or `body`: `h1` is the value of `primary` (the header the provider reads, e.g.
+/// `x-amzn-errortype`), `h2` of `retry-after`; empty ones are left out. A status below 100 is a
+/// transport failure instead (status % 4: denied, timeout, connect, other).
+pub fn replies(data: &[u8], primary: &'static str) -> Vec<Reply> {
+    data.split(|&b| b == 0xFF)
+        .filter(|r| r.len() >= 2)
+        .map(|r| {
+            let status = u16::from_be_bytes([r[0], r[1]]) % 1000;
+            if status < 100 {
+                return Reply::Failure(match status % 4 {
+                    0 => TransportError::Denied,
+                    1 => TransportError::Timeout,
+                    2 => TransportError::Connect("refused".into()),
+                    _ => TransportError::Other("reset".into()),
+                });
+            }
+            let parts: Vec<&[u8]> = r[2..].splitn(3, |&b| b == 0xFE).collect();
+            let (h1, h2, body) = match parts.as_slice() {
+                [h1, h2, body] => (*h1, *h2, *body),
+                [h1, body] => (*h1, &[][..], *body),
+                [body] => (&[][..], &[][..], *body),
+                _ => (&[][..], &[][..], &[][..]),
+            };
+            let mut headers = Vec::new();
+            if !h1.is_empty() {
+                headers.push((primary, h1.to_vec()));
+            }
+            if !h2.is_empty() {
+                headers.push(("retry-after", h2.to_vec()));
+            }
+            Reply::Response { status, headers, body: body.to_vec() }
+        })
+        .collect()
+}
+
+/// Answers each request with the next reply; when they run out, with a timeout (not retried).
+#[derive(Debug, Default)]
+pub struct ScriptTransport {
+    replies: RefCell<VecDeque<Reply>>,
+    sent: Cell<usize>,
+    /// The URIs of the requests, in order.
+    pub uris: RefCell<Vec<String>>,
+}
+
+impl ScriptTransport {
+    pub fn new(replies: Vec<Reply>) -> Self {
+        ScriptTransport { replies: RefCell::new(replies.into()), ..Default::default() }
+    }
+    /// How many requests were sent.
+    pub fn sent(&self) -> usize {
+        self.sent.get()
+    }
+}
+
+impl HttpTransport for ScriptTransport {
+    fn send(
+        &self,
+        req: http::Request<Vec<u8>>,
+        _timeout: Duration,
+    ) -> Result<http::Response<Vec<u8>>, TransportError> {
+        self.sent.set(self.sent.get() + 1);
+        self.uris.borrow_mut().push(req.uri().to_string());
+        match self.replies.borrow_mut().pop_front() {
+            None => Err(TransportError::Timeout),
+            Some(Reply::Failure(e)) => Err(e),
+            Some(Reply::Response { status, headers, body }) => {
+                let mut b = http::Response::builder().status(status);
+                for (name, value) in headers {
+                    // a header value http cannot carry is one the provider never sees
+                    if let Ok(v) = http::HeaderValue::from_bytes(&value) {
+                        b = b.header(name, v);
+                    }
+                }
+                b.body(body).map_err(|_| TransportError::Other("bad response".into()))
+            }
+        }
+    }
+}
+
+/// A clock that starts at [`NOW`] and moves on only when asked to sleep.
+#[derive(Debug)]
+pub struct FuzzClock(Cell<SystemTime>);
+
+impl Default for FuzzClock {
+    fn default() -> Self {
+        FuzzClock(Cell::new(SystemTime::UNIX_EPOCH + Duration::from_secs(NOW)))
+    }
+}
+
+impl Clock for FuzzClock {
+    fn now(&self) -> SystemTime {
+        self.0.get()
+    }
+    fn sleep(&self, d: Duration) {
+        self.0.set(self.0.get() + d);
+    }
+}
+
+/// The JSON-looking bodies of `replies` (with a `{`, which no fixed message has) that are long
+/// enough for an accidental match to be impossible: what an echo of an answer would show.
+pub fn long_bodies(replies: &[Reply]) -> Vec<Vec<u8>> {
+    replies
+        .iter()
+        .filter_map(|r| match r {
+            Reply::Response { body, .. } if body.len() >= 12 && body.contains(&b'{') => Some(body.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Panics when `text` contains any of `inputs` (as bytes): an error that echoes its input. An
+/// input that is itself a piece of `vocabulary` (the source of the code under test, where every
+/// fixed message is written) is not counted: the fuzzer learns those texts and feeds them back.
+pub fn assert_no_echo(what: &str, text: &str, inputs: &[Vec<u8>], vocabulary: &[&str]) {
+    for input in inputs {
+        let hit = text.as_bytes().windows(input.len()).any(|w| w == input.as_slice());
+        let known = std::str::from_utf8(input).is_ok_and(|s| vocabulary.iter().any(|v| v.contains(s)));
+        assert!(!hit || known, "{what} echoes its input: {text:?}");
+    }
+}
