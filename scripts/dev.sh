@@ -22,15 +22,19 @@ secret_file() { # name bytes: a random base64 secret kept in $state/name
 export SPIN_VARIABLE_DEV_MODE=true
 SPIN_VARIABLE_LOCAL_KEK="$(secret_file local_kek 32)"
 SPIN_VARIABLE_JWT_HS256_SECRET="$(secret_file jwt_hs256_secret 48)"
-export SPIN_VARIABLE_LOCAL_KEK SPIN_VARIABLE_JWT_HS256_SECRET
+SPIN_VARIABLE_SUBJECT_DIGEST_KEY="$(secret_file subject_digest_key 32)"
+SPIN_VARIABLE_ERASURE_SIGNING_KEY="$(secret_file erasure_signing_key 32)"
+export SPIN_VARIABLE_LOCAL_KEK SPIN_VARIABLE_JWT_HS256_SECRET SPIN_VARIABLE_SUBJECT_DIGEST_KEY \
+  SPIN_VARIABLE_ERASURE_SIGNING_KEY
+export SPIN_VARIABLE_ERASURE_SIGNING_KID="${SPIN_VARIABLE_ERASURE_SIGNING_KID:-dev-erasure-1}"
 
-token="$(target/release/veil token --manifest spin.toml --tenant demo --roles admin,app,support,analyst --ttl 8h)"
+token="$(target/release/veil token --manifest spin.toml --tenant demo --roles admin,app,support,analyst,privacy --ttl 8h)"
 url="http://$listen"
 cat <<MSG
 
   Veil (DEV MODE: local KEK and HS256 tokens; never use this for real data)
   URL:    $url
-  token:  $token   (tenant demo, roles admin,app,support,analyst, valid 8 h)
+  token:  $token   (tenant demo, roles admin,app,support,analyst,privacy, valid 8 h)
 
   Try it from another terminal:
 

@@ -9,6 +9,7 @@ use zeroize::Zeroizing;
 
 use crate::auth::AuthConfig;
 use crate::kms::{self, KekSettings};
+use crate::subjects;
 use crate::vars::{parse_bool, parse_limit};
 use crate::vars::{ConfigError, Variables};
 
@@ -45,6 +46,8 @@ pub struct Config {
     pub kms: kms::LazySettings,
     /// The opt-in DEK cache (`dek_cache*`); `None` when off.
     pub dek_cache: Option<kms::cache::Settings>,
+    /// Subject digests and erasure signing (`subject_digest_key`, `erasure_*`), read on first use.
+    pub subjects: subjects::LazySettings,
     /// `max_seals_per_key`: rotate a scheme once its current key version has sealed this many
     /// values, if that is below the algorithm's own bound ([`crate::crypto::aead::Algorithm::max_seals`]).
     pub max_seals_per_key: Option<u64>,
@@ -71,13 +74,20 @@ impl Config {
 
     /// Reads and checks every variable now.
     pub fn load(vars: &dyn Variables) -> Result<Config, ConfigError> {
-        Self::load_with(vars, || Ok(kms::LazySettings::loaded(kms::Settings::load(vars)?)))
+        Self::load_with(vars, || {
+            Ok((
+                kms::LazySettings::loaded(kms::Settings::load(vars)?),
+                subjects::LazySettings::loaded(subjects::Settings::load(vars)?),
+            ))
+        })
     }
 
     /// Like [`Config::load`], but the KMS variables are read when a vault is first needed: the
     /// component's per-request path, where each variable is a host call.
     pub fn load_deferred(vars: Rc<dyn Variables>) -> Result<Config, ConfigError> {
-        Self::load_with(vars.as_ref(), || Ok(kms::LazySettings::deferred(vars.clone())))
+        Self::load_with(vars.as_ref(), || {
+            Ok((kms::LazySettings::deferred(vars.clone()), subjects::LazySettings::deferred(vars.clone())))
+        })
     }
 
     /// What the KEK providers of a request are built from ([`kms::Keks`]).
@@ -93,7 +103,7 @@ impl Config {
     /// rest has been checked.
     fn load_with(
         vars: &dyn Variables,
-        kms: impl FnOnce() -> Result<kms::LazySettings, ConfigError>,
+        lazy: impl FnOnce() -> Result<(kms::LazySettings, subjects::LazySettings), ConfigError>,
     ) -> Result<Config, ConfigError> {
         let dev_mode = parse_bool("dev_mode", vars.get("dev_mode"))?;
         let d = Limits::default();
@@ -145,8 +155,18 @@ impl Config {
                 )?,
             ),
         };
-        let kms = kms()?;
-        Ok(Config { dev_mode, local_kek_b64, database_url, limits, auth, kms, dek_cache, max_seals_per_key })
+        let (kms, subjects) = lazy()?;
+        Ok(Config {
+            dev_mode,
+            local_kek_b64,
+            database_url,
+            limits,
+            auth,
+            kms,
+            dek_cache,
+            subjects,
+            max_seals_per_key,
+        })
     }
 }
 

@@ -22,6 +22,7 @@ pub mod ops;
 pub mod policy;
 pub mod scheme;
 pub mod store;
+pub mod subjects;
 pub mod vars;
 
 #[cfg(all(target_arch = "wasm32", feature = "component"))]

@@ -25,6 +25,14 @@ pub fn allows(principal: &Principal, policy: &Policy, op: Operation) -> bool {
     listed.iter().any(|role| principal.roles.contains(role))
 }
 
+/// The tenant-wide role that may erase data subjects and read erasure certificates (besides `admin`).
+pub const TENANT_PRIVACY_ROLE: &str = "privacy";
+
+/// Erasing subjects and reading certificates takes the tenant role `admin` or `privacy`.
+pub fn may_erase_subjects(principal: &Principal) -> bool {
+    principal.roles.contains(TENANT_ADMIN_ROLE) || principal.roles.contains(TENANT_PRIVACY_ROLE)
+}
+
 /// Creating schemes takes the tenant role `admin`.
 pub fn may_create_schemes(principal: &Principal) -> bool {
     principal.roles.contains(TENANT_ADMIN_ROLE)
@@ -74,6 +82,9 @@ mod tests {
         assert!(allows(&who(&["admin"]), &p, Operation::Rewrap));
         assert!(!allows(&who(&["support", "app"]), &p, Operation::Rewrap));
         assert!(may_create_schemes(&who(&["admin"])));
+        assert!(may_erase_subjects(&who(&["admin"])) && may_erase_subjects(&who(&["privacy"])));
+        assert!(!may_erase_subjects(&who(&["support", "app", "ops"])));
+        assert!(!may_create_schemes(&who(&["privacy"])));
         assert!(!may_create_schemes(&who(&["ops"])));
     }
 }

@@ -44,7 +44,7 @@ fn status(e: &OpError) -> u16 {
         OpError::Auth(AuthError::Config(_)) => 500,
         OpError::Auth(_) => 401,
         OpError::Forbidden(_) | OpError::KekNotAllowed => 403,
-        OpError::SchemeNotFound(_) | OpError::KeyVersionNotFound(_) => 404,
+        OpError::SchemeNotFound(_) | OpError::KeyVersionNotFound(_) | OpError::ErasureNotFound => 404,
         OpError::SchemeExists(_)
         | OpError::VersionsExhausted
         | OpError::Conflict
@@ -130,6 +130,12 @@ mod tests {
                 409,
                 "scheme_exists",
                 "a scheme named \"pii\" already exists in this tenant",
+            ),
+            (
+                OpError::ErasureNotFound,
+                404,
+                "erasure_not_found",
+                "no erasure certificate of this id in this tenant",
             ),
             (
                 OpError::BatchTooLarge { values: 4, max: 3 },

@@ -2,7 +2,7 @@
 //! that knows about HTTP; the work itself is in [`crate::ops`].
 //!
 //! The route table is [`route`]; each area's handlers (parse the body, call the operation, shape
-//! the answer) live in their own file: [`schemes`] and [`data`]. Statuses come from [`error`].
+//! the answer) live in their own file: [`schemes`], [`data`] and [`subjects`]. Statuses come from [`error`].
 
 mod data;
 pub mod error;
@@ -10,6 +10,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod schemes;
+mod subjects;
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -88,6 +89,10 @@ enum Route<'p> {
     Unprotect,
     Rewrap,
     Mask,
+    EraseSubject(&'p str),
+    EraseSubjects,
+    Erasure(&'p str),
+    ErasureKeys,
 }
 
 /// The route table: every path Veil answers, with the methods it allows.
@@ -100,6 +105,22 @@ fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
         "/v1/unprotect" => (Route::Unprotect, "POST"),
         "/v1/rewrap" => (Route::Rewrap, "POST"),
         "/v1/mask" => (Route::Mask, "POST"),
+        "/v1/subjects/erase" => (Route::EraseSubjects, "POST"),
+        "/.well-known/veil/erasure-keys" => (Route::ErasureKeys, "GET"),
+        _ if path.starts_with("/v1/subjects/") => {
+            let id = path.strip_prefix("/v1/subjects/")?.strip_suffix("/erase")?;
+            if id.is_empty() || id.contains('/') {
+                return None;
+            }
+            (Route::EraseSubject(id), "POST")
+        }
+        _ if path.starts_with("/v1/erasures/") => {
+            let id = path.strip_prefix("/v1/erasures/")?;
+            if id.is_empty() || id.contains('/') {
+                return None;
+            }
+            (Route::Erasure(id), "GET")
+        }
         _ => {
             let rest = path.strip_prefix("/v1/schemes/")?;
             let parts: Vec<&str> = rest.split('/').collect();
@@ -155,6 +176,7 @@ fn dispatch(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> Result<ApiResponse, Api
             let body = openapi_document(deps.ctx.config.limits.max_batch);
             return Ok(ApiResponse { status: 200, headers: Vec::new(), body });
         }
+        Route::ErasureKeys => return subjects::erasure_keys(deps.ctx),
         _ => {}
     }
     if req.method == "POST" || req.method == "PATCH" {
@@ -175,7 +197,10 @@ fn dispatch(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> Result<ApiResponse, Api
         Route::Unprotect => data::unprotect(ctx, &who, req.body),
         Route::Rewrap => data::rewrap(ctx, &who, req.body),
         Route::Mask => data::mask(ctx, &who, req.body),
-        Route::Health | Route::OpenApi => Err(ApiError::internal()),
+        Route::EraseSubject(id) => subjects::erase(ctx, &who, id),
+        Route::EraseSubjects => subjects::erase_bulk(ctx, &who, req.body),
+        Route::Erasure(id) => subjects::get_erasure(ctx, &who, id),
+        Route::Health | Route::OpenApi | Route::ErasureKeys => Err(ApiError::internal()),
     }
 }
 

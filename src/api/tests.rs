@@ -34,6 +34,13 @@ struct World {
 fn world_with(vars: MapVars) -> World {
     let kek = base64::engine::general_purpose::STANDARD.encode([5u8; 32]);
     let vars = vars.with("dev_mode", "true").with("local_kek", &kek).with("jwt_hs256_secret", SECRET);
+    let vars = if vars.0.contains_key("no_subject_keys") {
+        vars
+    } else {
+        vars.with("subject_digest_key", &base64::engine::general_purpose::STANDARD.encode([6u8; 32]))
+            .with("erasure_signing_key", &base64::engine::general_purpose::STANDARD.encode([7u8; 32]))
+            .with("erasure_signing_kid", "k1")
+    };
     let mut config = Config::load(&vars).expect("config");
     let auth_cfg: AuthConfig = std::mem::take(&mut config.auth);
     let auth = Authenticator::new(auth_cfg).expect("auth");
@@ -526,9 +533,146 @@ fn openapi_lists_every_route() {
         ("/v1/protect", "post"),
         ("/v1/unprotect", "post"),
         ("/v1/mask", "post"),
+        ("/v1/subjects/{id}/erase", "post"),
+        ("/v1/subjects/erase", "post"),
+        ("/v1/erasures/{id}", "get"),
+        ("/.well-known/veil/erasure-keys", "get"),
     ] {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} missing");
     }
+}
+
+fn protect_as(w: &mut World, tenant: &str, subject: Option<&str>, vals: &[&str]) -> Vec<Value> {
+    let mut body = json!({"scheme": "pii", "values": vals});
+    if let Some(s) = subject {
+        body["subject"] = json!(s);
+    }
+    let (s, v) = w.call("POST", "/v1/protect", Some(&token(tenant, &["app"])), body);
+    assert_eq!(s, 200, "{v}");
+    values(&v)
+}
+
+fn unprotect_codes(w: &mut World, tenant: &str, subject: Option<&str>, toks: &[Value]) -> Vec<Value> {
+    let mut body = json!({ "values": toks });
+    if let Some(s) = subject {
+        body["subject"] = json!(s);
+    }
+    let (s, v) = w.call("POST", "/v1/unprotect", Some(&token(tenant, &["support"])), body);
+    assert_eq!(s, 200, "{v}");
+    v["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| if r["error"].is_object() { r["error"]["code"].clone() } else { r["value"].clone() })
+        .collect()
+}
+
+#[test]
+fn subject_erasure_end_to_end() {
+    let mut w = world();
+    assert_eq!(w.scheme("acme", pii(json!({}))).0, 201);
+    let a = protect_as(&mut w, "acme", Some("user-1"), &["a1", "a2"]);
+    let b = protect_as(&mut w, "acme", Some("user-2"), &["b1"]);
+    let plain = protect_as(&mut w, "acme", None, &["p"]);
+    assert_eq!(unprotect_codes(&mut w, "acme", Some("user-1"), &a), vec![json!("a1"), json!("a2")]);
+
+    // Roles: app and support may not erase; privacy and admin may.
+    let path = "/v1/subjects/user-1/erase";
+    for roles in [&["app"][..], &["support", "analyst"]] {
+        let (s, v) = w.call("POST", path, Some(&token("acme", roles)), Value::Null);
+        assert_eq!((s, v["error"]["code"].clone()), (403, json!("forbidden")));
+    }
+    let (s, cert) = w.call("POST", path, Some(&token("acme", &["privacy"])), Value::Null);
+    assert_eq!(s, 200, "{cert}");
+    assert_eq!(cert["scope"], "subject");
+    assert_eq!(cert["tenant"], "acme");
+    assert_eq!(cert["secret_existed"], true);
+    assert_eq!(cert["schemes"], json!(["pii"]));
+    assert_eq!(
+        (cert["alg"].clone(), cert["key_id"].clone(), cert["issuer"].clone()),
+        (json!("Ed25519"), json!("k1"), json!("veil"))
+    );
+    assert_eq!(cert["erased_at"], 1_795_388_400);
+    let digest = cert["subject_digest"].as_str().expect("digest");
+    assert_eq!(digest.len(), 64);
+    assert!(!cert.to_string().contains("user-1"));
+    let (s, keys) = w.call("GET", "/.well-known/veil/erasure-keys", None, Value::Null);
+    assert_eq!(s, 200);
+    let keys = crate::subjects::certificate::parse_jwks(&keys.to_string()).expect("jwks");
+    assert_eq!(crate::subjects::certificate::verify(&cert, &keys), Ok(()));
+
+    // Tokens of the erased subject: subject_erased; others unaffected.
+    assert_eq!(unprotect_codes(&mut w, "acme", Some("user-1"), &a), vec![json!("subject_erased"); 2]);
+    assert_eq!(unprotect_codes(&mut w, "acme", Some("user-2"), &b), vec![json!("b1")]);
+    assert_eq!(unprotect_codes(&mut w, "acme", None, &plain), vec![json!("p")]);
+
+    // Idempotent: the same certificate; and it is stored under its id.
+    let (s, again) = w.call("POST", path, Some(&token("acme", &["admin"])), Value::Null);
+    assert_eq!((s, &again), (200, &cert));
+    let id = cert["certificate_id"].as_str().expect("id").to_owned();
+    let (s, got) =
+        w.call("GET", &format!("/v1/erasures/{id}"), Some(&token("acme", &["privacy"])), Value::Null);
+    assert_eq!((s, &got), (200, &cert));
+    let (s, v) =
+        w.call("GET", &format!("/v1/erasures/{id}"), Some(&token("other", &["privacy"])), Value::Null);
+    assert_eq!((s, v["error"]["code"].clone()), (404, json!("erasure_not_found")));
+
+    // A later protect starts a fresh secret: new tokens open, old ones still do not.
+    let fresh = protect_as(&mut w, "acme", Some("user-1"), &["new"]);
+    assert_eq!(unprotect_codes(&mut w, "acme", Some("user-1"), &fresh), vec![json!("new")]);
+    assert_eq!(unprotect_codes(&mut w, "acme", Some("user-1"), &a[..1]), vec![json!("subject_erased")]);
+
+    // Never seen: a certificate saying so. Bulk: known, unknown and invalid ids.
+    let (s, none) =
+        w.call("POST", "/v1/subjects/nobody%2Fhere/erase", Some(&token("acme", &["admin"])), Value::Null);
+    assert_eq!(
+        (s, none["secret_existed"].clone(), none["secret_created_at"].clone()),
+        (200, json!(false), Value::Null)
+    );
+    let long = "s".repeat(257);
+    let (s, v) = w.call(
+        "POST",
+        "/v1/subjects/erase",
+        Some(&token("acme", &["privacy"])),
+        json!({"subjects": ["user-2", "never-seen", "", long]}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let r = v["results"].as_array().expect("results");
+    assert_eq!(r.len(), 4);
+    assert_eq!(
+        (r[0]["value"]["secret_existed"].clone(), r[1]["value"]["secret_existed"].clone()),
+        (json!(true), json!(false))
+    );
+    assert_eq!(
+        (r[2]["error"]["code"].clone(), r[3]["error"]["code"].clone()),
+        (json!("invalid_subject"), json!("invalid_subject"))
+    );
+    assert_eq!(unprotect_codes(&mut w, "acme", Some("user-2"), &b), vec![json!("subject_erased")]);
+}
+
+#[test]
+fn subjects_without_their_secrets_are_misconfigured() {
+    let mut w = world_with(MapVars::default().with("no_subject_keys", "1"));
+    assert_eq!(w.scheme("acme", pii(json!({}))).0, 201);
+    assert_eq!(protect_as(&mut w, "acme", None, &["x"]).len(), 1, "no subject: nothing needed");
+    let (s, v) = w.call(
+        "POST",
+        "/v1/protect",
+        Some(&token("acme", &["app"])),
+        json!({"scheme": "pii", "values": ["x"], "subject": "u"}),
+    );
+    assert_eq!((s, v["error"]["code"].clone()), (500, json!("misconfigured")), "{v}");
+    let (s, v) = w.call("POST", "/v1/subjects/u/erase", Some(&token("acme", &["admin"])), Value::Null);
+    assert_eq!((s, v["error"]["code"].clone()), (500, json!("misconfigured")), "{v}");
+    let (s, v) = w.call("GET", "/.well-known/veil/erasure-keys", None, Value::Null);
+    assert_eq!((s, v), (200, json!({"keys": []})));
+    // A digest key without a signing key: protect works, erase still refuses (never unsigned).
+    let key = base64::engine::general_purpose::STANDARD.encode([6u8; 32]);
+    let mut w = world_with(MapVars::default().with("no_subject_keys", "1").with("subject_digest_key", &key));
+    assert_eq!(w.scheme("acme", pii(json!({}))).0, 201);
+    assert_eq!(protect_as(&mut w, "acme", Some("u"), &["x"]).len(), 1);
+    let (s, v) = w.call("POST", "/v1/subjects/u/erase", Some(&token("acme", &["admin"])), Value::Null);
+    assert_eq!((s, v["error"]["code"].clone()), (500, json!("misconfigured")), "{v}");
 }
 
 fn codes(v: &Value) -> Vec<Value> {

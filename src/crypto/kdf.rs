@@ -26,6 +26,8 @@ pub const PURPOSE_SCHEME_DATA_KEY: &str = "scheme-data-key";
 pub const PURPOSE_SCHEME_MASK_KEY: &str = "scheme-mask-key";
 /// Purpose of the per-subject key (data subjects, DESIGN §4).
 pub const PURPOSE_SUBJECT_KEY: &str = "subject-key";
+/// Purpose of the per-tenant key that turns subject ids into their keyed digests.
+pub const PURPOSE_SUBJECT_DIGEST_KEY: &str = "subject-digest-key";
 
 /// HKDF-SHA256 extract-then-expand into `okm`. `salt = None` means the RFC's default salt
 /// (32 zero bytes). Fails only if `okm` is longer than 255 × 32 bytes.
@@ -88,6 +90,24 @@ pub fn subject_key(scheme_key: &SecretKey, subject_secret: &SecretKey, subject_i
     let info =
         Fields::new().str(DOMAIN).str(PURPOSE_SUBJECT_KEY).u32(KDF_LABEL_VERSION).str(subject_id).finish();
     derive_key(Some(subject_secret.expose_secret()), scheme_key.expose_secret(), &info)
+}
+
+/// The per-tenant subject digest key: `HKDF(salt = none, ikm = subject_digest_key variable,
+/// info = LP("veil") ‖ LP("subject-digest-key") ‖ u32be(1) ‖ LP(tenant))`.
+pub fn subject_digest_key(root: &SecretKey, tenant: &TenantId) -> SecretKey {
+    let info = Fields::new()
+        .str(DOMAIN)
+        .str(PURPOSE_SUBJECT_DIGEST_KEY)
+        .u32(KDF_LABEL_VERSION)
+        .str(tenant.as_str())
+        .finish();
+    derive_key(None, root.expose_secret(), &info)
+}
+
+/// The keyed digest a subject is stored and certified under: `HMAC-SHA256(subject digest key
+/// of the tenant, subject id bytes)`. The database never holds the id itself.
+pub fn subject_digest(tenant_digest_key: &SecretKey, subject_id: &str) -> [u8; 32] {
+    hmac_sha256(tenant_digest_key, subject_id.as_bytes())
 }
 
 /// HMAC-SHA256 of `msg` under a 32-byte key.
@@ -184,6 +204,27 @@ mod tests {
             n += 1;
         }
         assert!(n >= 5);
+    }
+
+    /// Golden subject digests, written by an independent implementation (tests/harness/veilformat.py).
+    #[test]
+    fn veil_subject_digest_golden() {
+        let cases = testvec::parse(include_str!("../../tests/vectors/veil-subject-v1.txt"));
+        let mut n = 0;
+        for c in cases.iter().filter(|c| c.get("kind") == "subject-digest") {
+            let root = SecretKey::try_from_slice(&c.hex("digest_root")).unwrap_or_else(|| panic!("root"));
+            let t = TenantId::parse(c.get("tenant")).unwrap_or_else(|e| panic!("{e}"));
+            let tk = subject_digest_key(&root, &t);
+            assert_eq!(hex(tk.expose_secret()), c.get("tenant_digest_key"), "{}", c.name());
+            assert_eq!(
+                hex(&subject_digest(&tk, c.get("subject_id"))),
+                c.get("subject_digest"),
+                "{}",
+                c.name()
+            );
+            n += 1;
+        }
+        assert_eq!(n, 5);
     }
 
     #[test]

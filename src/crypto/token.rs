@@ -274,6 +274,42 @@ mod tests {
         assert_eq!(algs.len(), 3, "one case per algorithm at least");
     }
 
+    /// Tokens of a data subject: sealed under the subject key (scheme key + subject secret),
+    /// from vectors written by an independent implementation (tests/harness/veilformat.py).
+    #[test]
+    fn golden_subject_tokens_v1() {
+        let cases = testvec::parse(include_str!("../../tests/vectors/veil-subject-v1.txt"));
+        let mut n = 0;
+        for c in cases.iter().filter(|c| c.get("kind") == "subject-token") {
+            let name = c.name();
+            let key = |f: &str| SecretKey::try_from_slice(&c.hex(f)).unwrap_or_else(|| panic!("{name}: {f}"));
+            let (t, s, v) = (
+                tenant(c.get("tenant")),
+                scheme(c.get("scheme")),
+                ver(c.get("version").parse().unwrap_or(0)),
+            );
+            let sk = kdf::scheme_data_key(&key("dek"), &t, &s, v);
+            assert_eq!(hex(sk.expose_secret()), c.get("scheme_key"), "{name}");
+            let subk = kdf::subject_key(&sk, &key("subject_secret"), c.get("subject_id"));
+            assert_eq!(hex(subk.expose_secret()), c.get("subject_key"), "{name}");
+            let context = opt_field(c, "context");
+            let aead = AeadKey::new(Algorithm::Aes256Gcm, &subk);
+            let ad = aad(&t, &s, v, Some(c.get("subject_id")), context.as_deref());
+            let sealed = aead
+                .seal_with_nonce(&c.hex("nonce"), &ad, &c.hex("plaintext"))
+                .unwrap_or_else(|_| panic!("{name}"));
+            assert_eq!(encode(&s, v, &sealed), c.get("token"), "{name}");
+            let parsed = parse(c.get("token")).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let opened = unprotect(&aead, &t, &parsed, Some(c.get("subject_id")), context.as_deref());
+            assert_eq!(opened.map(|p| p.to_vec()), Ok(c.hex("plaintext")), "{name}");
+            // The scheme key alone (no subject secret) does not open it.
+            let bare = AeadKey::new(Algorithm::Aes256Gcm, &sk);
+            assert!(unprotect(&bare, &t, &parsed, Some(c.get("subject_id")), context.as_deref()).is_err());
+            n += 1;
+        }
+        assert_eq!(n, 3);
+    }
+
     /// A bound setup: key, tenant, scheme, version, subject, context, plaintext and token.
     struct Fixture {
         key: AeadKey,

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use super::schemes::rotate_if_current;
+use super::subjects::{derive_value_key, Subject};
 use super::{check_batch, check_binding, max_token_len, parse_scheme_name, Ctx, ItemError, OpError};
 use crate::auth::Principal;
 use crate::crypto::aead::AeadKey;
@@ -28,18 +29,21 @@ pub fn protect(
     context: Option<&str>,
 ) -> Result<(KeyVersion, Vec<Result<String, ItemError>>), OpError> {
     check_batch(ctx.config, values.len())?;
-    check_binding(subject, context)?;
+    let subject_id = check_binding(subject, context)?;
     let name = parse_scheme_name(scheme)?;
     let max = ctx.config.limits.max_value_bytes;
     let n = values.iter().filter(|v| matches!(v, Ok(pt) if pt.len() <= max)).count() as u64;
     let (scheme, current, sealing) = current_key_with_seals(ctx, who, &name, n)?;
     let version = scheme.current_version;
+    let subject_state = match subject_id {
+        Some(id) => Some(Subject::for_protect(ctx, who, id)?),
+        None => None,
+    };
     let dek = ctx.unwrap_data_key(&scheme, current, sealing)?.ok_or_else(|| {
         eprintln!("veil: scheme {}/{} has no usable current data key", scheme.tenant, scheme.name);
         OpError::Internal
     })?;
-    let key =
-        AeadKey::new(scheme.algorithm, &kdf::scheme_data_key(&dek, &scheme.tenant, &scheme.name, version));
+    let key = derive_value_key(&scheme, version, &dek, subject_state.as_ref()).ok_or(OpError::Internal)?;
     drop(dek);
     let mut sealer = token::Sealer::new(&key, &scheme.tenant, &scheme.name, version, subject, context);
     let results = values
@@ -151,7 +155,7 @@ pub fn rewrap(
         }
         let target = (slot.0.clone(), current);
         if !opened.keys.contains_key(&target) {
-            let key = version_key(ctx, scheme, current, None, subject, context)?;
+            let key = version_key(ctx, scheme, current, None, opened.subject.as_ref(), subject, context)?;
             opened.keys.insert(target.clone(), key);
         }
         match opened.keys.get(&target) {
@@ -176,6 +180,8 @@ struct Opened {
     items: Vec<Result<(Slot, Plaintext), ItemError>>,
     schemes: HashMap<SchemeName, Option<Scheme>>,
     keys: HashMap<Slot, Result<(AeadKey, Vec<u8>), ItemError>>,
+    /// The request's data subject, if any (its secret read, never created).
+    subject: Option<Subject>,
 }
 
 /// Opens each token, after checking that the caller may do `op` with every scheme the batch names.
@@ -188,7 +194,7 @@ fn open_batch(
     op: Operation,
 ) -> Result<Opened, OpError> {
     check_batch(ctx.config, tokens.len())?;
-    check_binding(subject, context)?;
+    let mut subject_id = check_binding(subject, context)?;
     let max_len = max_token_len(ctx.config.limits.max_value_bytes);
     let parsed: Vec<Result<token::ParsedToken, ItemError>> = tokens
         .iter()
@@ -221,6 +227,9 @@ fn open_batch(
         }
         schemes.insert(p.scheme.clone(), found);
     }
+    // The subject's secret, read once (never created) when the first token needs it.
+    let mut subject_state: Option<Subject> = None;
+    let mut erased: Option<ItemError> = None;
     // One unwrap (and one AAD) per scheme version per request.
     let mut keys: HashMap<Slot, Result<(AeadKey, Vec<u8>), ItemError>> = HashMap::new();
     let mut items = Vec::with_capacity(parsed.len());
@@ -237,8 +246,19 @@ fn open_batch(
             continue;
         };
         let slot = (p.scheme.clone(), p.key_version);
+        if let Some(id) = subject_id.take() {
+            subject_state = Some(Subject::for_unprotect(ctx, who, id)?);
+        }
         if !keys.contains_key(&slot) {
-            let key = version_key(ctx, scheme, p.key_version, fetched.remove(&slot), subject, context)?;
+            let key = version_key(
+                ctx,
+                scheme,
+                p.key_version,
+                fetched.remove(&slot),
+                subject_state.as_ref(),
+                subject,
+                context,
+            )?;
             keys.insert(slot.clone(), key);
         }
         let result = match keys.get(&slot) {
@@ -247,9 +267,16 @@ fn open_batch(
             Some(Err(e)) => Err(e.clone()),
             None => Err(ItemError::DECRYPTION_FAILED),
         };
+        let result = match (result, &subject_state) {
+            // Erased subjects are told apart from tampering by the certificate Veil keeps.
+            (Err(e), Some(s)) if e == ItemError::DECRYPTION_FAILED => {
+                Err(erased.get_or_insert(s.open_failure(ctx, who)?).clone())
+            }
+            (r, _) => r,
+        };
         items.push(result.map(|pt| (slot, pt)));
     }
-    Ok(Opened { items, schemes, keys })
+    Ok(Opened { items, schemes, keys, subject: subject_state })
 }
 
 /// The key and AAD that open tokens of one scheme version, or the per-item error its tokens get:
@@ -261,6 +288,7 @@ fn version_key(
     scheme: &Scheme,
     version: KeyVersion,
     fetched: Option<Option<DataKey>>,
+    subject_state: Option<&Subject>,
     subject: Option<&str>,
     context: Option<&str>,
 ) -> Result<Result<(AeadKey, Vec<u8>), ItemError>, OpError> {
@@ -281,8 +309,9 @@ fn version_key(
     let Some(dek) = ctx.unwrap_data_key(scheme, Some(dk), None)? else {
         return Ok(Err(ItemError::DECRYPTION_FAILED));
     };
-    let key =
-        AeadKey::new(scheme.algorithm, &kdf::scheme_data_key(&dek, &scheme.tenant, &scheme.name, version));
+    let Some(key) = derive_value_key(scheme, version, &dek, subject_state) else {
+        return Ok(Err(ItemError::DECRYPTION_FAILED));
+    };
     Ok(Ok((key, token::aad(&scheme.tenant, &scheme.name, version, subject, context))))
 }
 

@@ -29,6 +29,8 @@ pub enum OpError {
     SchemeNotFound(SchemeName),
     /// A scheme of this name exists already in the caller's tenant.
     SchemeExists(SchemeName),
+    /// No erasure certificate of this id in the caller's tenant.
+    ErasureNotFound,
     /// More values in one request than `max_batch`.
     BatchTooLarge { values: usize, max: usize },
     /// The scheme has used every key version.
@@ -69,6 +71,7 @@ impl OpError {
             OpError::KekNotAllowed => "kek_not_allowed",
             OpError::SchemeNotFound(_) => "scheme_not_found",
             OpError::SchemeExists(_) => "scheme_exists",
+            OpError::ErasureNotFound => "erasure_not_found",
             OpError::BatchTooLarge { .. } => "batch_too_large",
             OpError::VersionsExhausted => "key_versions_exhausted",
             OpError::KeyVersionNotFound(_) => "key_version_not_found",
@@ -107,6 +110,7 @@ impl fmt::Display for OpError {
             OpError::SchemeExists(name) => {
                 write!(f, "a scheme named \"{name}\" already exists in this tenant")
             }
+            OpError::ErasureNotFound => f.write_str("no erasure certificate of this id in this tenant"),
             OpError::BatchTooLarge { values, max } => {
                 write!(f, "{values} values is more than max_batch ({max})")
             }
@@ -194,6 +198,12 @@ impl ItemError {
     };
     pub const INVALID_ENCODING: ItemError =
         ItemError { code: "invalid_encoding", message: "the value is not valid base64" };
+    pub const SUBJECT_ERASED: ItemError = ItemError {
+        code: "subject_erased",
+        message: "the token's data subject was erased: its key no longer exists",
+    };
+    pub const INVALID_SUBJECT: ItemError =
+        ItemError { code: "invalid_subject", message: "a subject id is 1 to 256 characters" };
     pub const KEY_VERSION_RETIRED: ItemError = ItemError {
         code: "key_version_retired",
         message: "the token's key version is below the scheme's min_decryption_version",

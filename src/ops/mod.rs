@@ -9,6 +9,7 @@ mod data;
 mod error;
 mod rekey;
 pub mod schemes;
+mod subjects;
 
 pub use data::{mask, protect, rewrap, unprotect, Plaintext};
 pub use error::{ItemError, OpError};
@@ -17,6 +18,7 @@ pub use schemes::{
     check_kek_allowed, create_scheme, destroy_version, forget_cached_deks, get_scheme, list_schemes,
     list_versions, rotate, rotate_if_current, update_scheme, NewScheme,
 };
+pub use subjects::{erase_subject, erase_subjects, erasure_keys, get_erasure, value_key, Subject};
 
 use crate::auth::Principal;
 use crate::config::Config;
@@ -28,6 +30,7 @@ use crate::kms::{Kek, Keks, KeyContext, KmsError};
 use crate::scheme::{KekRef, Scheme};
 use crate::store::sql::SqlConn;
 use crate::store::{DataKey, KeyState, Store};
+use crate::subjects::SubjectId;
 
 /// Longest subject and context accepted, in characters (Unicode scalar values, as JSON Schema's
 /// `maxLength` counts them, so that the OpenAPI document states the limit exactly): at most 4
@@ -123,15 +126,14 @@ fn parse_scheme_name(name: &str) -> Result<SchemeName, OpError> {
     SchemeName::parse(name).map_err(|e| OpError::invalid_field(format!("scheme: {e}")))
 }
 
-fn check_binding(subject: Option<&str>, context: Option<&str>) -> Result<(), OpError> {
+/// Checks the subject (1-256 characters) and the context (at most 1024 characters) of a request.
+fn check_binding(subject: Option<&str>, context: Option<&str>) -> Result<Option<SubjectId>, OpError> {
+    let subject = subject.map(SubjectId::parse).transpose().map_err(OpError::invalid_field)?;
     let longer = |v: Option<&str>, max: usize| v.is_some_and(|v| v.len() > max && v.chars().count() > max);
-    if longer(subject, MAX_SUBJECT_CHARS) {
-        return Err(OpError::invalid_field(format!("subject is longer than {MAX_SUBJECT_CHARS} characters")));
-    }
     if longer(context, MAX_CONTEXT_CHARS) {
         return Err(OpError::invalid_field(format!("context is longer than {MAX_CONTEXT_CHARS} characters")));
     }
-    Ok(())
+    Ok(subject)
 }
 
 fn check_batch(config: &Config, n: usize) -> Result<(), OpError> {

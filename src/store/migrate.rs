@@ -32,6 +32,12 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("migrations/postgres/0002_key_lifecycle.sql"),
     },
     Migration {
+        version: 3,
+        name: "subjects",
+        sqlite: include_str!("migrations/sqlite/0003_subjects.sql"),
+        postgres: include_str!("migrations/postgres/0003_subjects.sql"),
+    },
+    Migration {
         version: 4,
         name: "lifecycle",
         sqlite: include_str!("migrations/sqlite/0004_lifecycle.sql"),

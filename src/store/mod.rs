@@ -13,6 +13,9 @@
 
 pub mod migrate;
 pub mod sql;
+mod subjects;
+
+pub use subjects::{MakeCertificate, SubjectSecret};
 
 use std::fmt;
 

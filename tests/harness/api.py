@@ -94,6 +94,7 @@ class Tenant:
     app = property(lambda self: self.as_("app"))
     support = property(lambda self: self.as_("support"))
     analyst = property(lambda self: self.as_("analyst"))
+    privacy = property(lambda self: self.as_("privacy"))
 
     def scheme_body(self, name=None, **fields) -> dict:
         body = {"name": name or new_name(), "algorithm": "aes-256-gcm", "kek": {"provider": "local"},

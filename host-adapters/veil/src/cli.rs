@@ -1,4 +1,4 @@
-//! Command-line interface: `veil serve`, `veil azure-functions`, `veil lambda`, `veil token`, `veil imports` and `veil run`.
+//! Command-line interface: `veil serve`, `veil azure-functions`, `veil lambda`, `veil token`, `veil imports`, `veil run` and `veil verify-erasure`.
 
 use std::path::PathBuf;
 
@@ -28,6 +28,18 @@ pub enum Command {
     Imports(ImportsArgs),
     /// Run a WASI command component (e.g. the in-wasm benchmark) with stdio and arguments only.
     Run(RunArgs),
+    /// Check an erasure certificate's Ed25519 signature offline (docs/erasure.md).
+    VerifyErasure(VerifyErasureArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyErasureArgs {
+    /// The certificate, as returned by an erase or by `GET /v1/erasures/{id}` (JSON file).
+    pub certificate: PathBuf,
+    /// The verification keys: a JWKS file, or the URL of `/.well-known/veil/erasure-keys`
+    /// [default: that URL under the certificate's `issuer`, if the issuer is a URL].
+    #[arg(long)]
+    pub keys: Option<String>,
 }
 
 #[derive(Debug, Args)]

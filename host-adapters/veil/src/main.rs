@@ -14,6 +14,7 @@ mod serve;
 mod spin;
 mod token;
 mod variables;
+mod verify_erasure;
 
 use std::process::ExitCode;
 
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
         cli::Command::Lambda(args) => lambda::run(args),
         cli::Command::Token(args) => token::run(args),
         cli::Command::Run(args) => run::run(args),
+        cli::Command::VerifyErasure(args) => verify_erasure::run(args),
         cli::Command::Imports(args) => imports::run(args),
     };
     match result {

@@ -1,0 +1,71 @@
+//! `/v1/subjects/{id}/erase`, `/v1/subjects/erase`, `/v1/erasures/{id}` and
+//! `/.well-known/veil/erasure-keys` (docs/api.md § Data subjects, docs/erasure.md).
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::{item, parse, ApiResponse};
+use crate::auth::Principal;
+use crate::ops::{self, Ctx};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkEraseBody {
+    subjects: Vec<String>,
+}
+
+/// Decodes a percent-encoded path segment into UTF-8; `None` for a bad escape or non-UTF-8.
+pub(super) fn percent_decode(segment: &str) -> Option<String> {
+    let b = segment.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+pub(super) fn erase(ctx: &mut Ctx<'_>, who: &Principal, raw_id: &str) -> Result<ApiResponse, ApiError> {
+    let id = percent_decode(raw_id)
+        .ok_or_else(|| ApiError::invalid_field("the subject in the path is not percent-encoded UTF-8"))?;
+    let cert = ops::erase_subject(ctx, who, &id)?;
+    Ok(ApiResponse::json(200, &cert))
+}
+
+pub(super) fn erase_bulk(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<ApiResponse, ApiError> {
+    let b: BulkEraseBody = parse(body)?;
+    let results: Vec<Value> = ops::erase_subjects(ctx, who, &b.subjects)?.into_iter().map(item).collect();
+    Ok(ApiResponse::json(200, &json!({ "results": results })))
+}
+
+pub(super) fn get_erasure(ctx: &Ctx<'_>, who: &Principal, id: &str) -> Result<ApiResponse, ApiError> {
+    Ok(ApiResponse::json(200, &ops::get_erasure(ctx, who, id)?))
+}
+
+pub(super) fn erasure_keys(ctx: &Ctx<'_>) -> Result<ApiResponse, ApiError> {
+    Ok(ApiResponse::json(200, &ops::erasure_keys(ctx)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn path_segments_decode() {
+        assert_eq!(percent_decode("user-42").as_deref(), Some("user-42"));
+        assert_eq!(percent_decode("a%2Fb%20c").as_deref(), Some("a/b c"));
+        assert_eq!(percent_decode("%C3%A9").as_deref(), Some("é"));
+        for bad in ["%", "%2", "%zz", "%FF"] {
+            assert_eq!(percent_decode(bad), None, "{bad}");
+        }
+    }
+}
