@@ -59,6 +59,12 @@ impl ApiResponse {
     }
 }
 
+/// Where the document states a batch's `max_batch` limit.
+const BATCH_MAX_ITEMS: [&str; 2] = [
+    "/components/schemas/Values/maxItems",
+    "/components/schemas/EraseSubjectsRequest/properties/subjects/maxItems",
+];
+
 /// The document as served: [`OPENAPI`] with this deployment's `max_batch` as the `maxItems` of
 /// every batch (the file states the default, 1000), so that a client generating requests from it
 /// (schemathesis, tests/integration/test_openapi.py) is never told that a refused batch is valid.
@@ -67,10 +73,17 @@ fn openapi_document(max_batch: usize) -> Vec<u8> {
         Ok(doc) => doc,
         Err(_) => return OPENAPI.as_bytes().to_vec(),
     };
-    match doc.pointer_mut("/components/schemas/Values/maxItems") {
-        Some(n) if n.as_u64() == Some(max_batch as u64) => return OPENAPI.as_bytes().to_vec(),
-        Some(n) => *n = json!(max_batch),
-        None => return OPENAPI.as_bytes().to_vec(),
+    let mut changed = false;
+    for pointer in BATCH_MAX_ITEMS {
+        if let Some(n) = doc.pointer_mut(pointer) {
+            if n.as_u64() != Some(max_batch as u64) {
+                *n = json!(max_batch);
+                changed = true;
+            }
+        }
+    }
+    if !changed {
+        return OPENAPI.as_bytes().to_vec();
     }
     serde_json::to_vec_pretty(&doc).unwrap_or_else(|_| OPENAPI.as_bytes().to_vec())
 }

@@ -124,7 +124,7 @@ fn parse_route_version(v: &str) -> Result<KeyVersion, ApiError> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UpdateSchemeBody {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::non_null")]
     min_decryption_version: Option<Value>,
     /// Absent: unchanged; `null`: removed; a string: set.
     #[serde(default, deserialize_with = "present")]

@@ -163,9 +163,10 @@ pub fn update_scheme(
     match ctx.store.update_scheme(&scheme.tenant, &scheme.name, change, ctx.now)? {
         ChangeOutcome::Changed(s) => Ok(*s),
         ChangeOutcome::SchemeNotFound => Err(OpError::SchemeNotFound(scheme.name)),
-        ChangeOutcome::AboveCurrent(current) => Err(OpError::invalid_field(format!(
-            "min_decryption_version must be from 1 to the current version ({current})"
-        ))),
+        // a minimum above the current version names a version that does not exist (yet)
+        ChangeOutcome::AboveCurrent(_) => {
+            Err(OpError::KeyVersionNotFound(change.min_decryption_version.ok_or(OpError::Internal)?))
+        }
         ChangeOutcome::Destroyed(v) => Err(OpError::KeyVersionDestroyed(v)),
     }
 }

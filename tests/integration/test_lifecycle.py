@@ -141,7 +141,7 @@ def test_forbidden_transitions_change_nothing(tenant):
     err(destroy(tenant.admin, "nope", 1), 404, "scheme_not_found")
     for bad in ["0", "x", "-1", "1.0", "4294967296"]:
         err(destroy(tenant.admin, name, bad), 422, "invalid_field")
-    err(patch(tenant.admin, name, {"min_decryption_version": 4}), 422, "invalid_field")  # above current
+    err(patch(tenant.admin, name, {"min_decryption_version": 4}), 404, "key_version_not_found")  # above current
     err(patch(tenant.admin, name, {"min_decryption_version": 0}), 422, "invalid_field")
     unchanged(1, all_active)
 

@@ -41,9 +41,10 @@ def test_schemathesis_finds_nothing(start_server, tmp_path):
     """Examples, coverage, fuzzing and stateful phases with `--checks all`: no server error, no
     schema-valid request refused, no schema-violating request accepted, every status, header and
     body as documented."""
-    # kek_allow set but empty: no vault key for anyone, so a scheme or rekey naming one is the
-    # documented 403 `kek_not_allowed` before any vault is asked.
-    s = start_server("schemathesis", max_batch="16", max_value_bytes="256", kek_allow=" ")
+    # kek_allow names no key that exists: a scheme or rekey naming a vault key is the documented
+    # 403 `kek_not_allowed` before any vault is asked.
+    s = start_server("schemathesis", max_batch="16", max_value_bytes="256",
+                     kek_allow="*=https://none.vault.azure.net/keys/none")
     tenant = f"t-st-{SEED}"
     token = hs256(tenant, ROLES, exp=2**31 - 1)
     # A scheme the examples name ("pii", "cards"), so that their protect/mask/get requests reach
