@@ -98,7 +98,7 @@ pub(super) fn rekey_kek(body: &[u8]) -> Result<Option<KekRef>, ApiError> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RekeyBody {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::non_null")]
     kek: Option<Value>,
 }
 
