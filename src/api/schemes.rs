@@ -103,11 +103,25 @@ struct RekeyBody {
 }
 
 fn parse_kek(v: Value) -> Result<KekRef, ApiError> {
-    let kek: KekRef = serde_json::from_value(v).map_err(|_| {
+    let shape = || {
         ApiError::invalid_field(
             "kek: {\"provider\":\"local\"}, {\"provider\":\"aws-kms\",\"key_id\":...} or {\"provider\":\"azure-keyvault\",\"key_url\":...}",
         )
-    })?;
+    };
+    // serde ignores unknown fields beside the tag of a unit variant (`local`): the document
+    // allows none, so they are refused here for every provider.
+    if let Some(fields) = v.as_object() {
+        let allowed: &[&str] = match fields.get("provider").and_then(Value::as_str) {
+            Some("local") => &["provider"],
+            Some("aws-kms") => &["provider", "key_id"],
+            Some("azure-keyvault") => &["provider", "key_url"],
+            _ => &[],
+        };
+        if fields.keys().any(|k| !allowed.contains(&k.as_str())) {
+            return Err(shape());
+        }
+    }
+    let kek: KekRef = serde_json::from_value(v).map_err(|_| shape())?;
     kek.validate().map_err(ApiError::invalid_field)?;
     Ok(kek)
 }

@@ -315,6 +315,14 @@ fn bad_requests_get_stable_codes_and_write_nothing() {
         // a struct's fields as an array, which serde alone would read
         ("POST", "/v1/protect", Some(&admin), br#"["x", ["a"]]"#, 400, "invalid_request"),
         ("PATCH", "/v1/schemes/x", Some(&admin), b"[null, null]", 400, "invalid_request"),
+        (
+            "POST",
+            "/v1/schemes",
+            Some(&admin),
+            br#"{"name": "x", "kek": {"provider": "local", "extra": 1}}"#,
+            422,
+            "invalid_field",
+        ),
         ("POST", "/v1/rewrap", Some(&admin), br#"[["t"]]"#, 400, "invalid_request"),
         (
             "POST",
