@@ -134,6 +134,11 @@ pub fn long_bodies(replies: &[Reply]) -> Vec<Vec<u8>> {
 /// fixed message is written) is not counted: the fuzzer learns those texts and feeds them back.
 pub fn assert_no_echo(what: &str, text: &str, inputs: &[Vec<u8>], vocabulary: &[&str]) {
     for input in inputs {
+        // A short input can be spelled by a message built from fixed pieces ("key #0: malformed
+        // JWK" from "key #{i}" and ": malformed JWK"); an echo worth catching is longer.
+        if input.len() < 24 {
+            continue;
+        }
         let hit = text.as_bytes().windows(input.len()).any(|w| w == input.as_slice());
         let known = std::str::from_utf8(input).is_ok_and(|s| vocabulary.iter().any(|v| v.contains(s)));
         assert!(!hit || known, "{what} echoes its input: {text:?}");
