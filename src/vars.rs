@@ -1,7 +1,9 @@
 //! Where configuration values come from, and the few rules every setting is parsed by. A leaf:
 //! [`crate::config`] and each provider's settings ([`crate::kms`]) read their variables here.
 
+use std::cell::OnceCell;
 use std::fmt;
+use std::rc::Rc;
 
 /// Where configuration values come from: Spin variables in the component, a map in tests.
 pub trait Variables {
@@ -52,6 +54,52 @@ pub(crate) fn parse_limit(
 /// The variable's value with surrounding white space removed; `None` when that leaves nothing.
 pub(crate) fn trimmed(vars: &dyn Variables, name: &str) -> Option<String> {
     vars.get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+}
+
+/// A room's settings, read from the variables by [`Load::load`].
+pub trait Load: Sized {
+    fn load(vars: &dyn Variables) -> Result<Self, ConfigError>;
+}
+
+/// A room's settings, loaded at once ([`Lazy::loaded`]) or on first use ([`Lazy::deferred`]):
+/// every variable is a host call, so a request that never needs a room's settings (the vaults'
+/// on the local KEK or a warm DEK cache, the subjects' without a subject) reads none of them.
+/// A malformed variable is then an error for every request that needs the room, and only those.
+pub struct Lazy<T> {
+    source: Option<Rc<dyn Variables>>,
+    cell: OnceCell<Result<T, ConfigError>>,
+}
+
+impl<T: Load> Lazy<T> {
+    pub fn loaded(settings: T) -> Self {
+        Lazy { source: None, cell: OnceCell::from(Ok(settings)) }
+    }
+
+    /// Nothing is read until [`Lazy::get`] is first called.
+    pub fn deferred(vars: Rc<dyn Variables>) -> Self {
+        Lazy { source: Some(vars), cell: OnceCell::new() }
+    }
+
+    pub fn get(&self) -> Result<&T, ConfigError> {
+        self.cell
+            .get_or_init(|| match &self.source {
+                Some(vars) => T::load(vars.as_ref()),
+                // `loaded` fills the cell, so there is always a source when it is empty
+                None => Err(ConfigError("settings were not loaded".into())),
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Lazy<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.cell.get() {
+            Some(Ok(s)) => s.fmt(f),
+            Some(Err(e)) => write!(f, "Lazy(error: {e})"),
+            None => f.write_str("Lazy(not loaded yet)"),
+        }
+    }
 }
 
 #[cfg(test)]

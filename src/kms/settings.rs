@@ -1,10 +1,6 @@
 //! The vault settings (DESIGN §12, docs/kms.md): what the providers share (timeout, retries) and
 //! each provider's own ([`super::aws::Settings`], [`super::azure::Settings`]), read on first use.
 
-use std::cell::OnceCell;
-use std::fmt;
-use std::rc::Rc;
-
 use super::{aws, azure};
 use crate::vars::{parse_bool, ConfigError, Variables};
 
@@ -76,42 +72,12 @@ impl Settings {
     }
 }
 
-/// The vault settings, loaded at once ([`LazySettings::loaded`]) or on first use
-/// ([`LazySettings::deferred`]): they are many variables, and a request on the local KEK or a
-/// warm DEK cache needs none of them.
-pub struct LazySettings {
-    source: Option<Rc<dyn Variables>>,
-    cell: OnceCell<Result<Settings, ConfigError>>,
-}
+/// The vault settings, loaded at once or on first use: they are many variables, and a request
+/// on the local KEK or a warm DEK cache needs none of them.
+pub type LazySettings = crate::vars::Lazy<Settings>;
 
-impl LazySettings {
-    pub fn loaded(settings: Settings) -> Self {
-        LazySettings { source: None, cell: OnceCell::from(Ok(settings)) }
-    }
-
-    /// Nothing is read until [`LazySettings::get`] is first called.
-    pub fn deferred(vars: Rc<dyn Variables>) -> Self {
-        LazySettings { source: Some(vars), cell: OnceCell::new() }
-    }
-
-    /// The settings; a malformed KMS variable is an error for every request that needs a vault.
-    pub fn get(&self) -> Result<&Settings, ConfigError> {
-        self.cell
-            .get_or_init(|| match &self.source {
-                Some(vars) => Settings::load(vars.as_ref()),
-                None => Ok(Settings::default()),
-            })
-            .as_ref()
-            .map_err(Clone::clone)
-    }
-}
-
-impl fmt::Debug for LazySettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.cell.get() {
-            Some(Ok(k)) => k.fmt(f),
-            Some(Err(e)) => write!(f, "LazySettings(error: {e})"),
-            None => f.write_str("LazySettings(not loaded yet)"),
-        }
+impl crate::vars::Load for Settings {
+    fn load(vars: &dyn Variables) -> Result<Self, ConfigError> {
+        Settings::load(vars)
     }
 }

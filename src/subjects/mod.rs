@@ -4,9 +4,7 @@
 
 pub mod certificate;
 
-use std::cell::OnceCell;
 use std::fmt;
-use std::rc::Rc;
 
 use base64::Engine as _;
 use zeroize::Zeroizing;
@@ -184,38 +182,11 @@ impl fmt::Debug for Settings {
 }
 
 /// [`Settings`] loaded at once or on first use (a request without subjects reads none of them).
-pub struct LazySettings {
-    source: Option<Rc<dyn Variables>>,
-    cell: OnceCell<Result<Settings, ConfigError>>,
-}
+pub type LazySettings = crate::vars::Lazy<Settings>;
 
-impl LazySettings {
-    pub fn loaded(settings: Settings) -> Self {
-        LazySettings { source: None, cell: OnceCell::from(Ok(settings)) }
-    }
-
-    pub fn deferred(vars: Rc<dyn Variables>) -> Self {
-        LazySettings { source: Some(vars), cell: OnceCell::new() }
-    }
-
-    pub fn get(&self) -> Result<&Settings, ConfigError> {
-        self.cell
-            .get_or_init(|| match &self.source {
-                Some(vars) => Settings::load(vars.as_ref()),
-                None => Err(ConfigError("subject settings were not loaded".into())),
-            })
-            .as_ref()
-            .map_err(Clone::clone)
-    }
-}
-
-impl fmt::Debug for LazySettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.cell.get() {
-            Some(Ok(s)) => s.fmt(f),
-            Some(Err(e)) => write!(f, "LazySettings(error: {e})"),
-            None => f.write_str("LazySettings(not loaded yet)"),
-        }
+impl crate::vars::Load for Settings {
+    fn load(vars: &dyn Variables) -> Result<Self, ConfigError> {
+        Settings::load(vars)
     }
 }
 
