@@ -5,7 +5,10 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
+use veil::crypto::secret::SecretKey;
+use veil::ids::{KeyVersion, SchemeName, TenantId};
 use veil::kms::transport::{Clock, HttpTransport, TransportError};
+use veil::kms::{KeyContext, KmsError};
 
 /// Seconds since the epoch the fuzz clock starts at (2026-11-22T16:20:00Z, as the unit tests).
 pub const NOW: u64 = 1_795_388_400;
@@ -115,6 +118,59 @@ impl Clock for FuzzClock {
     fn sleep(&self, d: Duration) {
         self.0.set(self.0.get() + d);
     }
+}
+
+/// Every code a KMS provider's failure may carry (docs/kms.md).
+pub const KMS_CODES: [&str; 7] = [
+    "kms_unavailable",
+    "kms_denied",
+    "kms_key_not_found",
+    "kms_unwrap_failed",
+    "kms_throttled",
+    "kms_bad_response",
+    "misconfigured",
+];
+
+/// What a provider target wraps and unwraps: version 1 of scheme `pii` of tenant `acme`, and a
+/// data key of 32 bytes `0x5a`.
+pub struct KeyFixture {
+    pub tenant: TenantId,
+    pub scheme: SchemeName,
+    pub dek: SecretKey,
+}
+
+impl Default for KeyFixture {
+    fn default() -> Self {
+        KeyFixture {
+            tenant: TenantId::parse("acme").expect("tenant"),
+            scheme: SchemeName::parse("pii").expect("scheme"),
+            dek: SecretKey::from_bytes([0x5a; 32]),
+        }
+    }
+}
+
+impl KeyFixture {
+    pub fn ctx(&self) -> KeyContext<'_> {
+        KeyContext { tenant: &self.tenant, scheme: &self.scheme, version: KeyVersion::new(1).expect("version") }
+    }
+}
+
+/// The body of the last answer the client got, if it was a 200.
+pub fn last_ok_body(script: &[Reply], sent: usize) -> Option<Vec<u8>> {
+    match script.get(sent.checked_sub(1)?)? {
+        Reply::Response { status: 200, body, .. } => Some(body.clone()),
+        _ => None,
+    }
+}
+
+/// A provider's failure: one of [`KMS_CODES`], and neither its message nor its debug form carries
+/// an answer's body or the data key (`dek_encoded`: the key as the provider's wire encodes it).
+pub fn check_kms_error(e: &KmsError, script: &[Reply], dek_encoded: String, sources: &[&str]) {
+    assert!(KMS_CODES.contains(&e.code()), "{}", e.code());
+    let mut secrets = long_bodies(script);
+    secrets.push(dek_encoded.into_bytes());
+    assert_no_echo("error", &e.to_string(), &secrets, sources);
+    assert_no_echo("error detail", &format!("{e:?}"), &secrets, sources);
 }
 
 /// The JSON-looking bodies of `replies` (with a `{`, which no fixed message has) that are long
