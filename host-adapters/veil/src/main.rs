@@ -9,6 +9,7 @@ mod imports;
 mod lambda;
 mod manifest;
 mod outbound;
+mod rekey;
 mod run;
 mod serve;
 mod spin;
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
         cli::Command::Run(args) => run::run(args),
         cli::Command::VerifyErasure(args) => verify_erasure::run(args),
         cli::Command::Imports(args) => imports::run(args),
+        cli::Command::Rekey(args) => rekey::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
