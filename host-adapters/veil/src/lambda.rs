@@ -455,7 +455,7 @@ async fn invoke(api: &RuntimeApi, server: &Arc<Server>, next: ApiAnswer, verbose
     let translated = match translate(&next.body) {
         Ok(Event::Http(t)) => t,
         Ok(Event::Rekey(r)) => {
-            return match rekey(server, r).await {
+            return match rekey(server, r, deadline_of(&next.headers)).await {
                 Ok(document) => {
                     if verbose {
                         eprintln!("veil: invocation {id}: rekey {}ms", started.elapsed().as_millis());
@@ -519,12 +519,13 @@ async fn invoke(api: &RuntimeApi, server: &Arc<Server>, next: ApiAnswer, verbose
 /// Runs a rekey event: `{"statusCode", "body"}` with the report as the body; the status is 200
 /// when every scheme was rekeyed, else the first failed scheme's. When the schemes cannot be
 /// listed, the component's own answer.
-async fn rekey(server: &Arc<Server>, event: RekeyEvent) -> Result<Vec<u8>> {
+async fn rekey(server: &Arc<Server>, event: RekeyEvent, deadline: Option<Instant>) -> Result<Vec<u8>> {
     let run = crate::rekey::drive(
         server,
         event.authorization.as_ref(),
         event.scheme.as_deref(),
         event.kek.as_ref(),
+        deadline,
         |_| {},
     )
     .await?;

@@ -11,7 +11,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -96,6 +96,7 @@ async fn call(
     method: Method,
     path: &str,
     body: Option<&Value>,
+    deadline: Option<Instant>,
 ) -> Result<(StatusCode, Value)> {
     let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
     let mut request = Request::builder()
@@ -108,7 +109,7 @@ async fn call(
         request.headers_mut().insert(http::header::AUTHORIZATION, auth.clone());
     }
     let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-    let response = server.respond(request, peer, None).await;
+    let response = server.respond(request, peer, deadline).await;
     let (parts, body) = response.into_parts();
     let bytes = http_body_util::Limited::new(body, MAX_ANSWER_BYTES)
         .collect()
@@ -131,18 +132,21 @@ fn error_of(status: StatusCode, body: &Value) -> (String, String) {
 
 /// Rekeys `scheme` (or every scheme the credential's tenant has, in the order the component lists
 /// them) to `kek` (`None`: each scheme's own KEK, its newest version), calling `progress` after
-/// each scheme. A scheme that fails does not stop the others.
+/// each scheme. A scheme that fails does not stop the others. `deadline` bounds every request
+/// (a scheme started after it fails with the component's 500 `timeout`).
 pub async fn drive(
     server: &Arc<Server>,
     authorization: Option<&HeaderValue>,
     scheme: Option<&str>,
     kek: Option<&Value>,
+    deadline: Option<Instant>,
     mut progress: impl FnMut(&SchemeReport),
 ) -> Result<Result<Report, ListFailed>> {
     let names = match scheme {
         Some(s) => vec![s.to_string()],
         None => {
-            let (status, body) = call(server, authorization, Method::GET, "/v1/schemes", None).await?;
+            let (status, body) =
+                call(server, authorization, Method::GET, "/v1/schemes", None, deadline).await?;
             if status != StatusCode::OK {
                 return Ok(Err(ListFailed { status: status.as_u16(), body }));
             }
@@ -158,7 +162,8 @@ pub async fn drive(
     let mut report = Report::default();
     for name in names {
         let path = format!("/v1/schemes/{}/rekey", utf8_percent_encode(&name, SEGMENT));
-        let (status, body) = call(server, authorization, Method::POST, &path, request_body.as_ref()).await?;
+        let (status, body) =
+            call(server, authorization, Method::POST, &path, request_body.as_ref(), deadline).await?;
         let outcome = if status == StatusCode::OK {
             let rewrapped = body
                 .get("rewrapped")
@@ -283,7 +288,7 @@ pub fn run(args: RekeyArgs) -> Result<()> {
     let what = args.scheme.as_deref().map_or_else(|| "every scheme".to_string(), |s| format!("scheme {s}"));
     println!("rekey: tenant {}, {what}", args.tenant);
     let result =
-        runtime.block_on(drive(&server, Some(&auth), args.scheme.as_deref(), kek.as_ref(), print_line));
+        runtime.block_on(drive(&server, Some(&auth), args.scheme.as_deref(), kek.as_ref(), None, print_line));
     drop(server);
     runtime.shutdown_timeout(Duration::from_secs(1));
     let report = match result? {
