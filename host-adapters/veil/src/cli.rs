@@ -33,6 +33,19 @@ pub enum Command {
     /// KEK rotation for a tenant's schemes (all, or `--scheme`), in process with the manifest's
     /// settings, as the credential in `$VEIL_TOKEN` (docs/rotation.md, "KEK rotation").
     Rekey(RekeyArgs),
+    /// Calls the exported `veil:gateway/protection` interface in process (tests; JSON on stdin).
+    #[command(hide = true)]
+    WitCall(WitCallArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WitCallArgs {
+    /// The Spin manifest.
+    #[arg(long, default_value = "spin.toml")]
+    pub manifest: PathBuf,
+    /// The state directory [default: `.veil` beside the manifest].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

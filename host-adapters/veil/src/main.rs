@@ -16,6 +16,7 @@ mod spin;
 mod token;
 mod variables;
 mod verify_erasure;
+mod wit_call;
 
 use std::process::ExitCode;
 
@@ -45,6 +46,7 @@ fn main() -> ExitCode {
         cli::Command::VerifyErasure(args) => verify_erasure::run(args),
         cli::Command::Imports(args) => imports::run(args),
         cli::Command::Rekey(args) => rekey::run(args),
+        cli::Command::WitCall(args) => wit_call::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
