@@ -72,6 +72,19 @@ impl Guest for Veil {
         })
     }
 
+    fn rewrap(
+        credential: String,
+        tokens: Vec<String>,
+        subject: Option<String>,
+        context: Option<String>,
+    ) -> Result<Vec<Result<String, Error>>, Error> {
+        run(&credential, |ctx, who| {
+            let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
+            let results = ops::rewrap(ctx, who, &tokens, subject.as_deref(), context.as_deref())?;
+            Ok(results.into_iter().map(|r| r.map_err(item)).collect())
+        })
+    }
+
     fn mask(
         credential: String,
         scheme: String,

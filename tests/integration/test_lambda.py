@@ -188,6 +188,56 @@ def test_a_job_step_invocation_reaches_the_component(lam):
     assert (bad.kind, bad.json()["errorMessage"]) == ("error", "`job` is not a job id (1-128 letters, digits, `-`, `_`)")
 
 
+def test_a_rekey_invocation_rekeys_every_scheme_of_the_tenant(lam):
+    """`{"action": "rekey"}`: KEK rotation of each scheme of the credential's tenant (or of
+    `scheme`), as `veil rekey` drives it; the report is the body, the status 200 when every scheme
+    was rekeyed, else the first failed scheme's."""
+    tenant = new_tenant()
+    admin = f"Bearer {hs256(tenant, ['admin'])}"
+    names = []
+    for _ in range(2):
+        name = new_name()
+        body = {"name": name, "algorithm": "aes-256-gcm", "kek": {"provider": "local"}, "policy": DEFAULT_POLICY}
+        http_answer(lam.invoke(url_event("POST", "/v1/schemes", body, hs256(tenant, ["admin"]))), 201)
+        names.append(name)
+    http_answer(lam.invoke(url_event("POST", f"/v1/schemes/{names[0]}/rotate", None, hs256(tenant, ["admin"]))), 200)
+    protected = http_answer(lam.invoke(url_event("POST", "/v1/protect", {"scheme": names[0], "values": ["a", "b"]},
+                                                 hs256(tenant, ["app"]))), 200)
+    tokens = [r["value"] for r in protected["results"]]
+    listed = [s["name"] for s in http_answer(lam.invoke(url_event("GET", "/v1/schemes", None,
+                                                                  hs256(tenant, ["admin"]))), 200)["schemes"]]
+    assert sorted(listed) == sorted(names)
+    local = {"provider": "local"}
+    rewrapped = {names[0]: [1, 2], names[1]: [1]}
+
+    outcome = lam.invoke({"action": "rekey", "authorization": admin})
+    assert outcome.kind == "response", outcome.body[:300]
+    assert outcome.json() == {"statusCode": 200, "body": {
+        "schemes": [{"name": n, "rewrapped": rewrapped[n], "kek": local} for n in listed],
+        "rekeyed": 2, "failed": 0}}
+    # one scheme, to a KEK given in the event (here the same local KEK)
+    one = lam.invoke({"action": "rekey", "scheme": names[1], "kek": local, "authorization": admin})
+    assert one.json() == {"statusCode": 200, "body": {
+        "schemes": [{"name": names[1], "rewrapped": [1], "kek": local}], "rekeyed": 1, "failed": 0}}
+    clear = http_answer(lam.invoke(url_event("POST", "/v1/unprotect", {"values": tokens},
+                                             hs256(tenant, ["support"]))), 200)
+    assert clear == {"results": [{"value": "a"}, {"value": "b"}]}
+
+    # not an administrator: each scheme refused, the first refusal's status
+    denied = lam.invoke({"action": "rekey", "authorization": f"Bearer {hs256(tenant, ['app'])}"}).json()
+    assert denied["statusCode"] == 403 and (denied["body"]["rekeyed"], denied["body"]["failed"]) == (0, 2), denied
+    assert [(s["name"], s["status"], s["error"]["code"]) for s in denied["body"]["schemes"]] == \
+        [(n, 403, "forbidden") for n in listed]
+    missing = lam.invoke({"action": "rekey", "scheme": "nope", "authorization": admin}).json()
+    assert (missing["statusCode"], missing["body"]["schemes"][0]["error"]["code"]) == (404, "scheme_not_found")
+    # no credential: the listing's own answer
+    anonymous = lam.invoke({"action": "rekey"}).json()
+    assert (anonymous["statusCode"], anonymous["body"]["error"]["code"]) == (401, "unauthenticated"), anonymous
+    # a malformed event: an invocation error without its values
+    bad = lam.invoke({"action": "rekey", "kek": "secret-value"})
+    assert (bad.kind, bad.json()["errorMessage"]) == ("error", "`kek` is not a JSON object")
+
+
 def test_settings_from_plain_names_and_an_init_error(tmp_path):
     env = app_settings(tmp_path)
     env["MAX_BATCH"] = "2"  # a plain Lambda environment variable

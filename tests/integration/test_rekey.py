@@ -5,6 +5,8 @@ the vaults' own decrypt, and a host killed half-way through a rekey leaves every
 and a second run finishes it."""
 from __future__ import annotations
 
+import json
+import subprocess
 import threading
 import time
 
@@ -14,7 +16,7 @@ import requests
 import moto as motofx  # tests/fixtures/moto.py (conftest puts tests/fixtures first on sys.path)
 import store
 from azure_kv_emulator import AzureKeyVaultEmulator
-from veilkit import VeilServer, err, item_errors, new_name, ok
+from veilkit import VeilServer, err, hs256, item_errors, new_name, ok
 
 VALUES = ["4111111111111111", "jane@example.com", "ünïcødé ✓"]
 
@@ -191,3 +193,131 @@ def test_a_host_killed_mid_rekey_leaves_everything_readable_and_a_rerun_finishes
         assert item_errors(t2.unprotect_results(tokens)) == [None] * 6
     finally:
         again.stop()
+
+
+# ---- `veil rekey` (the CLI: the component in process, with the server's manifest, settings and
+# state directory, as an operator runs it beside a deployment) --------------------------------------
+
+def veil_rekey(server, tenant_id, *args, token: str | None = "admin", env=None):
+    """Runs `veil rekey` against `server`'s deployment; `token`: the roles' JWT, a raw credential
+    (anything with a dot) or None (no $VEIL_TOKEN)."""
+    e = {k: v for k, v in server.env.items() if k != "VEIL_TOKEN"}
+    if token is not None:
+        e["VEIL_TOKEN"] = token if "." in token else hs256(tenant_id, [token])
+    e.update(env or {})
+    return subprocess.run([str(server.bin), "rekey", "--manifest", str(server.manifest), "--state-dir",
+                           str(server.state_dir), "--tenant", tenant_id, *args],
+                          env=e, capture_output=True, text=True, timeout=120, cwd=server.workdir)
+
+
+def lines(r) -> list[str]:
+    return r.stdout.strip().splitlines()
+
+
+def kek_json(kek: dict) -> str:
+    return json.dumps(kek, separators=(",", ":"), sort_keys=True)  # as veil prints it
+
+
+def test_veil_rekey_every_local_scheme_of_a_tenant_and_only_that_tenant(server, tenant):
+    a, a_tokens = with_versions(tenant, {"provider": "local"}, 3)
+    b, b_tokens = with_versions(tenant, {"provider": "local"}, 1)
+    other = server.tenant()
+    c, _ = with_versions(other, {"provider": "local"}, 2)
+    plain = tenant.unprotect(a_tokens + b_tokens)
+    before = {n: data_keys(server, tenant.id, n) for n in (a, b)}
+    before_other = data_keys(server, other.id, c)
+    listed = [s["name"] for s in ok(tenant.admin.get("/v1/schemes"))["schemes"]]
+    assert sorted(listed) == sorted([a, b]), listed
+
+    r = veil_rekey(server, tenant.id)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    local = kek_json({"provider": "local"})
+    expected = {a: f"rekey: {a}: ok, versions rewrapped: 1, 2, 3; kek {local}",
+                b: f"rekey: {b}: ok, versions rewrapped: 1; kek {local}"}
+    assert lines(r) == [f"rekey: tenant {tenant.id}, every scheme", *[expected[n] for n in listed],
+                        "rekey: 2 of 2 schemes rekeyed, 0 failed"], r.stdout
+    for n in (a, b):
+        after = data_keys(server, tenant.id, n)
+        assert set(after) == set(before[n])
+        for v in after:
+            assert after[v][0] != before[n][v][0] and after[v][1:] == before[n][v][1:], (n, v)
+    assert data_keys(server, other.id, c) == before_other  # another tenant's scheme is not touched
+    assert tenant.unprotect(a_tokens + b_tokens) == plain
+
+    # one scheme only; and a second run is as good as the first
+    one = veil_rekey(server, tenant.id, "--scheme", b)
+    assert (one.returncode, lines(one)) == (0, [f"rekey: tenant {tenant.id}, scheme {b}", expected[b],
+                                                "rekey: 1 of 1 schemes rekeyed, 0 failed"]), one.stderr
+    assert data_keys(server, tenant.id, a) != before[a]
+    assert tenant.unprotect(a_tokens + b_tokens) == plain
+
+
+def test_veil_rekey_refusals(server, tenant):
+    name, _ = with_versions(tenant, {"provider": "local"}, 1)
+    before = data_keys(server, tenant.id, name)
+    # no credential, a credential of another tenant, a --kek that is no JSON object: exit 2, no call
+    for r, why in [(veil_rekey(server, tenant.id, token=None), "$VEIL_TOKEN is not set"),
+                   (veil_rekey(server, tenant.id, token=hs256(new_name("t"), ["admin"])),
+                    "$VEIL_TOKEN is a token of another tenant than --tenant"),
+                   (veil_rekey(server, tenant.id, "--kek", "{secret-kek"), "--kek is not a JSON object")]:
+        assert r.returncode == 2 and r.stdout == "", (r.stdout, r.stderr)
+        assert r.stderr.startswith(f"veil: error: {why}"), r.stderr
+        assert "secret-kek" not in r.stderr
+    # not an administrator: the scheme is listed, its rekey refused by the component; exit 1
+    r = veil_rekey(server, tenant.id, token="app")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert lines(r)[1:] == [f"rekey: {name}: FAILED 403 forbidden: {lines(r)[1].split(': ', 3)[3]}",
+                            "rekey: 0 of 1 schemes rekeyed, 1 failed"], r.stdout
+    assert f"veil: error: rekey failed for {name} (forbidden)" in r.stderr, r.stderr
+    # a scheme that does not exist
+    r = veil_rekey(server, tenant.id, "--scheme", "nope")
+    assert (r.returncode, lines(r)[1].split(":")[:3]) == (1, ["rekey", " nope", " FAILED 404 scheme_not_found"]), r.stdout
+    # a bad credential: the listing itself fails
+    r = veil_rekey(server, tenant.id, token="not.a.jwt")
+    assert r.returncode == 1 and "cannot list the tenant's schemes: 401 invalid_credentials: " in r.stderr, r.stderr
+    assert data_keys(server, tenant.id, name) == before
+
+
+def test_veil_rekey_to_a_second_aws_key_reports_a_failing_scheme_and_a_rerun_finishes(kms_server, moto_kms, kv):
+    t = kms_server.tenant()
+    first, target = motofx.create_kms_key(moto_kms), motofx.create_kms_key(moto_kms)
+    good, good_tokens = with_versions(t, {"provider": "aws-kms", "key_id": first}, 2)
+    # a scheme whose data key cannot be unwrapped for now: its Key Vault key version is disabled
+    key = new_name("k")
+    kid = kv.create_key(key)
+    bad, bad_tokens = with_versions(t, {"provider": "azure-keyvault", "key_url": kv.key_url(key)}, 1)
+    plain = t.unprotect(good_tokens + bad_tokens)
+    kv.state.find(key, kid.rsplit("/", 1)[1]).enabled = False
+    new = {"provider": "aws-kms", "key_id": target}
+    order = [s["name"] for s in ok(t.admin.get("/v1/schemes"))["schemes"]]
+
+    r = veil_rekey(kms_server, t.id, "--kek", json.dumps(new))
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    out = dict((line.split(": ", 2)[1], line) for line in lines(r)[1:-1])
+    assert list(out) == order, r.stdout
+    assert out[good] == f"rekey: {good}: ok, versions rewrapped: 1, 2; kek {kek_json(new)}", r.stdout
+    assert out[bad] == f"rekey: {bad}: FAILED 502 kms_denied: the key vault refused the request, or does not have that key"
+    code = "kms_denied"
+    assert lines(r)[-1] == "rekey: 1 of 2 schemes rekeyed, 1 failed"
+    assert f"veil: error: rekey failed for {bad} ({code})" in r.stderr, r.stderr
+    assert [row[1] for row in data_keys(kms_server, t.id, good).values()] == [target, target]
+    assert [row[1] for row in data_keys(kms_server, t.id, bad).values()] == [kid]  # left as it was
+    for v in (1, 2):
+        dek = motofx.decrypt(moto_kms, data_keys(kms_server, t.id, good)[v][0],
+                             motofx.encryption_context(t.id, good, v), key_id=target)
+        assert len(dek) == 32
+
+    # the key version is usable again: the same command finishes the job (`good`, whose own KEK is the
+    # target now, gets fresh wraps under it: a rekey to a scheme's own KEK rewraps every version)
+    kv.state.find(key, kid.rsplit("/", 1)[1]).enabled = True
+    again = veil_rekey(kms_server, t.id, "--kek", json.dumps(new))
+    assert again.returncode == 0, (again.stdout, again.stderr)
+    out = dict((line.split(": ", 2)[1], line) for line in lines(again)[1:-1])
+    assert out == {good: f"rekey: {good}: ok, versions rewrapped: 1, 2; kek {kek_json(new)}",
+                   bad: f"rekey: {bad}: ok, versions rewrapped: 1; kek {kek_json(new)}"}, again.stdout
+    assert lines(again)[-1] == "rekey: 2 of 2 schemes rekeyed, 0 failed"
+    assert [row[1] for row in data_keys(kms_server, t.id, bad).values()] == [target]
+    assert [row[1] for row in data_keys(kms_server, t.id, good).values()] == [target, target]
+    kv.state.find(key, kid.rsplit("/", 1)[1]).enabled = False  # only the target key is needed now
+    motofx.disable_key(moto_kms, first.rsplit("/", 1)[1])
+    assert t.unprotect(good_tokens + bad_tokens) == plain

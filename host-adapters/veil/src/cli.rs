@@ -1,4 +1,4 @@
-//! Command-line interface: `veil serve`, `veil azure-functions`, `veil lambda`, `veil token`, `veil imports`, `veil run` and `veil verify-erasure`.
+//! Command-line interface: `veil serve`, `veil azure-functions`, `veil lambda`, `veil token`, `veil imports`, `veil run`, `veil verify-erasure` and `veil rekey`.
 
 use std::path::PathBuf;
 
@@ -30,6 +30,48 @@ pub enum Command {
     Run(RunArgs),
     /// Check an erasure certificate's Ed25519 signature offline (docs/erasure.md).
     VerifyErasure(VerifyErasureArgs),
+    /// KEK rotation for a tenant's schemes (all, or `--scheme`), in process with the manifest's
+    /// settings, as the credential in `$VEIL_TOKEN` (docs/rotation.md, "KEK rotation").
+    Rekey(RekeyArgs),
+    /// Calls the exported `veil:gateway/protection` interface in process (tests; JSON on stdin).
+    #[command(hide = true)]
+    WitCall(WitCallArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WitCallArgs {
+    /// The Spin manifest.
+    #[arg(long, default_value = "spin.toml")]
+    pub manifest: PathBuf,
+    /// The state directory [default: `.veil` beside the manifest].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RekeyArgs {
+    /// The tenant whose schemes are rekeyed; a JWT in `$VEIL_TOKEN` must be one of this tenant.
+    #[arg(long)]
+    pub tenant: String,
+    /// Only this scheme [default: every scheme of the tenant].
+    #[arg(long)]
+    pub scheme: Option<String>,
+    /// The new KEK as JSON, e.g. `{"provider":"aws-kms","key_id":"..."}` [default: each
+    /// scheme's own KEK, its newest key version].
+    #[arg(long)]
+    pub kek: Option<String>,
+    /// The Spin manifest of the deployment (its variables come from the environment as for `veil serve`).
+    #[arg(long, default_value = "spin.toml")]
+    pub manifest: PathBuf,
+    /// The deployment's state directory (SQLite databases) [default: `.veil` beside the manifest].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Deadline of each scheme's rekey (one request to the component).
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_secs: u64,
+    /// Log the host's start-up and each request to stderr.
+    #[arg(long, short)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Args)]

@@ -10,7 +10,9 @@
 //! * API Gateway payload format 1.0 (`httpMethod`, `path`, `multiValueHeaders`,
 //!   `multiValueQueryStringParameters`), answered in the same format;
 //! * direct invocations `{"action": "job_step", "job": "<id>"}` (EventBridge schedules, Step
-//!   Functions): `POST /v1/jobs/<id>/step` with the event's `authorization`, if any.
+//!   Functions): `POST /v1/jobs/<id>/step` with the event's `authorization`, if any; and
+//!   `{"action": "rekey", "scheme"?, "kek"?}`: KEK rotation of one scheme or every scheme of the
+//!   credential's tenant, driven as `veil rekey` drives it (crate::rekey).
 //!
 //! Each invocation's `Lambda-Runtime-Deadline-Ms` caps the request deadline (less a margin in
 //! which the answer can still be posted).
@@ -301,25 +303,70 @@ fn from_direct(event: &Value, action: &str) -> Result<Translated, InvalidEvent> 
             let request = build("POST", &format!("/v1/jobs/{job}/step"), headers, Bytes::from_static(b"{}"))?;
             Ok(Translated { request, peer: peer_of(None), format: Format::Direct })
         }
-        _ => Err(InvalidEvent("unknown `action`; Veil knows `job_step`")),
+        _ => Err(InvalidEvent("unknown `action`; Veil knows `job_step` and `rekey`")),
     }
 }
 
+/// `{"action": "rekey", "scheme"?: "<name>", "kek"?: {...}, "authorization"?: "Bearer <jwt>"}`.
+struct RekeyEvent {
+    scheme: Option<String>,
+    kek: Option<Value>,
+    authorization: Option<HeaderValue>,
+}
+
+fn rekey_event(event: &Value) -> Result<RekeyEvent, InvalidEvent> {
+    let scheme = match event.get("scheme") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(InvalidEvent("`scheme` is not a string")),
+    };
+    let kek = match event.get("kek") {
+        None | Some(Value::Null) => None,
+        Some(k @ Value::Object(_)) => Some(k.clone()),
+        Some(_) => return Err(InvalidEvent("`kek` is not a JSON object")),
+    };
+    let authorization = match event.get("authorization") {
+        None => None,
+        Some(a) => {
+            let a = a.as_str().ok_or(InvalidEvent("`authorization` is not a string"))?;
+            let mut v = header_value(a)?;
+            v.set_sensitive(true);
+            Some(v)
+        }
+    };
+    Ok(RekeyEvent { scheme, kek, authorization })
+}
+
+/// What an event asks for.
+enum Event {
+    /// One request for the component.
+    Http(Translated),
+    /// A rekey: one request per scheme.
+    Rekey(RekeyEvent),
+}
+
 /// Recognises the event's kind by its fields.
-fn translate(event: &[u8]) -> Result<Translated, InvalidEvent> {
+fn translate(event: &[u8]) -> Result<Event, InvalidEvent> {
     let event: Value = serde_json::from_slice(event).map_err(|_| InvalidEvent("the event is not JSON"))?;
+    if event.get("action").and_then(Value::as_str) == Some("rekey") {
+        return rekey_event(&event).map(Event::Rekey);
+    }
+    translate_http(&event).map(Event::Http)
+}
+
+fn translate_http(event: &Value) -> Result<Translated, InvalidEvent> {
     if !event.is_object() {
         return Err(InvalidEvent("the event is not a JSON object"));
     }
     if let Some(action) = event.get("action") {
         let action = action.as_str().ok_or(InvalidEvent("`action` is not a string"))?;
-        return from_direct(&event, action);
+        return from_direct(event, action);
     }
     if event.get("requestContext").and_then(|c| c.get("http")).is_some() {
-        return from_v2(&event);
+        return from_v2(event);
     }
     if event.get("httpMethod").is_some() {
-        return from_v1(&event);
+        return from_v1(event);
     }
     Err(InvalidEvent("neither an HTTP event (payload format 1.0 or 2.0) nor an `action`"))
 }
@@ -406,7 +453,28 @@ async fn invoke(api: &RuntimeApi, server: &Arc<Server>, next: ApiAnswer, verbose
     let id = id.to_string();
     let started = Instant::now();
     let translated = match translate(&next.body) {
-        Ok(t) => t,
+        Ok(Event::Http(t)) => t,
+        Ok(Event::Rekey(r)) => {
+            return match rekey(server, r, deadline_of(&next.headers)).await {
+                Ok(document) => {
+                    if verbose {
+                        eprintln!("veil: invocation {id}: rekey {}ms", started.elapsed().as_millis());
+                    }
+                    api.post(&format!("{API}/invocation/{id}/response"), &[], document).await
+                }
+                Err(e) => {
+                    eprintln!("veil: invocation {id}: rekey: {e:#}");
+                    let error_type = "Runtime.ResponseError";
+                    let body = error_body(error_type, "the component's answer could not be read");
+                    api.post(
+                        &format!("{API}/invocation/{id}/error"),
+                        &[("lambda-runtime-function-error-type", error_type)],
+                        body,
+                    )
+                    .await
+                }
+            };
+        }
         Err(InvalidEvent(why)) => {
             eprintln!("veil: invocation {id}: invalid event: {why}");
             let path = format!("{API}/invocation/{id}/error");
@@ -446,6 +514,35 @@ async fn invoke(api: &RuntimeApi, server: &Arc<Server>, next: ApiAnswer, verbose
             .await
         }
     }
+}
+
+/// Runs a rekey event: `{"statusCode", "body"}` with the report as the body; the status is 200
+/// when every scheme was rekeyed, else the first failed scheme's. When the schemes cannot be
+/// listed, the component's own answer.
+async fn rekey(server: &Arc<Server>, event: RekeyEvent, deadline: Option<Instant>) -> Result<Vec<u8>> {
+    let run = crate::rekey::drive(
+        server,
+        event.authorization.as_ref(),
+        event.scheme.as_deref(),
+        event.kek.as_ref(),
+        deadline,
+        |_| {},
+    )
+    .await?;
+    let doc = match run {
+        Ok(report) => {
+            let status = report
+                .failed()
+                .find_map(|s| match s.outcome {
+                    crate::rekey::Outcome::Failed { status, .. } => Some(status),
+                    crate::rekey::Outcome::Rekeyed { .. } => None,
+                })
+                .unwrap_or(200);
+            json!({ "statusCode": status, "body": report.to_json() })
+        }
+        Err(crate::rekey::ListFailed { status, body }) => json!({ "statusCode": status, "body": body }),
+    };
+    Ok(doc.to_string().into_bytes())
 }
 
 /// `--manifest` relative to `$LAMBDA_TASK_ROOT` (where Lambda unpacks the zip) when that is set.
@@ -525,7 +622,10 @@ mod tests {
     use super::*;
 
     fn t(event: Value) -> Translated {
-        translate(event.to_string().as_bytes()).map_err(|e| e.0).unwrap()
+        match translate(event.to_string().as_bytes()).map_err(|e| e.0).unwrap() {
+            Event::Http(t) => t,
+            Event::Rekey(_) => panic!("a rekey event"),
+        }
     }
 
     /// A `Full` body (ready at once).
@@ -576,12 +676,28 @@ mod tests {
     }
 
     #[test]
+    fn a_rekey_event_keeps_scheme_kek_and_credential() {
+        let e = json!({"action": "rekey", "scheme": "pii", "kek": {"provider": "local"}, "authorization": "Bearer t"});
+        let Ok(Event::Rekey(r)) = translate(e.to_string().as_bytes()) else { panic!("not a rekey") };
+        assert_eq!((r.scheme.as_deref(), r.kek), (Some("pii"), Some(json!({"provider": "local"}))));
+        assert_eq!(r.authorization.unwrap(), "Bearer t");
+        let Ok(Event::Rekey(r)) = translate(br#"{"action":"rekey"}"#) else { panic!("not a rekey") };
+        assert!(r.scheme.is_none() && r.kek.is_none() && r.authorization.is_none());
+    }
+
+    #[test]
     fn bad_events_say_why_without_their_values() {
         let bad = |v: &str| translate(v.as_bytes()).map(|_| ()).unwrap_err().0;
         assert_eq!(bad("nope"), "the event is not JSON");
         assert_eq!(bad("[1]"), "the event is not a JSON object");
         assert_eq!(bad(r#"{"x":1}"#), "neither an HTTP event (payload format 1.0 or 2.0) nor an `action`");
-        assert_eq!(bad(r#"{"action":"secret-value"}"#), "unknown `action`; Veil knows `job_step`");
+        assert_eq!(
+            bad(r#"{"action":"secret-value"}"#),
+            "unknown `action`; Veil knows `job_step` and `rekey`"
+        );
+        assert_eq!(bad(r#"{"action":"rekey","scheme":7}"#), "`scheme` is not a string");
+        assert_eq!(bad(r#"{"action":"rekey","kek":"local"}"#), "`kek` is not a JSON object");
+        assert_eq!(bad(r#"{"action":"rekey","authorization":1}"#), "`authorization` is not a string");
         assert_eq!(
             bad(r#"{"action":"job_step","job":"../x"}"#),
             "`job` is not a job id (1-128 letters, digits, `-`, `_`)"

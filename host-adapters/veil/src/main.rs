@@ -9,12 +9,14 @@ mod imports;
 mod lambda;
 mod manifest;
 mod outbound;
+mod rekey;
 mod run;
 mod serve;
 mod spin;
 mod token;
 mod variables;
 mod verify_erasure;
+mod wit_call;
 
 use std::process::ExitCode;
 
@@ -43,6 +45,8 @@ fn main() -> ExitCode {
         cli::Command::Run(args) => run::run(args),
         cli::Command::VerifyErasure(args) => verify_erasure::run(args),
         cli::Command::Imports(args) => imports::run(args),
+        cli::Command::Rekey(args) => rekey::run(args),
+        cli::Command::WitCall(args) => wit_call::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -214,7 +214,7 @@ fn set_header<B>(req: &mut Request<B>, name: &'static str, value: &str) {
 }
 
 /// Interrupts the guest at `deadline` (checked at every epoch tick, which also yields).
-fn arm_deadline(store: &mut Store<InstanceState>, deadline: Instant) {
+pub(crate) fn arm_deadline(store: &mut Store<InstanceState>, deadline: Instant) {
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
         if Instant::now() >= deadline {
@@ -633,6 +633,11 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// The pre-instance and the host services an instance's store is built from (`veil wit-call`).
+    pub(crate) fn instance_parts(&self) -> (&ProxyPre<InstanceState>, &Arc<HostServices>) {
+        (&self.pre, &self.services)
+    }
+
     /// The server for requests arriving at `local_addr` (the `Host` of a request without one).
     pub(crate) fn server(self, args: &ServeArgs, local_addr: SocketAddr) -> Arc<Server> {
         Arc::new(Server {
