@@ -39,13 +39,14 @@ impl fmt::Display for ApiError {
 /// The HTTP status of an operation's failure.
 fn status(e: &OpError) -> u16 {
     match e {
-        OpError::InvalidField(_) => 422,
+        OpError::InvalidField(_) | OpError::ConfirmationMismatch(_) => 422,
         OpError::Auth(AuthError::JwksUnavailable) => 503,
         OpError::Auth(AuthError::Config(_)) => 500,
         OpError::Auth(_) => 401,
         OpError::Forbidden(_) | OpError::KekNotAllowed => 403,
         OpError::SchemeNotFound(_) | OpError::KeyVersionNotFound(_) | OpError::ErasureNotFound => 404,
         OpError::SchemeExists(_)
+        | OpError::SchemeErased(_)
         | OpError::VersionsExhausted
         | OpError::Conflict
         | OpError::KeyVersionActive(_)
@@ -130,6 +131,18 @@ mod tests {
                 409,
                 "scheme_exists",
                 "a scheme named \"pii\" already exists in this tenant",
+            ),
+            (
+                OpError::SchemeErased(pii()),
+                409,
+                "scheme_erased",
+                "the scheme \"pii\" was erased: every key version is destroyed; create a new scheme to reuse the name",
+            ),
+            (
+                OpError::ConfirmationMismatch("the scheme's name"),
+                422,
+                "confirmation_mismatch",
+                "erasure is irreversible: send {\"confirm\": \"<the scheme's name>\"} to confirm it",
             ),
             (
                 OpError::ErasureNotFound,
