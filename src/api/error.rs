@@ -39,7 +39,7 @@ impl fmt::Display for ApiError {
 /// The HTTP status of an operation's failure.
 fn status(e: &OpError) -> u16 {
     match e {
-        OpError::InvalidField(_) | OpError::ConfirmationMismatch(_) => 422,
+        OpError::InvalidField(_) => 422,
         OpError::Auth(AuthError::JwksUnavailable) => 503,
         OpError::Auth(AuthError::Config(_)) => 500,
         OpError::Auth(_) => 401,
@@ -47,6 +47,7 @@ fn status(e: &OpError) -> u16 {
         OpError::SchemeNotFound(_) | OpError::KeyVersionNotFound(_) | OpError::ErasureNotFound => 404,
         OpError::SchemeExists(_)
         | OpError::SchemeErased(_)
+        | OpError::ConfirmationMismatch(_)
         | OpError::VersionsExhausted
         | OpError::Conflict
         | OpError::KeyVersionActive(_)
@@ -140,7 +141,7 @@ mod tests {
             ),
             (
                 OpError::ConfirmationMismatch("the scheme's name"),
-                422,
+                409,
                 "confirmation_mismatch",
                 "erasure is irreversible: send {\"confirm\": \"<the scheme's name>\"} to confirm it",
             ),

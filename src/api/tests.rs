@@ -974,7 +974,7 @@ fn scheme_and_tenant_erasure() {
     assert_eq!((s, v["error"]["code"].clone()), (403, json!("forbidden")));
     for body in [json!({}), json!({"confirm": "PII"}), json!({"confirm": "acme"}), Value::Null] {
         let (s, v) = w.call("POST", path, Some(&admin), body.clone());
-        assert_eq!((s, v["error"]["code"].clone()), (422, json!("confirmation_mismatch")), "{body}");
+        assert_eq!((s, v["error"]["code"].clone()), (409, json!("confirmation_mismatch")), "{body}");
     }
     let (s, v) = w.call("POST", path, Some(&admin), json!({"confirm": 1}));
     assert_eq!((s, v["error"]["code"].clone()), (400, json!("invalid_request")));
@@ -1041,7 +1041,7 @@ fn scheme_and_tenant_erasure() {
     assert_eq!(w.call("POST", "/v1/schemes", Some(&other), pii(json!({"name": "cards"}))).0, 201);
     let subj = protect_as(&mut w, "other", Some("s1"), &["d"]);
     let (s, v) = w.call("POST", "/v1/tenant/erase", Some(&other), json!({"confirm": "acme"}));
-    assert_eq!((s, v["error"]["code"].clone()), (422, json!("confirmation_mismatch")));
+    assert_eq!((s, v["error"]["code"].clone()), (409, json!("confirmation_mismatch")));
     let (s, t) = w.call("POST", "/v1/tenant/erase", Some(&other), json!({"confirm": "other"}));
     assert_eq!(s, 200, "{t}");
     assert_eq!(
