@@ -33,6 +33,11 @@ pub fn may_erase_subjects(principal: &Principal) -> bool {
     principal.roles.contains(TENANT_ADMIN_ROLE) || principal.roles.contains(TENANT_PRIVACY_ROLE)
 }
 
+/// Erasing a whole scheme or the whole tenant takes the tenant role `admin` (not `privacy`).
+pub fn may_erase_scopes(principal: &Principal) -> bool {
+    principal.roles.contains(TENANT_ADMIN_ROLE)
+}
+
 /// Creating schemes takes the tenant role `admin`.
 pub fn may_create_schemes(principal: &Principal) -> bool {
     principal.roles.contains(TENANT_ADMIN_ROLE)

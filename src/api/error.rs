@@ -46,6 +46,8 @@ fn status(e: &OpError) -> u16 {
         OpError::Forbidden(_) | OpError::KekNotAllowed => 403,
         OpError::SchemeNotFound(_) | OpError::KeyVersionNotFound(_) | OpError::ErasureNotFound => 404,
         OpError::SchemeExists(_)
+        | OpError::SchemeErased(_)
+        | OpError::ConfirmationMismatch(_)
         | OpError::VersionsExhausted
         | OpError::Conflict
         | OpError::KeyVersionActive(_)
@@ -130,6 +132,18 @@ mod tests {
                 409,
                 "scheme_exists",
                 "a scheme named \"pii\" already exists in this tenant",
+            ),
+            (
+                OpError::SchemeErased(pii()),
+                409,
+                "scheme_erased",
+                "the scheme \"pii\" was erased: every key version is destroyed; create a new scheme to reuse the name",
+            ),
+            (
+                OpError::ConfirmationMismatch("the scheme's name"),
+                409,
+                "confirmation_mismatch",
+                "erasure is irreversible: send {\"confirm\": \"<the scheme's name>\"} to confirm it",
             ),
             (
                 OpError::ErasureNotFound,

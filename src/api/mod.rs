@@ -98,6 +98,8 @@ enum Route<'p> {
     Versions(&'p str),
     Rekey(&'p str),
     Destroy(&'p str, &'p str),
+    EraseScheme(&'p str),
+    EraseTenant,
     Protect,
     Unprotect,
     Rewrap,
@@ -119,6 +121,7 @@ fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
         "/v1/rewrap" => (Route::Rewrap, "POST"),
         "/v1/mask" => (Route::Mask, "POST"),
         "/v1/subjects/erase" => (Route::EraseSubjects, "POST"),
+        "/v1/tenant/erase" => (Route::EraseTenant, "POST"),
         "/.well-known/veil/erasure-keys" => (Route::ErasureKeys, "GET"),
         _ if path.starts_with("/v1/subjects/") => {
             let id = path.strip_prefix("/v1/subjects/")?.strip_suffix("/erase")?;
@@ -142,6 +145,7 @@ fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
                 [name, "rotate"] if !name.is_empty() => (Route::Rotate(name), "POST"),
                 [name, "versions"] if !name.is_empty() => (Route::Versions(name), "GET"),
                 [name, "rekey"] if !name.is_empty() => (Route::Rekey(name), "POST"),
+                [name, "erase"] if !name.is_empty() => (Route::EraseScheme(name), "POST"),
                 [name, "versions", v, "destroy"] if !name.is_empty() && !v.is_empty() => {
                     (Route::Destroy(name, v), "POST")
                 }
@@ -206,6 +210,8 @@ fn dispatch(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> Result<ApiResponse, Api
         Route::Versions(name) => schemes::versions(ctx, &who, name),
         Route::Rekey(name) => schemes::rekey(ctx, &who, name, req.body),
         Route::Destroy(name, v) => schemes::destroy(ctx, &who, name, v),
+        Route::EraseScheme(name) => subjects::erase_scheme(ctx, &who, name, req.body),
+        Route::EraseTenant => subjects::erase_tenant(ctx, &who, req.body),
         Route::Protect => data::protect(ctx, &who, req.body),
         Route::Unprotect => data::unprotect(ctx, &who, req.body),
         Route::Rewrap => data::rewrap(ctx, &who, req.body),
@@ -321,6 +327,8 @@ const API_FIELDS: &[&str] = &[
     "rotation_period",
     "min_decryption_version",
     "version",
+    "subjects",
+    "confirm",
 ];
 
 fn is_api_name(s: &str) -> bool {

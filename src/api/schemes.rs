@@ -238,6 +238,7 @@ fn scheme_view(s: &Scheme) -> Value {
         "min_decryption_version": s.min_decryption_version.get(),
         "rotation_period": s.rotation_period.map(|p| p.to_string()),
         "created_at": rfc3339(s.created_at),
+        "erased_at": s.erased_at.map(rfc3339),
     })
 }
 

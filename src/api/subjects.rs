@@ -1,5 +1,6 @@
-//! `/v1/subjects/{id}/erase`, `/v1/subjects/erase`, `/v1/erasures/{id}` and
-//! `/.well-known/veil/erasure-keys` (docs/api.md § Data subjects, docs/erasure.md).
+//! `/v1/subjects/{id}/erase`, `/v1/subjects/erase`, `/v1/schemes/{name}/erase`,
+//! `/v1/tenant/erase`, `/v1/erasures/{id}` and `/.well-known/veil/erasure-keys` (docs/api.md §
+//! Data subjects, § Erasing a scheme or the tenant; docs/erasure.md).
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -32,6 +33,39 @@ pub(super) fn percent_decode(segment: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// The body of a scheme or tenant erasure: `{"confirm": "<name or tenant id>"}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfirmBody {
+    #[serde(default, deserialize_with = "super::non_null")]
+    confirm: Option<String>,
+}
+
+/// The `confirm` of a scheme or tenant erasure; an empty body has none.
+fn confirm(body: &[u8]) -> Result<Option<String>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    Ok(parse::<ConfirmBody>(body)?.confirm)
+}
+
+/// `POST /v1/schemes/{name}/erase` → 200 and the certificate.
+pub(super) fn erase_scheme(
+    ctx: &mut Ctx<'_>,
+    who: &Principal,
+    name: &str,
+    body: &[u8],
+) -> Result<ApiResponse, ApiError> {
+    let confirm = confirm(body)?;
+    Ok(ApiResponse::json(200, &ops::erase_scheme(ctx, who, name, confirm.as_deref())?))
+}
+
+/// `POST /v1/tenant/erase` → 200 and the certificate.
+pub(super) fn erase_tenant(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<ApiResponse, ApiError> {
+    let confirm = confirm(body)?;
+    Ok(ApiResponse::json(200, &ops::erase_tenant(ctx, who, confirm.as_deref())?))
 }
 
 pub(super) fn erase(ctx: &mut Ctx<'_>, who: &Principal, raw_id: &str) -> Result<ApiResponse, ApiError> {

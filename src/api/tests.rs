@@ -537,6 +537,8 @@ fn openapi_lists_every_route() {
         ("/v1/schemes/{name}/versions", "get"),
         ("/v1/schemes/{name}/versions/{version}/destroy", "post"),
         ("/v1/schemes/{name}/rekey", "post"),
+        ("/v1/schemes/{name}/erase", "post"),
+        ("/v1/tenant/erase", "post"),
         ("/v1/rewrap", "post"),
         ("/v1/protect", "post"),
         ("/v1/unprotect", "post"),
@@ -945,4 +947,122 @@ mod key_use_limits {
         assert_eq!(protect(&mut w, 1), (1, 1), "the replayed entry is as old as it is");
         assert_eq!(protect(&mut w, 1), (1, 0));
     }
+}
+
+/// Scheme and tenant erasure (docs/erasure.md, "Erasing a scheme or the tenant"): confirmations,
+/// certificates, the DEK cache emptied, name reuse, and idempotence.
+#[test]
+fn scheme_and_tenant_erasure() {
+    let mut w = world_with(
+        MapVars::default()
+            .with("dek_cache", "true")
+            .with("dek_cache_key", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="),
+    );
+    let admin = token("acme", &["admin"]);
+    for t in ["acme", "other"] {
+        assert_eq!(w.scheme(t, pii(json!({}))).0, 201);
+    }
+    let old = protect_as(&mut w, "acme", None, &["a"]);
+    assert_eq!(w.call("POST", "/v1/schemes/pii/rotate", Some(&admin), Value::Null).0, 200);
+    let newer = protect_as(&mut w, "acme", Some("u"), &["b"]);
+    let kept = protect_as(&mut w, "other", None, &["c"]);
+    assert_eq!(w.kv.0.borrow().len(), 3, "acme v1, acme v2, other v1 cached");
+
+    // Only admin; confirm must name the scheme (missing, wrong, empty body).
+    let path = "/v1/schemes/pii/erase";
+    let (s, v) = w.call("POST", path, Some(&token("acme", &["privacy"])), json!({"confirm": "pii"}));
+    assert_eq!((s, v["error"]["code"].clone()), (403, json!("forbidden")));
+    for body in [json!({}), json!({"confirm": "PII"}), json!({"confirm": "acme"}), Value::Null] {
+        let (s, v) = w.call("POST", path, Some(&admin), body.clone());
+        assert_eq!((s, v["error"]["code"].clone()), (409, json!("confirmation_mismatch")), "{body}");
+    }
+    let (s, v) = w.call("POST", path, Some(&admin), json!({"confirm": 1}));
+    assert_eq!((s, v["error"]["code"].clone()), (400, json!("invalid_request")));
+    let (s, v) = w.call("POST", "/v1/schemes/nope/erase", Some(&admin), json!({"confirm": "nope"}));
+    assert_eq!((s, v["error"]["code"].clone()), (404, json!("scheme_not_found")));
+    assert_eq!(unprotect_codes(&mut w, "acme", None, &old), vec![json!("a")], "nothing refused erased");
+
+    let (s, cert) = w.call("POST", path, Some(&admin), json!({"confirm": "pii"}));
+    assert_eq!(s, 200, "{cert}");
+    assert_eq!(
+        (&cert["scope"], &cert["tenant"], &cert["schemes"], &cert["key_versions"]),
+        (&json!("scheme"), &json!("acme"), &json!(["pii"]), &json!({"pii": [1, 2]}))
+    );
+    let (_, keys) = w.call("GET", "/.well-known/veil/erasure-keys", None, Value::Null);
+    let keys = crate::subjects::certificate::parse_jwks(&keys.to_string()).expect("jwks");
+    assert_eq!(crate::subjects::certificate::verify(&cert, &keys), Ok(()));
+    assert_eq!(w.kv.0.borrow().len(), 1, "only the other tenant's key is still cached");
+    assert_eq!(unprotect_codes(&mut w, "acme", None, &old), vec![json!("key_version_destroyed")]);
+    assert_eq!(unprotect_codes(&mut w, "acme", Some("u"), &newer), vec![json!("key_version_destroyed")]);
+    assert_eq!(unprotect_codes(&mut w, "other", None, &kept), vec![json!("c")]);
+
+    // Refused on the erased scheme: protect, mask, rotate, PATCH, rekey, destroy.
+    let app = token("acme", &["app"]);
+    let (s, v) = w.call("POST", "/v1/protect", Some(&app), json!({"scheme": "pii", "values": ["x"]}));
+    assert_eq!((s, v["error"]["code"].clone()), (409, json!("scheme_erased")));
+    let analyst = token("acme", &["analyst"]);
+    let (s, v) = w.call("POST", "/v1/mask", Some(&analyst), json!({"scheme": "pii", "values": ["x"]}));
+    assert_eq!((s, v["error"]["code"].clone()), (409, json!("scheme_erased")));
+    for (method, p, body) in [
+        ("POST", "/v1/schemes/pii/rotate", Value::Null),
+        ("PATCH", "/v1/schemes/pii", json!({"rotation_period": "1d"})),
+        ("POST", "/v1/schemes/pii/rekey", Value::Null),
+        ("POST", "/v1/schemes/pii/versions/1/destroy", Value::Null),
+    ] {
+        let (s, v) = w.call(method, p, Some(&admin), body);
+        assert_eq!((s, v["error"]["code"].clone()), (409, json!("scheme_erased")), "{p}");
+    }
+    let (s, v) = w.call("GET", "/v1/schemes/pii", Some(&admin), Value::Null);
+    assert_eq!((s, &v["erased_at"]), (200, &json!("2026-11-22T23:00:00Z")));
+
+    // Idempotent, and stored under its id.
+    let (s, again) = w.call("POST", path, Some(&admin), json!({"confirm": "pii"}));
+    assert_eq!((s, &again), (200, &cert));
+    let id = cert["certificate_id"].as_str().expect("id").to_owned();
+    let (s, got) = w.call("GET", &format!("/v1/erasures/{id}"), Some(&admin), Value::Null);
+    assert_eq!((s, &got), (200, &cert));
+
+    // The name is reused by creating a new scheme: versions carry on above the erased ones.
+    let (s, v) = w.scheme("acme", pii(json!({})));
+    assert_eq!((s, &v["current_version"], &v["erased_at"]), (201, &json!(3), &Value::Null), "{v}");
+    assert_eq!(w.scheme("acme", pii(json!({}))).0, 409, "taken again");
+    let fresh = protect_as(&mut w, "acme", None, &["fresh"]);
+    assert!(fresh[0].as_str().is_some_and(|t| t.starts_with("veil.1.pii.3.")), "{fresh:?}");
+    assert_eq!(unprotect_codes(&mut w, "acme", None, &fresh), vec![json!("fresh")]);
+    assert_eq!(unprotect_codes(&mut w, "acme", None, &old), vec![json!("key_version_destroyed")]);
+    // Erasing the new scheme makes a new certificate.
+    let (s, second) = w.call("POST", path, Some(&admin), json!({"confirm": "pii"}));
+    assert_eq!(s, 200);
+    assert_ne!(second["certificate_id"], cert["certificate_id"]);
+    assert_eq!(second["key_versions"], json!({"pii": [1, 2, 3]}));
+
+    // The tenant: confirm is the tenant id; every scheme and every subject secret goes.
+    let other = token("other", &["admin"]);
+    assert_eq!(w.call("POST", "/v1/schemes", Some(&other), pii(json!({"name": "cards"}))).0, 201);
+    let subj = protect_as(&mut w, "other", Some("s1"), &["d"]);
+    let (s, v) = w.call("POST", "/v1/tenant/erase", Some(&other), json!({"confirm": "acme"}));
+    assert_eq!((s, v["error"]["code"].clone()), (409, json!("confirmation_mismatch")));
+    let (s, t) = w.call("POST", "/v1/tenant/erase", Some(&other), json!({"confirm": "other"}));
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(
+        (&t["scope"], &t["tenant"], &t["schemes"], &t["key_versions"], &t["subject_secrets_deleted"]),
+        (
+            &json!("tenant"),
+            &json!("other"),
+            &json!(["cards", "pii"]),
+            &json!({"cards": [1], "pii": [1]}),
+            &json!(1)
+        )
+    );
+    assert_eq!(crate::subjects::certificate::verify(&t, &keys), Ok(()));
+    assert_eq!(w.kv.0.borrow().len(), 0, "no data key of any tenant is cached any more");
+    assert_eq!(unprotect_codes(&mut w, "other", None, &kept), vec![json!("key_version_destroyed")]);
+    assert_eq!(unprotect_codes(&mut w, "other", Some("s1"), &subj), vec![json!("key_version_destroyed")]);
+    let (s, again) = w.call("POST", "/v1/tenant/erase", Some(&other), json!({"confirm": "other"}));
+    assert_eq!((s, &again), (200, &t));
+    // A scheme erased with the tenant answers with the tenant's certificate.
+    let (s, v) = w.call("POST", "/v1/schemes/cards/erase", Some(&other), json!({"confirm": "cards"}));
+    assert_eq!((s, &v), (200, &t));
+    // acme is untouched by other's erasure.
+    assert_eq!(unprotect_codes(&mut w, "acme", None, &fresh), vec![json!("key_version_destroyed")]);
 }

@@ -82,6 +82,9 @@ fn current_key_with_seals(
         if !policy::allows(who, &scheme.policy, Operation::Protect) {
             return Err(OpError::forbidden("protecting with this scheme"));
         }
+        if scheme.erased_at.is_some() {
+            return Err(OpError::SchemeErased(scheme.name));
+        }
         // Past the rotation period, the first protect rotates (exactly one of many concurrent
         // ones); every one of them then re-reads the scheme and uses the version it made.
         if let (Some(period), Some(dk)) = (scheme.rotation_period, &current) {
@@ -326,6 +329,9 @@ pub fn mask(
     let scheme = ctx.scheme(who, scheme)?;
     if !policy::allows(who, &scheme.policy, Operation::Mask) {
         return Err(OpError::forbidden("masking with this scheme"));
+    }
+    if scheme.erased_at.is_some() {
+        return Err(OpError::SchemeErased(scheme.name));
     }
     let mask_key = if scheme.mask.needs_key() {
         let version = scheme.current_version;

@@ -29,8 +29,13 @@ pub enum OpError {
     SchemeNotFound(SchemeName),
     /// A scheme of this name exists already in the caller's tenant.
     SchemeExists(SchemeName),
+    /// The scheme was erased (docs/erasure.md): it protects, masks and changes no more.
+    SchemeErased(SchemeName),
     /// No erasure certificate of this id in the caller's tenant.
     ErasureNotFound,
+    /// A scheme or tenant erasure whose `confirm` is missing or does not name what is erased
+    /// (the text says what it must name).
+    ConfirmationMismatch(&'static str),
     /// More values in one request than `max_batch`.
     BatchTooLarge { values: usize, max: usize },
     /// The scheme has used every key version.
@@ -71,7 +76,9 @@ impl OpError {
             OpError::KekNotAllowed => "kek_not_allowed",
             OpError::SchemeNotFound(_) => "scheme_not_found",
             OpError::SchemeExists(_) => "scheme_exists",
+            OpError::SchemeErased(_) => "scheme_erased",
             OpError::ErasureNotFound => "erasure_not_found",
+            OpError::ConfirmationMismatch(_) => "confirmation_mismatch",
             OpError::BatchTooLarge { .. } => "batch_too_large",
             OpError::VersionsExhausted => "key_versions_exhausted",
             OpError::KeyVersionNotFound(_) => "key_version_not_found",
@@ -110,7 +117,14 @@ impl fmt::Display for OpError {
             OpError::SchemeExists(name) => {
                 write!(f, "a scheme named \"{name}\" already exists in this tenant")
             }
+            OpError::SchemeErased(name) => write!(
+                f,
+                "the scheme \"{name}\" was erased: every key version is destroyed; create a new scheme to reuse the name"
+            ),
             OpError::ErasureNotFound => f.write_str("no erasure certificate of this id in this tenant"),
+            OpError::ConfirmationMismatch(what) => {
+                write!(f, "erasure is irreversible: send {{\"confirm\": \"<{what}>\"}} to confirm it")
+            }
             OpError::BatchTooLarge { values, max } => {
                 write!(f, "{values} values is more than max_batch ({max})")
             }

@@ -6,12 +6,14 @@
 //! and its key helpers, and the request limits.
 
 mod data;
+mod erase;
 mod error;
 mod rekey;
 pub mod schemes;
 mod subjects;
 
 pub use data::{mask, protect, rewrap, unprotect, Plaintext};
+pub use erase::{erase_scheme, erase_tenant};
 pub use error::{ItemError, OpError};
 pub use rekey::{rekey, Rekeyed};
 pub use schemes::{

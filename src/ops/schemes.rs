@@ -66,6 +66,17 @@ pub fn create_scheme(ctx: &mut Ctx<'_>, who: &Principal, new: NewScheme) -> Resu
         return Err(OpError::forbidden("creating schemes (tenant role \"admin\" needed)"));
     }
     check_kek_allowed(ctx.config, &who.tenant, &new.kek)?;
+    // A name is reused only by creating a new scheme over an erased one: its key versions carry
+    // on above the erased ones, so that no old token ever names a live key (docs/erasure.md).
+    let erased_current = match ctx.store.get_scheme(&who.tenant, &new.name)? {
+        None => None,
+        Some(old) if old.erased_at.is_some() => Some(old.current_version),
+        Some(_) => return Err(OpError::SchemeExists(new.name)),
+    };
+    let first = match erased_current {
+        None => KeyVersion::FIRST,
+        Some(v) => v.next().ok_or(OpError::VersionsExhausted)?,
+    };
     let scheme = Scheme {
         tenant: who.tenant.clone(),
         name: new.name,
@@ -73,16 +84,21 @@ pub fn create_scheme(ctx: &mut Ctx<'_>, who: &Principal, new: NewScheme) -> Resu
         kek: new.kek,
         policy: new.policy,
         mask: new.mask,
-        current_version: KeyVersion::FIRST,
-        min_decryption_version: KeyVersion::FIRST,
+        current_version: first,
+        min_decryption_version: first,
         rotation_period: new.rotation_period,
         created_at: ctx.now,
+        erased_at: None,
     };
     let dek = SecretKey::generate(&mut ctx.rng);
-    let kctx = KeyContext { tenant: &scheme.tenant, scheme: &scheme.name, version: KeyVersion::FIRST };
+    let kctx = KeyContext { tenant: &scheme.tenant, scheme: &scheme.name, version: first };
     let wrapped = ctx.kek(&scheme.kek)?.wrap(&dek, kctx)?;
     drop(dek);
-    match ctx.store.create_scheme(&scheme, &wrapped, ctx.now) {
+    let stored = match erased_current {
+        None => ctx.store.create_scheme(&scheme, &wrapped, ctx.now),
+        Some(v) => ctx.store.recreate_erased_scheme(&scheme, v, &wrapped, ctx.now),
+    };
+    match stored {
         Ok(()) => Ok(scheme),
         Err(StoreError::Exists) => Err(OpError::SchemeExists(scheme.name)),
         Err(e) => Err(e.into()),
@@ -113,7 +129,7 @@ pub fn rotate(ctx: &mut Ctx<'_>, who: &Principal, name: &str) -> Result<Scheme, 
             scheme.current_version = version;
             return Ok(scheme);
         }
-        scheme = ctx.scheme(who, name)?;
+        scheme = admin_scheme(ctx, who, name)?;
     }
     Err(OpError::Conflict)
 }
@@ -210,6 +226,9 @@ pub(super) fn admin_scheme(ctx: &Ctx<'_>, who: &Principal, name: &str) -> Result
     let scheme = ctx.scheme(who, name)?;
     if !policy::allows(who, &scheme.policy, Operation::Admin) {
         return Err(OpError::forbidden("administering this scheme"));
+    }
+    if scheme.erased_at.is_some() {
+        return Err(OpError::SchemeErased(scheme.name));
     }
     Ok(scheme)
 }

@@ -99,7 +99,7 @@ fn check_may_erase(who: &Principal) -> Result<(), OpError> {
 }
 
 /// A fresh certificate id: 16 random bytes in lower-case hex.
-fn certificate_id(ctx: &mut Ctx<'_>) -> String {
+pub(super) fn certificate_id(ctx: &mut Ctx<'_>) -> String {
     let mut b = [0u8; 16];
     ctx.rng.fill(&mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -155,7 +155,7 @@ fn erase_one(ctx: &mut Ctx<'_>, who: &Principal, id: &SubjectId) -> Result<Value
     parse_stored(&json)
 }
 
-fn parse_stored(json: &str) -> Result<Value, OpError> {
+pub(super) fn parse_stored(json: &str) -> Result<Value, OpError> {
     serde_json::from_str(json).map_err(|_| {
         eprintln!("veil: a stored erasure certificate is not JSON");
         OpError::Internal

@@ -206,6 +206,8 @@ pub struct Scheme {
     /// When set, the first protect that finds the current version older than this rotates first.
     pub rotation_period: Option<RotationPeriod>,
     pub created_at: i64,
+    /// When the scheme was erased (every key version destroyed; docs/erasure.md), if it was.
+    pub erased_at: Option<i64>,
 }
 
 /// How long a data-key version stays current before a protect rotates the scheme: written

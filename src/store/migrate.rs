@@ -49,6 +49,13 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/sqlite/0005_key_seals.sql"),
         postgres: include_str!("migrations/postgres/0005_key_seals.sql"),
     },
+    // 6 is another change's number (kept free here so that both merge in order).
+    Migration {
+        version: 7,
+        name: "scheme_erasure",
+        sqlite: include_str!("migrations/sqlite/0007_scheme_erasure.sql"),
+        postgres: include_str!("migrations/postgres/0007_scheme_erasure.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

@@ -15,7 +15,7 @@ pub mod migrate;
 pub mod sql;
 mod subjects;
 
-pub use subjects::{MakeCertificate, SubjectSecret};
+pub use subjects::{MakeCertificate, MakeScopeCertificate, ScopeErased, ScopeErasure, SubjectSecret};
 
 use std::fmt;
 
@@ -150,16 +150,16 @@ pub struct Store<'a> {
 }
 
 const SCHEME_COLUMNS: &str = "tenant, name, algorithm, kek, policy, mask_rule, current_version, created_at, \
-     min_decryption_version, rotation_period";
+     min_decryption_version, rotation_period, erased_at";
 /// The number of [`SCHEME_COLUMNS`]; a data key's columns follow them in joined reads.
-const SCHEME_COLUMN_COUNT: usize = 10;
+const SCHEME_COLUMN_COUNT: usize = 11;
 /// The columns [`data_key_from_row`] decodes.
 const KEY_COLUMNS: &str = "version, wrapped_dek, kek_id, kek_version, state, created_at, kek";
 /// The database's schema version, appended as the last column of every read.
 const SCHEMA_VERSION: &str = "(SELECT MAX(version) FROM veil_migrations)";
 /// [`SCHEME_COLUMNS`] of `schemes s`, then the columns of its current `data_keys d` row.
 const SCHEME_AND_KEY_COLUMNS: &str = "s.tenant, s.name, s.algorithm, s.kek, s.policy, s.mask_rule, \
-     s.current_version, s.created_at, s.min_decryption_version, s.rotation_period, d.version, \
+     s.current_version, s.created_at, s.min_decryption_version, s.rotation_period, s.erased_at, d.version, \
      d.wrapped_dek, d.kek_id, d.kek_version, d.state, d.created_at, d.kek";
 
 impl<'a> Store<'a> {
@@ -257,6 +257,55 @@ impl<'a> Store<'a> {
         }
     }
 
+    /// Makes a new scheme out of an erased one of the same name (docs/erasure.md, "Reusing a
+    /// name"): its row takes the new definition, with `scheme.current_version` (one above every
+    /// erased version, whose rows stay destroyed) as both current and minimum version, and
+    /// `first_key` as that version's key. `Exists` when the scheme is no longer the erased one
+    /// whose current version was `erased_current` (a concurrent create won).
+    pub fn recreate_erased_scheme(
+        &self,
+        scheme: &Scheme,
+        erased_current: KeyVersion,
+        first_key: &WrappedDek,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let kek = json(&scheme.kek)?;
+        let policy = json(&scheme.policy)?;
+        let mask = json(&scheme.mask)?;
+        let tenant = SqlValue::Text(scheme.tenant.as_str().into());
+        let name = SqlValue::Text(scheme.name.as_str().into());
+        let result = self.with_schema(|| {
+            self.transaction(|| {
+                let taken = self.conn.execute(
+                    "UPDATE schemes SET algorithm = $1, kek = $2, policy = $3, mask_rule = $4, \
+                     current_version = $5, min_decryption_version = $5, rotation_period = $6, \
+                     created_at = $7, updated_at = $7, erased_at = NULL, erasure_id = NULL \
+                     WHERE tenant = $8 AND name = $9 AND erased_at IS NOT NULL AND current_version = $10",
+                    &[
+                        SqlValue::Text(scheme.algorithm.as_str().into()),
+                        SqlValue::Text(kek.clone()),
+                        SqlValue::Text(policy.clone()),
+                        SqlValue::Text(mask.clone()),
+                        SqlValue::Int(scheme.current_version.get().into()),
+                        period_value(scheme.rotation_period),
+                        SqlValue::Int(now),
+                        tenant.clone(),
+                        name.clone(),
+                        SqlValue::Int(erased_current.get().into()),
+                    ],
+                )?;
+                if taken != 1 {
+                    return Err(SqlError::Constraint("the erased scheme was taken over first".into()));
+                }
+                self.insert_key(&tenant, &name, scheme.current_version, first_key, &kek, now)
+            })
+        });
+        match result {
+            Err(StoreError::Conflict) => Err(StoreError::Exists),
+            other => other,
+        }
+    }
+
     fn insert_key(
         &self,
         tenant: &SqlValue,
@@ -305,7 +354,7 @@ impl<'a> Store<'a> {
             self.transaction(|| {
                 let moved = self.conn.execute(
                     "UPDATE schemes SET current_version = $1, updated_at = $2 \
-                     WHERE tenant = $3 AND name = $4 AND current_version = $5",
+                     WHERE tenant = $3 AND name = $4 AND current_version = $5 AND erased_at IS NULL",
                     &[
                         SqlValue::Int(next.get().into()),
                         SqlValue::Int(now),
@@ -771,7 +820,7 @@ fn data_key_from_row(r: &Row<'_>) -> Result<DataKey, StoreError> {
 }
 
 /// A key version read inside a transaction (whose errors are [`SqlError`]s).
-fn sql_version(v: i64) -> Result<KeyVersion, SqlError> {
+pub(crate) fn sql_version(v: i64) -> Result<KeyVersion, SqlError> {
     u32::try_from(v)
         .ok()
         .and_then(|v| KeyVersion::new(v).ok())
@@ -824,6 +873,7 @@ fn scheme_from_row(r: &Row<'_>) -> Result<Scheme, StoreError> {
                     .ok_or_else(|| corrupt("schemes.rotation_period"))?,
             ),
         },
+        erased_at: optional_int(r, 10)?,
     })
 }
 

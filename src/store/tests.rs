@@ -77,6 +77,7 @@ fn scheme(name: &str) -> Scheme {
         min_decryption_version: KeyVersion::FIRST,
         rotation_period: None,
         created_at: 1_700_000_000,
+        erased_at: None,
     }
 }
 
@@ -229,6 +230,79 @@ fn destroy_all_key_versions_of_a_scheme_or_tenant(db: &dyn SqlConn) {
             vec![text("else"), text("pii"), SqlValue::Int(1), SqlValue::Blob(vec![8; 60]), text("active")],
         ]
     );
+}
+
+fn scheme_and_tenant_erasure_is_one_transaction_and_idempotent(db: &dyn SqlConn) {
+    use crate::store::{ScopeErased, ScopeErasure};
+    let store = Store::new(db);
+    let s = scheme_with_versions(&store, 2);
+    let other = scheme("other");
+    store.create_scheme(&other, &wrapped(7), 1).expect("create");
+    let elsewhere = Scheme { tenant: TenantId::parse("else").expect("t"), ..scheme("pii") };
+    store.create_scheme(&elsewhere, &wrapped(8), 1).expect("create");
+    let made = std::cell::Cell::new(0);
+    let make = |done: &ScopeErased| {
+        made.set(made.get() + 1);
+        let listed: Vec<String> = done
+            .versions
+            .iter()
+            .map(|(n, vs)| format!("{n}:{:?}", vs.iter().map(|v| v.get()).collect::<Vec<_>>()))
+            .collect();
+        (format!("{:032x}", made.get()), format!("{listed:?} {:?}", done.subject_secrets_deleted))
+    };
+    let cert = |o: ScopeErasure| match o {
+        ScopeErasure::Erased { certificate, destroyed } => (certificate, destroyed.len()),
+        ScopeErasure::SchemeNotFound => panic!("not found"),
+    };
+    let missing = SchemeName::parse("nope").expect("name");
+    assert_eq!(store.erase_scheme(&s.tenant, &missing, "me", 90, &make), Ok(ScopeErasure::SchemeNotFound));
+    let first = cert(store.erase_scheme(&s.tenant, &s.name, "me", 90, &make).expect("erase"));
+    assert_eq!(first, ("[\"pii:[1, 2]\"] None".to_owned(), 2));
+    assert_eq!(
+        cert(store.erase_scheme(&s.tenant, &s.name, "me", 91, &make).expect("again")),
+        (first.0.clone(), 0)
+    );
+    assert_eq!(made.get(), 1, "a repeated erase makes no certificate");
+    let erased = store.get_scheme(&s.tenant, &s.name).expect("get").expect("kept");
+    assert_eq!((erased.erased_at, erased.current_version), (Some(90), v(2)));
+    // An erased scheme rotates no more.
+    assert_eq!(
+        store.add_key_version(&s.tenant, &s.name, v(2), &wrapped(9), &KekRef::Local, 92),
+        Err(StoreError::Conflict)
+    );
+    // A new scheme of the name takes the row over, above the erased versions, exactly once.
+    let fresh = Scheme { current_version: v(3), min_decryption_version: v(3), ..scheme("pii") };
+    store.recreate_erased_scheme(&fresh, v(2), &wrapped(3), 93).expect("recreate");
+    assert_eq!(store.recreate_erased_scheme(&fresh, v(2), &wrapped(4), 93), Err(StoreError::Exists));
+    let now = store.get_scheme(&s.tenant, &s.name).expect("get").expect("there");
+    assert_eq!((now.erased_at, now.current_version, now.min_decryption_version), (None, v(3), v(3)));
+    assert_eq!(
+        store.data_key(&s.tenant, &s.name, v(3)).expect("key").map(|k| k.wrapped.blob),
+        Some(vec![3; 60])
+    );
+
+    // The tenant: every scheme, every subject secret; nothing of another tenant.
+    let digest = crate::subjects::SubjectDigest([1; 32]);
+    let secret = crate::crypto::secret::SecretKey::from_bytes([2; 32]);
+    store.subject_secret_or_create(&s.tenant, &digest, secret, 94).expect("subject");
+    let t = cert(store.erase_tenant(&s.tenant, "me", 95, &make).expect("tenant"));
+    assert_eq!(t, ("[\"other:[1]\", \"pii:[1, 2, 3]\"] Some(1)".to_owned(), 2));
+    assert!(store.subject_secret(&s.tenant, &digest).expect("read").is_none());
+    assert_eq!(cert(store.erase_tenant(&s.tenant, "me", 96, &make).expect("again")), (t.0.clone(), 0));
+    assert_eq!(cert(store.erase_scheme(&s.tenant, &other.name, "me", 96, &make).expect("scheme")).0, t.0);
+    assert_eq!(made.get(), 2, "one scheme and one tenant certificate");
+    let live = db
+        .query(
+            "SELECT tenant, scheme, version FROM data_keys WHERE state <> 'destroyed' ORDER BY tenant",
+            &[],
+        )
+        .expect("rows");
+    assert_eq!(
+        live,
+        vec![vec![SqlValue::Text("else".into()), SqlValue::Text("pii".into()), SqlValue::Int(1)]]
+    );
+    let stored = db.query("SELECT scope FROM erasures ORDER BY erased_at", &[]).expect("erasures");
+    assert_eq!(stored, vec![vec![SqlValue::Text("scheme".into())], vec![SqlValue::Text("tenant".into())]]);
 }
 
 fn wrapped(tag: u8) -> WrappedDek {
@@ -516,5 +590,6 @@ contract!(
     rotation_period_is_stored_and_removable,
     only_retired_versions_are_destroyed,
     destroy_all_key_versions_of_a_scheme_or_tenant,
+    scheme_and_tenant_erasure_is_one_transaction_and_idempotent,
     seal_counts_only_grow_per_version,
 );

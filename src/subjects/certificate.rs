@@ -2,8 +2,9 @@
 //! Ed25519 (RFC 8032) over the canonical JSON of every other field, and the JWKS of `OKP` keys
 //! that verifies it. Pinned by tests/vectors/veil-erasure-certificate-v1.txt.
 //!
-//! Canonical JSON here is RFC 8785 (JCS) for the values certificates hold (objects, arrays,
-//! strings, booleans, null and integers): members sorted by key, no white space, strings
+//! Canonical JSON here is RFC 8785 (JCS) for the values certificates hold (objects, nested
+//! ones such as a scope certificate's `key_versions` too, arrays, strings, booleans, null and
+//! integers): members sorted by key, no white space, strings
 //! escaped minimally. serde_json's compact output of a `Value` (its maps are sorted) is exactly
 //! that for these values, so it is what is signed.
 

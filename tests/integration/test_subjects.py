@@ -9,7 +9,7 @@ import threading
 import store
 from harness import veilformat as vf
 from harness.tokens import SUBJECT_DIGEST_KEY
-from veilkit import LOCAL_KEK, binaries, err, item_errors, ok
+from veilkit import LOCAL_KEK, binaries, err, free_port, item_errors, ok
 
 ROOT = base64.b64decode(SUBJECT_DIGEST_KEY)
 KEK = base64.b64decode(LOCAL_KEK)
@@ -146,3 +146,200 @@ def test_protect_racing_erase_never_resurrects_the_old_secret(server, tenant):
         t.join()
         assert item_errors(tenant.unprotect_results(old, subject="raced")) == ["subject_erased"], round_
         assert not opens_with_any(tenant.id, scheme, old[0], "raced", key_material(server.state_dir))
+
+
+# Scheme and tenant erasure (issue 17 item 7; docs/erasure.md, "Erasing a scheme or the tenant").
+
+def deks_of(material, tenant_id, scheme, versions):
+    """Every data key of `scheme` (any of `versions`) that the local KEK unwraps from `material`."""
+    return [d for b in material for v in versions if (d := vf.local_unwrap(KEK, b, tenant_id, scheme, v))]
+
+
+def opens_plain(tenant_id, token, material):
+    """Whether any data key found in `material` opens a subject-less `token`."""
+    scheme, version, _ = vf.parse_token(token)
+    return any(vf.open_token(vf.scheme_data_key(d, tenant_id, scheme, version), token, tenant_id) is not None
+               for d in deks_of(material, tenant_id, scheme, [version]))
+
+
+def variable_bytes(server):
+    """The server's variables (its SPIN_VARIABLE_* environment and the manifest), as raw bytes and,
+    where a value is base64, decoded: where a key could hide outside the store."""
+    values = [v for k, v in server.env.items() if k.startswith("SPIN_VARIABLE_")]
+    values.append(server.manifest.read_text())
+    out = []
+    for v in values:
+        out.append(v.encode())
+        try:
+            out.append(base64.b64decode(v, validate=True))
+        except ValueError:
+            pass
+    return out
+
+
+def assert_no_key_of(server, tenant_id, erased, secrets_=()):
+    """No wrapped or unwrapped data key of the `erased` {scheme: versions} (nor any of `secrets_`)
+    is left in any column of any table or in the variables."""
+    material = key_material(server.state_dir)
+    for scheme, versions in erased.items():
+        assert deks_of(material, tenant_id, scheme, versions) == [], scheme
+    for rows in store.tables(server.state_dir).values():
+        for row in rows:
+            for v in row:
+                if isinstance(v, str) and v.startswith("veil.1."):
+                    raise AssertionError("a token is stored")
+    return material
+
+
+def scope_cert_checks(tmp_path, server, cert, scope, tenant_id, key_versions):
+    assert (cert["scope"], cert["tenant"], cert["key_versions"]) == (scope, tenant_id, key_versions)
+    assert cert["schemes"] == sorted(key_versions)
+    jwks = ok(server.api(None).get("/.well-known/veil/erasure-keys"))
+    assert vf.verify_certificate(cert, jwks)
+    r = verify_cli(tmp_path, cert, jwks)
+    assert r.returncode == 0 and cert["certificate_id"] in r.stdout, r.stderr
+    first = next(iter(key_versions))
+    for field, value in [("tenant", tenant_id + "x"), ("scope", "subject"), ("schemes", []),
+                         ("key_versions", {first: key_versions[first][:-1]}), ("erased_at", cert["erased_at"] + 1)]:
+        bad = dict(cert, **{field: value})
+        assert not vf.verify_certificate(bad, jwks), field
+        r = verify_cli(tmp_path, bad, jwks)
+        assert r.returncode == 1 and "does NOT verify" in r.stderr, (field, r.stderr)
+
+
+def test_scheme_erase_leaves_no_key_of_the_scheme(server, tenant, tmp_path):
+    gone = tenant.create_scheme()["name"]
+    kept = tenant.create_scheme()["name"]
+    other = server.tenant()
+    theirs = other.create_scheme(gone)["name"]  # the same name in another tenant
+    v1 = tenant.protect(gone, ["plain v1"])
+    ok(tenant.admin.post(f"/v1/schemes/{gone}/rotate"))
+    v2 = tenant.protect(gone, ["plain v2"]) + tenant.protect(gone, ["alice v2"], subject="alice")
+    mine = tenant.protect(kept, ["kept"], subject="alice")
+    their = other.protect(theirs, ["theirs"])
+    before = key_material(server.state_dir)
+    deks = deks_of(before, tenant.id, gone, [1, 2])
+    assert len(deks) == 2 and opens_plain(tenant.id, v1[0], before) and opens_plain(tenant.id, v2[0], before)
+
+    path = f"/v1/schemes/{gone}/erase"
+    err(tenant.app.post(path, {"confirm": gone}), 403, "forbidden")
+    err(tenant.privacy.post(path, {"confirm": gone}), 403, "forbidden")
+    for body in ({}, {"confirm": kept}, {"confirm": gone.upper()}, {"confirm": tenant.id}):
+        e = err(tenant.admin.post(path, body), 409, "confirmation_mismatch")
+        assert kept not in json.dumps(e), e
+    err(tenant.admin.post(path, {"confirm": gone, "extra": 1}), 400, "invalid_request")
+    assert tenant.unprotect(v1) == ["plain v1"], "a refused erase erases nothing"
+
+    cert = ok(tenant.admin.post(path, {"confirm": gone}))
+    scope_cert_checks(tmp_path, server, cert, "scheme", tenant.id, {gone: [1, 2]})
+    after = assert_no_key_of(server, tenant.id, {gone: [1, 2]})
+    for b in after + variable_bytes(server):
+        assert not any(d in b for d in deks), "an unwrapped data key is left"
+    assert not opens_plain(tenant.id, v1[0], after) and not opens_plain(tenant.id, v2[0], after)
+    assert not opens_with_any_or_none(tenant.id, gone, v2[1], "alice", after)
+    results = tenant.unprotect_results(v1 + v2[:1])
+    assert item_errors(results) == ["key_version_destroyed"] * 2
+    assert item_errors(tenant.unprotect_results(v2[1:], subject="alice")) == ["key_version_destroyed"]
+    # The rest of the tenant and the other tenant are untouched.
+    assert tenant.unprotect(mine, subject="alice") == ["kept"]
+    assert opens_with_any(tenant.id, kept, mine[0], "alice", after)
+    assert other.unprotect(their) == ["theirs"] and opens_plain(other.id, their[0], after)
+
+    # Refused on the erased scheme; the versions stay, as destroyed.
+    err(tenant.app.post("/v1/protect", {"scheme": gone, "values": ["x"]}), 409, "scheme_erased")
+    err(tenant.analyst.post("/v1/mask", {"scheme": gone, "values": ["x"]}), 409, "scheme_erased")
+    err(tenant.admin.post(f"/v1/schemes/{gone}/rotate"), 409, "scheme_erased")
+    err(tenant.admin.request("PATCH", f"/v1/schemes/{gone}", {"rotation_period": "1d"}), 409, "scheme_erased")
+    err(tenant.admin.post(f"/v1/schemes/{gone}/rekey"), 409, "scheme_erased")
+    versions = ok(tenant.admin.get(f"/v1/schemes/{gone}/versions"))["versions"]
+    assert [(v["version"], v["state"]) for v in versions] == [(1, "destroyed"), (2, "destroyed")]
+    assert ok(tenant.admin.get(f"/v1/schemes/{gone}"))["erased_at"] is not None
+
+    # Idempotent and stored; the name is reused only by creating a new scheme.
+    assert ok(tenant.admin.post(path, {"confirm": gone})) == cert
+    assert ok(tenant.admin.get(f"/v1/erasures/{cert['certificate_id']}")) == cert
+    fresh = tenant.create_scheme(gone)
+    assert (fresh["current_version"], fresh["min_decryption_version"], fresh["erased_at"]) == (3, 3, None)
+    err(tenant.admin.post("/v1/schemes", tenant.scheme_body(gone)), 409, "scheme_exists")
+    new = tenant.protect(gone, ["new data"])
+    assert vf.parse_token(new[0])[1] == 3 and tenant.unprotect(new) == ["new data"]
+    assert item_errors(tenant.unprotect_results(v1 + v2[:1])) == ["key_version_destroyed"] * 2
+    assert not opens_plain(tenant.id, v1[0], key_material(server.state_dir))
+
+
+def opens_with_any_or_none(tenant_id, scheme, token, subject, material):
+    """Like opens_with_any, but False (not an assertion) when no data key is left at all."""
+    _, version, _ = vf.parse_token(token)
+    if not deks_of(material, tenant_id, scheme, [version]):
+        return False
+    return opens_with_any(tenant_id, scheme, token, subject, material)
+
+
+def test_tenant_erase_leaves_no_key_of_the_tenant(server, tenant, tmp_path):
+    a = tenant.create_scheme()["name"]
+    b = tenant.create_scheme()["name"]
+    other = server.tenant()
+    theirs = other.create_scheme()["name"]
+    ta = tenant.protect(a, ["a1"]) + tenant.protect(a, ["alice a"], subject="alice")
+    ok(tenant.admin.post(f"/v1/schemes/{b}/rotate"))
+    tb = tenant.protect(b, ["bob b"], subject="bob")
+    their = other.protect(theirs, ["theirs"], subject="alice")
+    before = key_material(server.state_dir)
+    deks = deks_of(before, tenant.id, a, [1]) + deks_of(before, tenant.id, b, [1, 2])
+    assert len(deks) == 3
+    digests = {bytes.fromhex(vf.subject_digest(ROOT, tenant.id, s)) for s in ("alice", "bob")}
+    secrets_before = [bytes(r[2]) for r in store.tables(server.state_dir)["subjects"]
+                      if r[0] == tenant.id and bytes(r[1]) in digests]
+    assert len(secrets_before) == 2
+
+    err(tenant.privacy.post("/v1/tenant/erase", {"confirm": tenant.id}), 403, "forbidden")
+    for body in ({}, {"confirm": other.id}, {"confirm": a}):
+        err(tenant.admin.post("/v1/tenant/erase", body), 409, "confirmation_mismatch")
+    cert = ok(tenant.admin.post("/v1/tenant/erase", {"confirm": tenant.id}))
+    scope_cert_checks(tmp_path, server, cert, "tenant", tenant.id, {a: [1], b: [1, 2]})
+    assert cert["subject_secrets_deleted"] == 2
+
+    after = assert_no_key_of(server, tenant.id, {a: [1], b: [1, 2]})
+    for blob in after + variable_bytes(server):
+        assert not any(d in blob for d in deks + secrets_before), "a key of the erased tenant is left"
+    assert [r for r in store.tables(server.state_dir)["subjects"] if r[0] == tenant.id] == []
+    assert not opens_plain(tenant.id, ta[0], after)
+    assert item_errors(tenant.unprotect_results(ta[:1])) == ["key_version_destroyed"]
+    assert item_errors(tenant.unprotect_results(ta[1:], subject="alice")) == ["key_version_destroyed"]
+    assert item_errors(tenant.unprotect_results(tb, subject="bob")) == ["key_version_destroyed"]
+    for s in (a, b):
+        err(tenant.app.post("/v1/protect", {"scheme": s, "values": ["x"]}), 409, "scheme_erased")
+    # Another tenant's tokens still open, through Veil and with the raw material.
+    assert other.unprotect(their, subject="alice") == ["theirs"]
+    assert opens_with_any(other.id, theirs, their[0], "alice", after)
+
+    # Idempotent; each erased scheme answers with the tenant's certificate.
+    assert ok(tenant.admin.post("/v1/tenant/erase", {"confirm": tenant.id})) == cert
+    assert ok(tenant.admin.post(f"/v1/schemes/{a}/erase", {"confirm": a})) == cert
+    assert ok(tenant.privacy.get(f"/v1/erasures/{cert['certificate_id']}")) == cert
+    err(other.admin.get(f"/v1/erasures/{cert['certificate_id']}"), 404, "erasure_not_found")
+
+
+def test_verify_erasure_fetches_the_keys_from_a_url(server, tenant, tmp_path):
+    name = tenant.create_scheme()["name"]
+    cert = ok(tenant.admin.post(f"/v1/schemes/{name}/erase", {"confirm": name}))
+    (tmp_path / "cert.json").write_text(json.dumps(cert))
+    veil, _ = binaries()
+    url = server.url + "/.well-known/veil/erasure-keys"
+
+    def run(*args):
+        return subprocess.run([veil, "verify-erasure", tmp_path / "cert.json", *args],
+                              capture_output=True, text=True, timeout=60)
+
+    r = run("--keys", url)
+    assert r.returncode == 0 and cert["certificate_id"] in r.stdout, r.stderr
+    (tmp_path / "cert.json").write_text(json.dumps(dict(cert, tenant="someone-else")))
+    r = run("--keys", url)
+    assert r.returncode == 1 and "does NOT verify" in r.stderr, r.stderr
+    (tmp_path / "cert.json").write_text(json.dumps(cert))
+    dead = f"http://127.0.0.1:{free_port()}/.well-known/veil/erasure-keys"
+    r = run("--keys", dead)
+    assert r.returncode == 2 and "could not fetch the verification keys from " + dead in r.stderr, r.stderr
+    assert "verifies" not in r.stdout
+    r = run("--keys", server.url + "/no-such-path")
+    assert r.returncode == 2 and "HTTP status 404" in r.stderr, r.stderr

@@ -77,6 +77,16 @@ def certificate_file():
          {"certificate_id": "00000000000000000000000000000001", "scope": "subject", "tenant": "globex",
           "subject_digest": vf.subject_digest(bytes(range(32)), "globex", "nobody"), "erased_at": 1796000001,
           "secret_existed": False, "secret_created_at": None, "schemes": []}),
+        # Scheme and tenant erasure (issue 17 item 7): `key_versions` is an object (members sorted
+        # by key in the canonical form, like the certificate's own), appended after the frozen
+        # subject cases above, which stay byte-identical.
+        ("scheme erasure", bytes(range(32)), "veil", "erasure-2026",
+         {"certificate_id": "1f1e2d3c4b5a69788796a5b4c3d2e1f0", "scope": "scheme", "tenant": "acme",
+          "erased_at": 1796000002, "schemes": ["pii"], "key_versions": {"pii": [1, 2, 3]}}),
+        ("tenant erasure", bytes(range(32)), "veil", "erasure-2026",
+         {"certificate_id": "2f1e2d3c4b5a69788796a5b4c3d2e1f0", "scope": "tenant", "tenant": "acme",
+          "erased_at": 1796000003, "schemes": ["cards", "pii"], "key_versions": {"cards": [1], "pii": [1, 2, 3, 4]},
+          "subject_secrets_deleted": 2}),
     ]
     for name, seed, issuer, kid, fields in cases:
         key = Ed25519PrivateKey.from_private_bytes(seed)
