@@ -49,6 +49,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/sqlite/0005_key_seals.sql"),
         postgres: include_str!("migrations/postgres/0005_key_seals.sql"),
     },
+    Migration {
+        version: 6,
+        name: "jobs",
+        sqlite: include_str!("migrations/sqlite/0006_jobs.sql"),
+        postgres: include_str!("migrations/postgres/0006_jobs.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

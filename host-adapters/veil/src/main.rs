@@ -6,6 +6,7 @@ mod cli;
 mod config_error;
 mod engine;
 mod imports;
+mod job;
 mod lambda;
 mod manifest;
 mod outbound;
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
         cli::Command::Run(args) => run::run(args),
         cli::Command::VerifyErasure(args) => verify_erasure::run(args),
         cli::Command::Imports(args) => imports::run(args),
+        cli::Command::Job(args) => job::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
