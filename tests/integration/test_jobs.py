@@ -7,16 +7,18 @@ validation errors with exact codes."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 import store
 from harness import postgres as pg
 from harness import procs
-from veilkit import VeilServer, err, hs256, new_name, ok
+from veilkit import REPO, VeilServer, err, hs256, new_name, ok
 
 N_BIG = 100_000
 
@@ -283,3 +285,45 @@ def test_validation_errors_have_exact_codes(server, customer_db):
     err(other.admin.post(f"/v1/jobs/{job['id']}/step"), 404, "job_not_found")
     err(t.support.get(f"/v1/jobs/{job['id']}"), 403, "forbidden")
     err(a.post(f"/v1/jobs/{job['id']}/step", {"x": 1}), 400, "invalid_request")
+
+
+def runbook_blocks() -> list[str]:
+    text = (REPO / "docs/rotation.md").read_text()
+    section = text.split("## 7. Converting a table", 1)[1]
+    return re.findall(r"```bash\n(.*?)```", section, re.S)
+
+
+def test_the_runbook_converts_a_table(server, customer_db):
+    """docs/rotation.md section 7, every `bash` block as written (bash, curl, jq, veil on PATH)."""
+    t = server.tenant()
+    scheme = t.create_scheme()["name"]
+    table = new_name("cards").replace("-", "_")
+    values = [f"4111-{i:04d}" for i in range(3000)]
+    tokens = protect_many(t, scheme, values)
+    with pg.connect(customer_db) as c:
+        c.execute(f'CREATE TABLE "{table}" (id INT PRIMARY KEY, card TEXT)')
+        with c.cursor() as cur, cur.copy(f'COPY "{table}" (id, card) FROM STDIN') as cp:
+            for i, tok in enumerate(tokens):
+                cp.write_row((i, tok))
+    ok(t.admin.post(f"/v1/schemes/{scheme}/rotate"))
+    env = {**server.env, "VEIL_URL": server.url, "ADMIN_TOKEN": hs256(t.id, ["admin"]), "SCHEME": scheme,
+           "TABLE": table, "VEIL_MANIFEST": str(server.manifest), "VEIL_STATE_DIR": str(server.state_dir),
+           "PATH": f"{Path(server.bin).parent}:{os.environ['PATH']}"}
+
+    def run(block: str) -> str:
+        r = subprocess.run(["bash", "-euo", "pipefail", "-c", block], env=env, capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, (block, r.stdout, r.stderr[-2000:])
+        return r.stdout.strip()
+
+    steps = runbook_blocks()
+    assert len(steps) == 4, steps
+    env["JOB_ID"] = run(steps[0])
+    assert re.fullmatch(r"job_[0-9a-f]{32}", env["JOB_ID"]), env["JOB_ID"]
+    assert run(steps[1]) == "finished"
+    assert run(steps[2]) == '["finished",3000,0,true]'
+    assert run(steps[3]) == "[]"
+    with pg.connect(customer_db) as c:
+        stored = [r[0] for r in c.execute(f'SELECT card FROM "{table}" ORDER BY id')]
+    assert {version_of(s) for s in stored} == {2}
+    assert unprotect_many(t, stored) == values
