@@ -39,8 +39,8 @@ impl fmt::Display for ApiError {
 /// The HTTP status of an operation's failure.
 fn status(e: &OpError) -> u16 {
     match e {
-        OpError::InvalidField(_) | OpError::UnknownVariable => 422,
-        OpError::JobNotFound => 404,
+        OpError::InvalidField(_) => 422,
+        OpError::JobNotFound | OpError::UnknownVariable => 404,
         OpError::JobCancelled | OpError::JobFinished => 409,
         OpError::JobDatabaseUnavailable => 503,
         OpError::Auth(AuthError::JwksUnavailable) => 503,
@@ -241,7 +241,7 @@ mod tests {
             (OpError::JobFinished, 409, "job_finished", "the job has finished; it cannot be cancelled"),
             (
                 OpError::UnknownVariable,
-                422,
+                404,
                 "unknown_variable",
                 "database names no variable that this deployment lets your tenant use for jobs (job_databases)",
             ),

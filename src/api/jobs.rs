@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::{non_null, parse, ApiResponse};
+
 use crate::auth::Principal;
 use crate::ops::{self, Ctx, JobView, NewJob};
 use crate::store::JobState;
@@ -22,10 +23,23 @@ struct CreateBody {
     subject_column: Option<String>,
     #[serde(default, deserialize_with = "non_null")]
     context: Option<String>,
-    #[serde(default, deserialize_with = "non_null")]
+    #[serde(default, deserialize_with = "whole_number")]
     batch_size: Option<i64>,
-    #[serde(default, deserialize_with = "non_null")]
+    #[serde(default, deserialize_with = "whole_number")]
     target_version: Option<i64>,
+}
+
+/// A JSON integer, also when written with a zero fraction (`500.0`), as JSON Schema's `integer`
+/// allows; anything else (a fraction, a string, `null`) is the wrong type (400 `invalid_request`).
+fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let n = serde_json::Number::deserialize(d)?;
+    if let Some(i) = n.as_i64() {
+        return Ok(Some(i));
+    }
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Some(f as i64)),
+        _ => Err(serde::de::Error::custom("expected a whole number")),
+    }
 }
 
 /// A step or cancel takes no fields: an empty body or `{}`.

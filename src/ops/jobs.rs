@@ -303,15 +303,18 @@ pub fn create_job(ctx: &mut Ctx<'_>, who: &Principal, new: NewJob) -> Result<Job
     if !(1..=MAX_JOB_BATCH).contains(&batch_size) {
         return Err(OpError::invalid_field(format!("batch_size must be from 1 to {MAX_JOB_BATCH}")));
     }
+    if new.target_version.is_some_and(|v| !(1..=i64::from(u32::MAX)).contains(&v)) {
+        return Err(OpError::invalid_field("target_version must be from 1 to the scheme's current version"));
+    }
     let scheme = ctx.store.get_scheme(&who.tenant, &name)?.ok_or(OpError::SchemeNotFound(name.clone()))?;
+    let conn = open_database(ctx, who, &new.database)?;
     let current = i64::from(scheme.current_version.get());
     let target = new.target_version.unwrap_or(current);
-    if !(1..=current).contains(&target) {
+    if target > current {
         return Err(OpError::invalid_field(format!(
             "target_version must be from 1 to the scheme's current version ({current})"
         )));
     }
-    let conn = open_database(ctx, who, &new.database)?;
     let id = job_id(ctx);
     let job = Job {
         tenant: who.tenant.clone(),
