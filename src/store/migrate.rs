@@ -49,7 +49,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/sqlite/0005_key_seals.sql"),
         postgres: include_str!("migrations/postgres/0005_key_seals.sql"),
     },
-    // 6 is another change's number (kept free here so that both merge in order).
+    Migration {
+        version: 6,
+        name: "jobs",
+        sqlite: include_str!("migrations/sqlite/0006_jobs.sql"),
+        postgres: include_str!("migrations/postgres/0006_jobs.sql"),
+    },
     Migration {
         version: 7,
         name: "scheme_erasure",

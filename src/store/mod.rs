@@ -11,10 +11,12 @@
 //! subquery on a one-row table: no extra round trip), a read that finds no row asks for it
 //! separately, and every write transaction checks it first (docs/storage.md, "Migrations").
 
+mod jobs;
 pub mod migrate;
 pub mod sql;
 mod subjects;
 
+pub use jobs::{Job, JobState};
 pub use subjects::{MakeCertificate, MakeScopeCertificate, ScopeErased, ScopeErasure, SubjectSecret};
 
 use std::fmt;

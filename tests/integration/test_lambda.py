@@ -13,9 +13,11 @@ import time
 
 import pytest
 
+import store
 from lambda_runtime_api import RuntimeApi
 from platforms import app_settings, entries, is_linux_x86_64, package, unpack
 from veilkit import DEFAULT_POLICY, HarnessError, hs256, new_name, new_tenant
+from harness import postgres as pg
 from harness import procs
 
 
@@ -92,8 +94,19 @@ class Lambda:
 
 
 @pytest.fixture(scope="module")
-def lam(tmp_path_factory):
-    fn = Lambda(tmp_path_factory.mktemp("lambda"))
+def customer_db():
+    """A customer database for the job-step invocation (tests/integration/test_jobs.py has the rest)."""
+    name = pg.new_database_name("veil_lambda_job")
+    url = pg.create_database(store.ADMIN_URL, name)
+    yield url
+    pg.drop_database(store.ADMIN_URL, name)
+
+
+@pytest.fixture(scope="module")
+def lam(tmp_path_factory, customer_db):
+    root = tmp_path_factory.mktemp("lambda")
+    fn = Lambda(root, env=app_settings(root, max_batch="3", job_databases="job_db", job_db=customer_db,
+                                       allow_job_database_url=pg.outbound_host(customer_db)))
     yield fn
     assert fn.stop() == 0, fn.stderr()
 
@@ -175,15 +188,36 @@ def test_errors_come_back_as_answers_or_invocation_errors(lam, scheme):
     assert http_answer(late, 500)["error"]["code"] == "timeout"
 
 
-def test_a_job_step_invocation_reaches_the_component(lam):
-    tenant = new_tenant()
-    outcome = lam.invoke({"action": "job_step", "job": "job-123", "authorization": f"Bearer {hs256(tenant, ['admin'])}"})
-    assert outcome.kind == "response"
-    doc = outcome.json()
-    assert set(doc) == {"statusCode", "body"}, doc
-    # Until the jobs API (POST /v1/jobs/{id}/step) is on this branch, the component's own 404.
-    assert doc == {"statusCode": 404,
-                   "body": {"error": {"code": "not_found", "message": "no such route; see /v1/openapi.json"}}}
+def test_a_job_step_invocation_runs_a_step(lam, customer_db):
+    tenant, name = new_tenant(), new_name()
+    admin, app = hs256(tenant, ["admin"]), hs256(tenant, ["app"])
+    body = {"name": name, "algorithm": "aes-256-gcm", "kek": {"provider": "local"}, "policy": DEFAULT_POLICY}
+    http_answer(lam.invoke(url_event("POST", "/v1/schemes", body, admin)), 201)
+    tokens = [r["value"] for r in http_answer(lam.invoke(url_event(
+        "POST", "/v1/protect", {"scheme": name, "values": ["a", "b", "c"]}, app)), 200)["results"]]
+    table = name.replace("-", "_")
+    with pg.connect(customer_db) as c:
+        c.execute(f'CREATE TABLE "{table}" (id INT PRIMARY KEY, tok TEXT)')
+        for i, t in enumerate(tokens):
+            c.execute(f'INSERT INTO "{table}" VALUES (%s, %s)', (i, t))
+    http_answer(lam.invoke(url_event("POST", f"/v1/schemes/{name}/rotate", None, admin)), 200)
+    job = http_answer(lam.invoke(url_event("POST", "/v1/jobs", {
+        "scheme": name, "database": "job_db", "table": table, "key_column": "id", "token_column": "tok"}, admin)), 201)
+
+    def step(auth):
+        outcome = lam.invoke({"action": "job_step", "job": job["id"], "authorization": f"Bearer {auth}"})
+        assert outcome.kind == "response"
+        doc = outcome.json()
+        assert set(doc) == {"statusCode", "body"}, doc
+        return doc
+
+    assert step(admin) == {"statusCode": 200, "body": {"done": 3, "failed": 0, "remaining": 0, "state": "running"}}
+    assert step(admin) == {"statusCode": 200, "body": {"done": 0, "failed": 0, "remaining": 0, "state": "finished"}}
+    with pg.connect(customer_db) as c:
+        assert {r[0].split(".")[3] for r in c.execute(f'SELECT tok FROM "{table}"')} == {"2"}
+    missing = lam.invoke({"action": "job_step", "job": "job-123", "authorization": f"Bearer {admin}"}).json()
+    assert missing == {"statusCode": 404, "body": {"error": {
+        "code": "job_not_found", "message": "no re-encryption job of this id in this tenant"}}}
     bad = lam.invoke({"action": "job_step", "job": "../../v1/schemes"})
     assert (bad.kind, bad.json()["errorMessage"]) == ("error", "`job` is not a job id (1-128 letters, digits, `-`, `_`)")
 

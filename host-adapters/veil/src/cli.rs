@@ -1,4 +1,4 @@
-//! Command-line interface: `veil serve`, `veil azure-functions`, `veil lambda`, `veil token`, `veil imports`, `veil run`, `veil verify-erasure` and `veil rekey`.
+//! Command-line interface: `veil serve`, `veil azure-functions`, `veil lambda`, `veil token`, `veil imports`, `veil run`, `veil verify-erasure`, `veil rekey` and `veil job run`.
 
 use std::path::PathBuf;
 
@@ -36,6 +36,8 @@ pub enum Command {
     /// Calls the exported `veil:gateway/protection` interface in process (tests; JSON on stdin).
     #[command(hide = true)]
     WitCall(WitCallArgs),
+    /// Re-encryption jobs (docs/rotation.md § Converting a table).
+    Job(JobRunArgs),
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +74,33 @@ pub struct RekeyArgs {
     /// Log the host's start-up and each request to stderr.
     #[arg(long, short)]
     pub verbose: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JobRunArgs {
+    #[command(subcommand)]
+    pub command: JobCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Run a job's steps in process (the manifest's component) until it is finished; Ctrl-C
+    /// stops between steps.
+    Run(JobRun),
+}
+
+#[derive(Debug, Args)]
+pub struct JobRun {
+    /// The job's id (from `POST /v1/jobs`).
+    pub id: String,
+    /// How many steps run at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub parallel: u32,
+    /// A bearer token with the tenant role `admin` [default: $VEIL_TOKEN].
+    #[arg(long)]
+    pub token: Option<String>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@ mod cli;
 mod config_error;
 mod engine;
 mod imports;
+mod job;
 mod lambda;
 mod manifest;
 mod outbound;
@@ -47,6 +48,7 @@ fn main() -> ExitCode {
         cli::Command::Imports(args) => imports::run(args),
         cli::Command::Rekey(args) => rekey::run(args),
         cli::Command::WitCall(args) => wit_call::run(args),
+        cli::Command::Job(args) => job::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
