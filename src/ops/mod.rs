@@ -11,7 +11,7 @@ mod rekey;
 pub mod schemes;
 mod subjects;
 
-pub use data::{mask, protect, rewrap, unprotect, Plaintext};
+pub use data::{mask, protect, rewrap, rewrap_in, unprotect, unprotect_in, Plaintext};
 pub use error::{ItemError, OpError};
 pub use rekey::{rekey, Rekeyed};
 pub use schemes::{
