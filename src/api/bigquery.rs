@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::rows::{self, OnError, RowOp};
-use super::{parse, ApiResponse};
+use super::{non_null, parse, ApiResponse};
 use crate::auth::Principal;
 use crate::ops::Ctx;
 
@@ -27,7 +27,7 @@ struct Body {
 struct Context {
     scheme: String,
     operation: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "non_null")]
     on_error: Option<String>,
 }
 

@@ -20,7 +20,30 @@ pub(super) const ON_ERROR_HEADER: &str = "sf-custom-on-error";
 #[derive(Debug, Deserialize)]
 struct Body {
     /// Each row: its row number and the function's one argument (`null` for SQL `NULL`).
-    data: Vec<(u32, Option<String>)>,
+    data: Vec<(RowNumber, Option<String>)>,
+}
+
+/// A row number, 0 to 4294967295, answered exactly as it was sent. JSON Schema's `integer` also
+/// admits an integral number written with a fraction (`3.0`), so that is read too.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "serde_json::Number")]
+struct RowNumber(serde_json::Number);
+
+impl TryFrom<serde_json::Number> for RowNumber {
+    type Error = &'static str;
+    fn try_from(n: serde_json::Number) -> Result<Self, Self::Error> {
+        const MAX: u64 = u32::MAX as u64;
+        let ok = match (n.as_u64(), n.as_f64()) {
+            (Some(u), _) => u <= MAX,
+            (None, Some(f)) => f.fract() == 0.0 && (0.0..=MAX as f64).contains(&f),
+            (None, None) => false,
+        };
+        if ok {
+            Ok(RowNumber(n))
+        } else {
+            Err("a row number from 0 to 4294967295")
+        }
+    }
 }
 
 pub(super) fn call(
@@ -54,6 +77,6 @@ pub(super) fn call(
     let b: Body = parse(req.body)?;
     let values: Vec<Option<String>> = b.data.iter().map(|(_, v)| v.clone()).collect();
     let results = rows::finish(rows::run(ctx, who, op, scheme, &values)?, on_error)?;
-    let data: Vec<Value> = b.data.iter().zip(results).map(|((n, _), r)| json!([n, r])).collect();
+    let data: Vec<Value> = b.data.iter().zip(results).map(|((n, _), r)| json!([n.0, r])).collect();
     Ok(ApiResponse::json(200, &json!({ "data": data })))
 }
