@@ -34,6 +34,9 @@ struct ProtectBody {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct UnprotectBody {
+    /// When given, a token of another scheme is the per-item error `scheme_mismatch`.
+    #[serde(default, deserialize_with = "non_null")]
+    pub(super) scheme: Option<String>,
     pub(super) values: Vec<String>,
     #[serde(default, deserialize_with = "non_null")]
     pub(super) subject: Option<String>,
@@ -46,6 +49,9 @@ pub(super) struct UnprotectBody {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RewrapBody {
+    /// As in [`UnprotectBody::scheme`].
+    #[serde(default, deserialize_with = "non_null")]
+    pub(super) scheme: Option<String>,
     pub(super) values: Vec<String>,
     #[serde(default, deserialize_with = "non_null")]
     pub(super) subject: Option<String>,
@@ -95,7 +101,14 @@ pub(super) fn protect(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result
 pub(super) fn unprotect(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<ApiResponse, ApiError> {
     let b: UnprotectBody = parse(body)?;
     let tokens: Vec<&str> = b.values.iter().map(String::as_str).collect();
-    let results = ops::unprotect(ctx, who, &tokens, b.subject.as_deref(), b.context.as_deref())?;
+    let results = ops::unprotect_in(
+        ctx,
+        who,
+        b.scheme.as_deref(),
+        &tokens,
+        b.subject.as_deref(),
+        b.context.as_deref(),
+    )?;
     let results: Vec<Value> = results
         .into_iter()
         .map(|r| {
@@ -113,7 +126,8 @@ pub(super) fn unprotect(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Resu
 pub(super) fn rewrap(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<ApiResponse, ApiError> {
     let b: RewrapBody = parse(body)?;
     let tokens: Vec<&str> = b.values.iter().map(String::as_str).collect();
-    let results = ops::rewrap(ctx, who, &tokens, b.subject.as_deref(), b.context.as_deref())?;
+    let results =
+        ops::rewrap_in(ctx, who, b.scheme.as_deref(), &tokens, b.subject.as_deref(), b.context.as_deref())?;
     let results: Vec<Value> = results.into_iter().map(item).collect();
     Ok(ApiResponse::json(200, &json!({ "results": results })))
 }

@@ -4,13 +4,16 @@
 //! The route table is [`route`]; each area's handlers (parse the body, call the operation, shape
 //! the answer) live in their own file: [`schemes`], [`data`] and [`subjects`]. Statuses come from [`error`].
 
+mod bigquery;
 mod data;
 pub mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod jobs;
+mod rows;
 mod schemes;
+mod snowflake;
 mod subjects;
 
 use serde::Serialize;
@@ -30,7 +33,17 @@ pub struct ApiRequest<'a> {
     pub path: &'a str,
     pub content_type: Option<&'a str>,
     pub authorization: Option<&'a str>,
+    /// Every other header the door passed on, names in lowercase (values that are UTF-8 only);
+    /// read through [`ApiRequest::header`].
+    pub headers: &'a [(String, String)],
     pub body: &'a [u8],
+}
+
+impl ApiRequest<'_> {
+    /// The first value of a header (`name` in lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
 }
 
 /// What goes back: status, extra headers and a JSON body.
@@ -61,9 +74,11 @@ impl ApiResponse {
 }
 
 /// Where the document states a batch's `max_batch` limit.
-const BATCH_MAX_ITEMS: [&str; 2] = [
+const BATCH_MAX_ITEMS: [&str; 4] = [
     "/components/schemas/Values/maxItems",
     "/components/schemas/EraseSubjectsRequest/properties/subjects/maxItems",
+    "/components/schemas/SnowflakeRequest/properties/data/maxItems",
+    "/components/schemas/BigQueryRequest/properties/calls/maxItems",
 ];
 
 /// The document as served: [`OPENAPI`] with this deployment's `max_batch` as the `maxItems` of
@@ -114,6 +129,8 @@ enum Route<'p> {
     JobStep(&'p str),
     JobFailures(&'p str),
     JobCancel(&'p str),
+    Snowflake(rows::RowOp, Option<&'p str>),
+    BigQuery,
 }
 
 /// The route table: every path Veil answers, with the methods it allows.
@@ -140,6 +157,16 @@ fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
                 [id, "cancel"] if !id.is_empty() => (Route::JobCancel(id), "POST"),
                 _ => return None,
             }
+        }
+        "/v1/bigquery" => (Route::BigQuery, "POST"),
+        _ if path.starts_with("/v1/snowflake/") => {
+            let rest = path.strip_prefix("/v1/snowflake/")?;
+            let (op, scheme) = match rest.split_once('/') {
+                Some((op, scheme)) if !scheme.is_empty() && !scheme.contains('/') => (op, Some(scheme)),
+                Some(_) => return None,
+                None => (rest, None),
+            };
+            (Route::Snowflake(rows::RowOp::parse(op)?, scheme), "POST")
         }
         _ if path.starts_with("/v1/subjects/") => {
             let id = path.strip_prefix("/v1/subjects/")?.strip_suffix("/erase")?;
@@ -187,6 +214,8 @@ pub struct Deps<'a, 'c> {
 pub fn handle(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> ApiResponse {
     match dispatch(deps, req) {
         Ok(r) => r,
+        // BigQuery shows a failed call's `errorMessage` to the query's user.
+        Err(e) if req.path == "/v1/bigquery" => bigquery::error_response(&e),
         Err(e) => ApiResponse::error(&e),
     }
 }
@@ -242,6 +271,8 @@ fn dispatch(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> Result<ApiResponse, Api
         Route::JobStep(id) => jobs::step(ctx, &who, id, req.body),
         Route::JobFailures(id) => jobs::failures(ctx, &who, id),
         Route::JobCancel(id) => jobs::cancel(ctx, &who, id, req.body),
+        Route::Snowflake(op, scheme) => snowflake::call(ctx, &who, req, op, scheme),
+        Route::BigQuery => bigquery::call(ctx, &who, req.body),
         Route::Health | Route::OpenApi | Route::ErasureKeys => Err(ApiError::internal()),
     }
 }
@@ -253,8 +284,20 @@ fn check_content_type(ct: Option<&str>) -> Result<(), ApiError> {
             let mime = ct.split(';').next().unwrap_or("").trim();
             if mime.eq_ignore_ascii_case("application/json") {
                 Ok(())
+            } else if mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+                // What `curl -d` sends unless told otherwise.
+                Err(ApiError::new(
+                    415,
+                    "unsupported_media_type",
+                    "the body is sent as a form (application/x-www-form-urlencoded, curl -d's default); \
+                     send JSON with the header `Content-Type: application/json` (curl -H), or none",
+                ))
             } else {
-                Err(ApiError::new(415, "unsupported_media_type", "send the body as application/json"))
+                Err(ApiError::new(
+                    415,
+                    "unsupported_media_type",
+                    "send the body as JSON with the header `Content-Type: application/json`, or none",
+                ))
             }
         }
     }
@@ -326,6 +369,11 @@ fn safe_path(segments: &[&serde_path_to_error::Segment]) -> Option<String> {
 /// Every field name of the request bodies (docs/api.md): the only words a path may repeat.
 const API_FIELDS: &[&str] = &[
     "scheme",
+    "data",
+    "calls",
+    "userDefinedContext",
+    "operation",
+    "on_error",
     "values",
     "subject",
     "context",

@@ -29,6 +29,8 @@ struct World {
     /// request's vault unwraps.
     kv: crate::kv::mem::MemKv,
     unwraps: u32,
+    /// Extra request headers (lowercase names) sent with every call.
+    headers: Vec<(String, String)>,
 }
 
 fn world_with(vars: MapVars) -> World {
@@ -52,6 +54,7 @@ fn world_with(vars: MapVars) -> World {
         now: 1_795_388_400,
         kv: Default::default(),
         unwraps: 0,
+        headers: Vec::new(),
     }
 }
 
@@ -80,8 +83,14 @@ impl World {
             let kv = Box::new(self.kv.clone());
             ctx.dek_cache = Some(crate::kms::cache::DekCache::new(kv, &c.key, c.limits));
         }
-        let req =
-            ApiRequest { method, path, content_type: Some("application/json"), authorization: auth, body };
+        let req = ApiRequest {
+            method,
+            path,
+            content_type: Some("application/json"),
+            authorization: auth,
+            headers: &self.headers,
+            body,
+        };
         let r = handle(Deps { ctx: &mut ctx, auth: Ok(&self.auth), jwks: &NoJwks }, &req);
         self.unwraps = ctx.keks.stats().unwraps();
         let v: Value = serde_json::from_slice(&r.body).expect("every answer is JSON");
@@ -462,7 +471,7 @@ fn shape_errors_never_echo_the_value() {
             json!({"values": ["a"], "4111111111111111": 1}),
             400,
             format!(
-                "{prefix}the body has a field it does not know; expected one of `values`, `subject`, \
+                "{prefix}the body has a field it does not know; expected one of `scheme`, `values`, `subject`, \
                  `context`, `encoding`"
             ),
         ),
@@ -547,6 +556,9 @@ fn openapi_lists_every_route() {
         ("/v1/subjects/erase", "post"),
         ("/v1/erasures/{certificate_id}", "get"),
         ("/.well-known/veil/erasure-keys", "get"),
+        ("/v1/snowflake/{operation}", "post"),
+        ("/v1/snowflake/{operation}/{scheme}", "post"),
+        ("/v1/bigquery", "post"),
     ] {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} missing");
     }
@@ -812,6 +824,8 @@ mod document_is_exact {
         expected["components"]["schemas"]["Values"]["maxItems"] = json!(7);
         expected["components"]["schemas"]["EraseSubjectsRequest"]["properties"]["subjects"]["maxItems"] =
             json!(7);
+        expected["components"]["schemas"]["SnowflakeRequest"]["properties"]["data"]["maxItems"] = json!(7);
+        expected["components"]["schemas"]["BigQueryRequest"]["properties"]["calls"]["maxItems"] = json!(7);
         assert_eq!(v, expected, "nothing else differs");
     }
 
@@ -1065,4 +1079,133 @@ fn scheme_and_tenant_erasure() {
     assert_eq!((s, &v), (200, &t));
     // acme is untouched by other's erasure.
     assert_eq!(unprotect_codes(&mut w, "acme", None, &fresh), vec![json!("key_version_destroyed")]);
+#[test]
+fn unprotect_and_rewrap_with_a_scheme_mark_other_schemes_per_item() {
+    let mut w = world();
+    let policy = json!({"policy": {"protect": ["app"], "unprotect": ["app"], "rewrap": ["app"]}});
+    for name in ["pii", "cards"] {
+        let mut body = pii(policy.clone());
+        body["name"] = json!(name);
+        assert_eq!(w.scheme("acme", body).0, 201);
+    }
+    let app = token("acme", &["app"]);
+    let a = values(&w.call("POST", "/v1/protect", Some(&app), json!({"scheme": "pii", "values": ["a"]})).1);
+    let b = values(&w.call("POST", "/v1/protect", Some(&app), json!({"scheme": "cards", "values": ["b"]})).1);
+    let toks = json!([a[0], b[0], "junk"]);
+    for path in ["/v1/unprotect", "/v1/rewrap"] {
+        let (s, v) = w.call("POST", path, Some(&app), json!({"scheme": "pii", "values": toks}));
+        assert_eq!(s, 200, "{v}");
+        let codes: Vec<Value> =
+            v["results"].as_array().expect("results").iter().map(|r| r["error"]["code"].clone()).collect();
+        assert_eq!(codes, vec![Value::Null, json!("scheme_mismatch"), json!("invalid_token")], "{path}");
+        let (s, v) = w.call("POST", path, Some(&app), json!({"scheme": "nope", "values": toks}));
+        assert_eq!((s, v["error"]["code"].as_str()), (404, Some("scheme_not_found")), "{path}");
+        let (s, v) = w.call("POST", path, Some(&app), json!({"scheme": null, "values": toks}));
+        assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_request")), "{path}");
+    }
+}
+
+#[test]
+fn form_bodies_are_415_naming_the_header() {
+    let mut w = world();
+    w.seed = 1;
+    let mut ctx = Ctx::new(&w.config, &w.db, Csprng::from_seed([9; 32]), w.now);
+    let app = token("acme", &["app"]);
+    for (ct, want) in
+        [(Some("application/x-www-form-urlencoded"), 415), (Some("text/plain"), 415), (None, 404)]
+    {
+        let req = ApiRequest {
+            method: "POST",
+            path: "/v1/protect",
+            content_type: ct,
+            authorization: Some(&app),
+            headers: &[],
+            body: br#"{"scheme":"pii","values":["x"]}"#,
+        };
+        let r = handle(Deps { ctx: &mut ctx, auth: Ok(&w.auth), jwks: &NoJwks }, &req);
+        let v: Value = serde_json::from_slice(&r.body).expect("json");
+        assert_eq!(r.status, want, "{ct:?}: {v}");
+        if want == 415 {
+            assert!(
+                v["error"]["message"].as_str().is_some_and(|m| m.contains("Content-Type: application/json")),
+                "{v}"
+            );
+        } else {
+            assert_eq!(v["error"]["code"], "scheme_not_found", "no content type is read as JSON");
+        }
+    }
+}
+
+#[test]
+fn snowflake_keeps_row_numbers_order_and_nulls() {
+    let mut w = world();
+    let policy = json!({"policy": {"protect": ["app"], "unprotect": ["app"], "mask": ["app"]}});
+    assert_eq!(w.scheme("acme", pii(policy)).0, 201);
+    let app = token("acme", &["app"]);
+    w.headers = vec![("sf-custom-scheme".into(), "pii".into())];
+    let (s, v) = w.call(
+        "POST",
+        "/v1/snowflake/protect",
+        Some(&app),
+        json!({"data": [[2, "x"], [0, null], [1, "yz"]]}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let rows = v["data"].as_array().expect("data").clone();
+    assert_eq!(rows.iter().map(|r| r[0].clone()).collect::<Vec<_>>(), vec![json!(2), json!(0), json!(1)]);
+    assert!(rows[1][1].is_null());
+    let back = json!({"data": [[7, rows[0][1]], [8, null], [9, rows[2][1]], [10, "junk"]]});
+    let (s, v) = w.call("POST", "/v1/snowflake/unprotect", Some(&app), back.clone());
+    assert_eq!((s, v.clone()), (200, json!({"data": [[7, "x"], [8, null], [9, "yz"], [10, null]]})));
+    w.headers.push(("sf-custom-on-error".into(), "fail".into()));
+    let (s, v) = w.call("POST", "/v1/snowflake/unprotect", Some(&app), back);
+    assert_eq!((s, v["error"]["code"].as_str()), (422, Some("row_failed")), "{v}");
+    w.headers.clear();
+    let (s, v) =
+        w.call("POST", "/v1/snowflake/mask/pii", Some(&app), json!({"data": [[0, "4111111111111111"]]}));
+    assert_eq!((s, v), (200, json!({"data": [[0, "************1111"]]})));
+    let (s, v) = w.call("POST", "/v1/snowflake/protect", Some(&app), json!({"data": [[0, "x"]]}));
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_request")));
+    let (s, _) = w.call("POST", "/v1/snowflake/encrypt/pii", Some(&app), json!({"data": []}));
+    assert_eq!(s, 404);
+}
+
+#[test]
+fn bigquery_replies_in_order_and_fails_with_error_message() {
+    let mut w = world();
+    let policy = json!({"policy": {"protect": ["app"], "unprotect": ["app"]}});
+    assert_eq!(w.scheme("acme", pii(policy)).0, 201);
+    let app = token("acme", &["app"]);
+    let ctx = |op: &str| json!({"scheme": "pii", "operation": op});
+    let (s, v) = w.call(
+        "POST",
+        "/v1/bigquery",
+        Some(&app),
+        json!({"requestId": "r1", "caller": "//bigquery", "sessionUser": "u@x", "userDefinedContext": ctx("protect"),
+               "calls": [["a"], [null], ["b"]]}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let replies = v["replies"].as_array().expect("replies").clone();
+    assert!(replies[1].is_null());
+    let (s, v) = w.call(
+        "POST",
+        "/v1/bigquery",
+        Some(&app),
+        json!({"userDefinedContext": ctx("unprotect"), "calls": [[replies[2]], [replies[0]], [null], ["junk"]]}),
+    );
+    assert_eq!((s, v), (200, json!({"replies": ["b", "a", null, null]})));
+    let (s, v) = w.call(
+        "POST",
+        "/v1/bigquery",
+        Some(&app),
+        json!({"userDefinedContext": {"scheme": "pii", "operation": "unprotect", "on_error": "fail"}, "calls": [["junk"]]}),
+    );
+    assert_eq!((s, v["error"]["code"].as_str()), (422, Some("row_failed")));
+    assert!(v["errorMessage"].as_str().is_some_and(|m| m.starts_with("row_failed: ")), "{v}");
+    let (s, v) = w.call(
+        "POST",
+        "/v1/bigquery",
+        Some(&app),
+        json!({"userDefinedContext": ctx("decrypt"), "calls": []}),
+    );
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_request")));
 }

@@ -49,6 +49,12 @@ async fn respond(req: IncomingRequest) -> (ApiResponse, bool) {
     let authorization = header(&headers, "authorization");
     let content_type = header(&headers, "content-type");
     let declared_len = header(&headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
+    let other_headers: Vec<(String, String)> = headers
+        .entries()
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.to_ascii_lowercase(), String::from_utf8(v).ok()?)))
+        .filter(|(k, _)| k != "authorization")
+        .collect();
     drop(headers);
 
     let limit = config.limits.max_body_bytes;
@@ -78,6 +84,7 @@ async fn respond(req: IncomingRequest) -> (ApiResponse, bool) {
         path: &path,
         content_type: content_type.as_deref(),
         authorization: authorization.as_deref(),
+        headers: &other_headers,
         body: &body,
     };
     let auth_config = std::mem::take(&mut config.auth);

@@ -120,7 +120,22 @@ pub fn unprotect(
     subject: Option<&str>,
     context: Option<&str>,
 ) -> Result<Vec<Result<Plaintext, ItemError>>, OpError> {
-    let opened = open_batch(ctx, who, tokens, subject, context, Operation::Unprotect)?;
+    unprotect_in(ctx, who, None, tokens, subject, context)
+}
+
+/// [`unprotect`] with the scheme the caller expects (`"scheme"` in the body): when given, the
+/// scheme must exist in the tenant (404 `scheme_not_found`), and a token of another scheme is the
+/// per-item error `scheme_mismatch`, opened by nobody and never checked against that scheme's policy.
+pub fn unprotect_in(
+    ctx: &mut Ctx<'_>,
+    who: &Principal,
+    scheme: Option<&str>,
+    tokens: &[&str],
+    subject: Option<&str>,
+    context: Option<&str>,
+) -> Result<Vec<Result<Plaintext, ItemError>>, OpError> {
+    let only = scheme.map(parse_scheme_name).transpose()?;
+    let opened = open_batch(ctx, who, only.as_ref(), tokens, subject, context, Operation::Unprotect)?;
     Ok(opened.items.into_iter().map(|r| r.map(|(_, pt)| pt)).collect())
 }
 
@@ -136,7 +151,20 @@ pub fn rewrap(
     subject: Option<&str>,
     context: Option<&str>,
 ) -> Result<Vec<Result<String, ItemError>>, OpError> {
-    let mut opened = open_batch(ctx, who, tokens, subject, context, Operation::Rewrap)?;
+    rewrap_in(ctx, who, None, tokens, subject, context)
+}
+
+/// [`rewrap`] with the scheme the caller expects, as in [`unprotect_in`].
+pub fn rewrap_in(
+    ctx: &mut Ctx<'_>,
+    who: &Principal,
+    scheme: Option<&str>,
+    tokens: &[&str],
+    subject: Option<&str>,
+    context: Option<&str>,
+) -> Result<Vec<Result<String, ItemError>>, OpError> {
+    let only = scheme.map(parse_scheme_name).transpose()?;
+    let mut opened = open_batch(ctx, who, only.as_ref(), tokens, subject, context, Operation::Rewrap)?;
     let items = std::mem::take(&mut opened.items);
     let mut out = Vec::with_capacity(items.len());
     for (item, token) in items.into_iter().zip(tokens) {
@@ -188,9 +216,11 @@ struct Opened {
 }
 
 /// Opens each token, after checking that the caller may do `op` with every scheme the batch names.
+/// With `only`, a token of any other scheme is `scheme_mismatch` and its scheme is not read.
 fn open_batch(
     ctx: &mut Ctx<'_>,
     who: &Principal,
+    only: Option<&SchemeName>,
     tokens: &[&str],
     subject: Option<&str>,
     context: Option<&str>,
@@ -205,7 +235,11 @@ fn open_batch(
             if t.len() > max_len {
                 Err(ItemError::VALUE_TOO_LARGE)
             } else {
-                token::parse(t).map_err(|_| ItemError::INVALID_TOKEN)
+                match token::parse(t) {
+                    Ok(p) if only.is_some_and(|s| *s != p.scheme) => Err(ItemError::SCHEME_MISMATCH),
+                    Ok(p) => Ok(p),
+                    Err(_) => Err(ItemError::INVALID_TOKEN),
+                }
             }
         })
         .collect();
@@ -229,6 +263,25 @@ fn open_batch(
             }
         }
         schemes.insert(p.scheme.clone(), found);
+    }
+    // The expected scheme must exist, whether or not a token of it came.
+    if let Some(name) = only {
+        let known = match schemes.get(name) {
+            Some(found) => found.is_some(),
+            None => {
+                let found = ctx.store.get_scheme(&who.tenant, name)?;
+                if let Some(s) = &found {
+                    if !policy::allows(who, &s.policy, op) {
+                        let verb = if op == Operation::Rewrap { "rewrapping" } else { "unprotecting" };
+                        return Err(OpError::forbidden(format!("{verb} with scheme \"{}\"", s.name)));
+                    }
+                }
+                found.is_some()
+            }
+        };
+        if !known {
+            return Err(OpError::SchemeNotFound(name.clone()));
+        }
     }
     // The subject's secret, read once (never created) when the first token needs it.
     let mut subject_state: Option<Subject> = None;

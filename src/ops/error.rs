@@ -250,6 +250,10 @@ impl ItemError {
         code: "key_version_destroyed",
         message: "the token's key version is destroyed; its data cannot be recovered",
     };
+    pub const SCHEME_MISMATCH: ItemError = ItemError {
+        code: "scheme_mismatch",
+        message: "the token belongs to another scheme than the request's \"scheme\"",
+    };
     pub const NOT_UTF8: ItemError = ItemError {
         code: "not_utf8",
         message: "the plaintext is not UTF-8 text; ask for encoding \"base64\"",

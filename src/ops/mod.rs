@@ -13,7 +13,7 @@ mod rekey;
 pub mod schemes;
 mod subjects;
 
-pub use data::{mask, protect, rewrap, unprotect, Plaintext};
+pub use data::{mask, protect, rewrap, rewrap_in, unprotect, unprotect_in, Plaintext};
 pub use erase::{erase_scheme, erase_tenant};
 pub use error::{ItemError, OpError};
 pub use jobs::{

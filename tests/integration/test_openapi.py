@@ -61,7 +61,14 @@ def test_schemathesis_finds_nothing(start_server, tmp_path):
         '[checks.negative_data_rejection]\nexpected-statuses = ["400", "401", "403", "404", "405", "406", '
         '"409", "413", "415", "422", "428", "429", "5xx"]\n\n'
         '[[operations]]\ninclude-operation-id = "createScheme"\n'
-        'checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "500"]\n')
+        'checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "500"]\n'
+        # The warehouse routes' fail-the-batch mode (`on_error`/`on-error` = `fail`) answers a
+        # schema-valid batch with 422 `row_failed` when a row fails, which depends on the rows'
+        # content (is it a token of this scheme?), not on anything a schema can state.
+        + "".join(f'\n[[operations]]\ninclude-operation-id = "{op}"\n'
+                  'checks.positive_data_acceptance.expected-statuses = '
+                  '["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]\n'
+                  for op in ("snowflakeCall", "snowflakeCallInPath", "bigqueryCall")))
     cmd = [schemathesis_bin(), "run", s.url + "/v1/openapi.json",
            "--checks", "all", "--phases", "examples,coverage,fuzzing,stateful",
            "--seed", str(SEED), "--max-examples", str(MAX_EXAMPLES), "--workers", "1",
