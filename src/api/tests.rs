@@ -1079,6 +1079,8 @@ fn scheme_and_tenant_erasure() {
     assert_eq!((s, &v), (200, &t));
     // acme is untouched by other's erasure.
     assert_eq!(unprotect_codes(&mut w, "acme", None, &fresh), vec![json!("key_version_destroyed")]);
+}
+
 #[test]
 fn unprotect_and_rewrap_with_a_scheme_mark_other_schemes_per_item() {
     let mut w = world();
