@@ -2,7 +2,9 @@
 (moto_server: a second key) and Azure Key Vault (the emulator fixture: a new key version); no token
 changes, the versions view shows which KEK wraps each version, the stored wraps are checked with
 the vaults' own decrypt, and a host killed half-way through a rekey leaves every version readable
-and a second run finishes it."""
+and a second run finishes it. Then `veil rekey` (the CLI): every scheme of a tenant with the local
+KEK, to a second AWS key with a failing scheme reported and a re-run finishing, its refusals, and
+a `veil rekey` killed mid-run that a second run finishes."""
 from __future__ import annotations
 
 import json
@@ -321,3 +323,39 @@ def test_veil_rekey_to_a_second_aws_key_reports_a_failing_scheme_and_a_rerun_fin
     kv.state.find(key, kid.rsplit("/", 1)[1]).enabled = False  # only the target key is needed now
     motofx.disable_key(moto_kms, first.rsplit("/", 1)[1])
     assert t.unprotect(good_tokens + bad_tokens) == plain
+
+
+def test_veil_rekey_killed_mid_run_and_run_again_finishes(kms_server, kv):
+    t = kms_server.tenant()
+    key = new_name("k")
+    kid1 = kv.create_key(key)
+    kek = {"provider": "azure-keyvault", "key_url": kv.key_url(key)}
+    name, tokens = with_versions(t, kek, 6)
+    plain = t.unprotect(tokens)
+    kid2 = kv.create_key(key)
+    e = {**kms_server.env, "VEIL_TOKEN": hs256(t.id, ["admin"])}
+    cmd = [str(kms_server.bin), "rekey", "--manifest", str(kms_server.manifest), "--state-dir",
+           str(kms_server.state_dir), "--tenant", t.id]
+    kv.fault(delay_ms=250, count=1000, scope="vault")  # each vault call now takes 250 ms
+    proc = subprocess.Popen(cmd, env=e, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            cwd=kms_server.workdir)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if kid2 in [row[1] for row in data_keys(kms_server, t.id, name).values()]:
+                break
+            time.sleep(0.05)
+    finally:
+        proc.kill()  # mid-rekey: some versions rewrapped, the others not yet
+        proc.wait(timeout=10)
+        kv.clear_faults()
+    kids = [row[1] for row in data_keys(kms_server, t.id, name).values()]
+    assert kids[0] == kid2 and kids[-1] == kid1, kids  # really half-way
+    assert t.unprotect(tokens) == plain  # every version readable, whichever key version wraps it
+    r = veil_rekey(kms_server, t.id)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert lines(r)[1:] == [f"rekey: {name}: ok, versions rewrapped: 1, 2, 3, 4, 5, 6; kek {kek_json(kek)}",
+                            "rekey: 1 of 1 schemes rekeyed, 0 failed"], r.stdout
+    assert [row[1] for row in data_keys(kms_server, t.id, name).values()] == [kid2] * 6
+    kv.state.find(key, kid1.rsplit("/", 1)[1]).enabled = False  # the old key version is not needed
+    assert t.unprotect(tokens) == plain

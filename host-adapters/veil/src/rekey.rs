@@ -186,7 +186,7 @@ pub async fn drive(
 /// The `Authorization` header for a credential (`Bearer ` added unless it is there).
 pub fn authorization(credential: &str) -> Result<HeaderValue> {
     let credential = credential.trim();
-    let value = if credential.len() > 7 && credential[..7].eq_ignore_ascii_case("bearer ") {
+    let value = if credential.get(..7).is_some_and(|p| p.eq_ignore_ascii_case("bearer ")) {
         credential.to_string()
     } else {
         format!("Bearer {credential}")
@@ -325,6 +325,8 @@ mod tests {
         assert_eq!(authorization("abc").unwrap(), "Bearer abc");
         assert_eq!(authorization(" Bearer abc\n").unwrap(), "Bearer abc");
         assert!(authorization("bad\nvalue").is_err());
+        // no slicing inside a character (the component refuses such a credential itself)
+        assert_eq!(authorization("ünïcødé").unwrap().as_bytes(), "Bearer ünïcødé".as_bytes());
     }
 
     #[test]
