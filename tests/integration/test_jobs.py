@@ -228,6 +228,44 @@ def test_a_host_killed_during_a_step_loses_nothing(server, customer_db):
     assert unprotect_many(t, [r[1] for r in rows]) == values
 
 
+def test_ctrl_c_stops_between_steps_and_a_second_run_finishes(server, customer_db):
+    t = server.tenant()
+    scheme = t.create_scheme()["name"]
+    n = 10_000
+    values = [f"i{i}" for i in range(n)]
+    table = new_name("sigint").replace("-", "_")
+    make_table(customer_db, table, values, protect_many(t, scheme, values))
+    ok(t.admin.post(f"/v1/schemes/{scheme}/rotate"))
+    job = ok(t.admin.post("/v1/jobs", job_body(scheme, table, batch_size=1000)), 201)
+    # Both loops' first steps wait at their last statement (the progress row is locked here); SIGINT
+    # then; once the lock is released, those steps commit and no loop starts another.
+    lock = pg.connect(customer_db)
+    lock.autocommit = False
+    lock.execute("SELECT done FROM veil_job_progress WHERE job = %s FOR UPDATE", (job["id"],))
+    p = job_run(server, t.id, job["id"], 2)
+    waiting = 0
+    deadline = time.monotonic() + 120
+    with pg.connect(customer_db) as c:
+        while time.monotonic() < deadline and waiting < 2 and p.poll() is None:
+            waiting = c.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                "AND query LIKE 'UPDATE veil_job_progress%%'").fetchone()[0]
+            time.sleep(0.01)
+    assert waiting == 2, (waiting, p.poll())
+    p.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    lock.rollback()
+    lock.close()
+    code, out, errs = finish(p, timeout=60)
+    assert code == 1 and "interrupted" in errs, errs[-2000:]
+    assert '"state":"running"' in out.replace(" ", ""), out
+    got = ok(t.admin.get(f"/v1/jobs/{job['id']}"))
+    assert (got["state"], got["done"], got["remaining"]) == ("running", 2000, n - 2000), got
+    code, out, errs = finish(job_run(server, t.id, job["id"], 2))
+    assert code == 0, errs[-2000:]
+    rows = rows_of(customer_db, table)
+    assert [r for r in rows if r[3] != 1] == [] and {version_of(r[1]) for r in rows} == {2}
+
+
 def test_cancel_stops_the_job(server, customer_db):
     t = server.tenant()
     scheme = t.create_scheme()["name"]

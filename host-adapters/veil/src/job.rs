@@ -48,10 +48,10 @@ struct Shared {
 impl Shared {
     fn end(&self, e: End) {
         let mut g = self.end.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if g.is_none() || e != End::Interrupted {
-            if !matches!(*g, Some(End::Failed(_))) {
-                *g = Some(e);
-            }
+        // A failure is never overwritten; an interrupt does not hide how a loop already ended.
+        let keep = matches!(*g, Some(End::Failed(_))) || (g.is_some() && e == End::Interrupted);
+        if !keep {
+            *g = Some(e);
         }
         self.stop.store(true, Ordering::SeqCst);
     }
