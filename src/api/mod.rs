@@ -4,6 +4,7 @@
 //! The route table is [`route`]; each area's handlers (parse the body, call the operation, shape
 //! the answer) live in their own file: [`schemes`], [`data`] and [`subjects`]. Statuses come from [`error`].
 
+mod audit;
 mod data;
 pub mod error;
 #[cfg(feature = "fuzzing")]
@@ -16,7 +17,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::auth::{Authenticator, JwksFetcher};
-use crate::ops::{Ctx, ItemError, OpError};
+use crate::ops::{self, Ctx, ItemError, OpError};
 use error::ApiError;
 
 /// The OpenAPI 3.1 description served at `/v1/openapi.json`.
@@ -27,6 +28,8 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 pub struct ApiRequest<'a> {
     pub method: &'a str,
     pub path: &'a str,
+    /// The query string after `?` (empty when none).
+    pub query: &'a str,
     pub content_type: Option<&'a str>,
     pub authorization: Option<&'a str>,
     pub body: &'a [u8],
@@ -106,6 +109,8 @@ enum Route<'p> {
     EraseSubjects,
     Erasure(&'p str),
     ErasureKeys,
+    Audit,
+    AuditVerify,
 }
 
 /// The route table: every path Veil answers, with the methods it allows.
@@ -120,6 +125,8 @@ fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
         "/v1/mask" => (Route::Mask, "POST"),
         "/v1/subjects/erase" => (Route::EraseSubjects, "POST"),
         "/.well-known/veil/erasure-keys" => (Route::ErasureKeys, "GET"),
+        "/v1/audit" => (Route::Audit, "GET"),
+        "/v1/audit/verify" => (Route::AuditVerify, "GET"),
         _ if path.starts_with("/v1/subjects/") => {
             let id = path.strip_prefix("/v1/subjects/")?.strip_suffix("/erase")?;
             if id.is_empty() || id.contains('/') {
@@ -197,7 +204,14 @@ fn dispatch(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> Result<ApiResponse, Api
     }
     let who = deps.auth?.authenticate(req.authorization, deps.jwks)?;
     let ctx = deps.ctx;
-    match route {
+    // Every authenticated request is audited (docs/audit.md): without the tenant's audit key no
+    // operation runs, and an entry that cannot be written withholds the operation's answer.
+    let key = ops::audit::audit_key(ctx, &who)?;
+    let (operation, kind) = audit_operation(&route, req.method);
+    if let Some(name) = route_scheme(&route) {
+        ctx.audit.scheme_name(name);
+    }
+    let result = match route {
         Route::Schemes if req.method == "POST" => schemes::create(ctx, &who, req.body),
         Route::Schemes => schemes::list(ctx, &who),
         Route::Scheme(name) if req.method == "PATCH" => schemes::update(ctx, &who, name, req.body),
@@ -213,7 +227,54 @@ fn dispatch(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> Result<ApiResponse, Api
         Route::EraseSubject(id) => subjects::erase(ctx, &who, id),
         Route::EraseSubjects => subjects::erase_bulk(ctx, &who, req.body),
         Route::Erasure(id) => subjects::get_erasure(ctx, &who, id),
+        Route::Audit => audit::list(ctx, &who, &key, req.query),
+        Route::AuditVerify => audit::verify(ctx, &who, &key, req.query),
         Route::Health | Route::OpenApi | Route::ErasureKeys => Err(ApiError::internal()),
+    };
+    let (status, code) = match &result {
+        Ok(r) => (r.status, None),
+        Err(e) => (e.status, Some(e.code)),
+    };
+    ops::audit::record(ctx, &who, &key, operation, kind, status, code)?;
+    result
+}
+
+/// The operation name an audit entry records for a route (docs/audit.md), and whether it is a
+/// data operation (audited as its scheme's `audit` setting says) or administrative (always).
+/// A new route adds its line here.
+fn audit_operation(route: &Route<'_>, method: &str) -> (&'static str, ops::audit::Kind) {
+    use ops::audit::Kind::{Admin, Data};
+    match route {
+        Route::Schemes if method == "POST" => ("scheme.create", Admin),
+        Route::Schemes => ("scheme.list", Admin),
+        Route::Scheme(_) if method == "PATCH" => ("scheme.update", Admin),
+        Route::Scheme(_) => ("scheme.get", Admin),
+        Route::Rotate(_) => ("scheme.rotate", Admin),
+        Route::Versions(_) => ("scheme.versions", Admin),
+        Route::Rekey(_) => ("scheme.rekey", Admin),
+        Route::Destroy(..) => ("key_version.destroy", Admin),
+        Route::Protect => ("protect", Data),
+        Route::Unprotect => ("unprotect", Data),
+        Route::Rewrap => ("rewrap", Data),
+        Route::Mask => ("mask", Data),
+        Route::EraseSubject(_) => ("subject.erase", Admin),
+        Route::EraseSubjects => ("subjects.erase", Admin),
+        Route::Erasure(_) => ("erasure.get", Admin),
+        Route::Audit => ("audit.list", Admin),
+        Route::AuditVerify => ("audit.verify", Admin),
+        Route::Health => ("health", Admin),
+        Route::OpenApi => ("openapi", Admin),
+        Route::ErasureKeys => ("erasure_keys", Admin),
+    }
+}
+
+/// The scheme a route names in its path, if any.
+fn route_scheme<'p>(route: &Route<'p>) -> Option<&'p str> {
+    match route {
+        Route::Scheme(n) | Route::Rotate(n) | Route::Versions(n) | Route::Rekey(n) | Route::Destroy(n, _) => {
+            Some(n)
+        }
+        _ => None,
     }
 }
 
@@ -319,6 +380,7 @@ const API_FIELDS: &[&str] = &[
     "length",
     "rewrap",
     "rotation_period",
+    "audit",
     "min_decryption_version",
     "version",
 ];

@@ -34,6 +34,11 @@ struct World {
 fn world_with(vars: MapVars) -> World {
     let kek = base64::engine::general_purpose::STANDARD.encode([5u8; 32]);
     let vars = vars.with("dev_mode", "true").with("local_kek", &kek).with("jwt_hs256_secret", SECRET);
+    let vars = if vars.0.contains_key("no_audit_key") {
+        vars
+    } else {
+        vars.with("audit_master_key", &base64::engine::general_purpose::STANDARD.encode([8u8; 32]))
+    };
     let vars = if vars.0.contains_key("no_subject_keys") {
         vars
     } else {
@@ -80,8 +85,17 @@ impl World {
             let kv = Box::new(self.kv.clone());
             ctx.dek_cache = Some(crate::kms::cache::DekCache::new(kv, &c.key, c.limits));
         }
-        let req =
-            ApiRequest { method, path, content_type: Some("application/json"), authorization: auth, body };
+        let req = {
+            let (path, query) = path.split_once('?').unwrap_or((path, ""));
+            ApiRequest {
+                method,
+                path,
+                query,
+                content_type: Some("application/json"),
+                authorization: auth,
+                body,
+            }
+        };
         let r = handle(Deps { ctx: &mut ctx, auth: Ok(&self.auth), jwks: &NoJwks }, &req);
         self.unwraps = ctx.keks.stats().unwraps();
         let v: Value = serde_json::from_slice(&r.body).expect("every answer is JSON");

@@ -49,6 +49,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/sqlite/0005_key_seals.sql"),
         postgres: include_str!("migrations/postgres/0005_key_seals.sql"),
     },
+    Migration {
+        version: 9,
+        name: "audit",
+        sqlite: include_str!("migrations/sqlite/0009_audit.sql"),
+        postgres: include_str!("migrations/postgres/0009_audit.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

@@ -77,6 +77,7 @@ fn scheme(name: &str) -> Scheme {
         min_decryption_version: KeyVersion::FIRST,
         rotation_period: None,
         created_at: 1_700_000_000,
+        audit: crate::scheme::AuditMode::All,
     }
 }
 
