@@ -223,12 +223,34 @@ pub struct Verifier<'k> {
     running: [u8; 32],
     /// Hashes to compare against as the walk passes them: `(sequence, hash)`.
     checkpoints: Vec<(u64, [u8; 32])>,
+    /// A head whose sequence is not known: some entry must hash to it.
+    anywhere: Option<([u8; 32], bool)>,
+    /// The chain must have at least this many entries.
+    at_least: u64,
     broken: Option<(u64, Broken)>,
 }
 
 impl<'k> Verifier<'k> {
     pub fn new(key: &'k TenantKey) -> Self {
-        Verifier { key, expected: 1, running: GENESIS, checkpoints: Vec::new(), broken: None }
+        Verifier {
+            key,
+            expected: 1,
+            running: GENESIS,
+            checkpoints: Vec::new(),
+            anywhere: None,
+            at_least: 0,
+            broken: None,
+        }
+    }
+
+    /// Also require that some entry hashes to `hash` (a head returned earlier, its count not given).
+    pub fn reaches(&mut self, hash: [u8; 32]) {
+        self.anywhere = Some((hash, false));
+    }
+
+    /// Also require at least `n` entries (a count returned earlier, its head not given).
+    pub fn at_least(&mut self, n: u64) {
+        self.at_least = self.at_least.max(n);
     }
 
     /// Also require that entry `sequence` hashes to `hash` (a head returned earlier).
@@ -262,6 +284,9 @@ impl<'k> Verifier<'k> {
             return false;
         }
         self.running = hash(&row.sealed);
+        if let Some((h, found)) = &mut self.anywhere {
+            *found |= *h == self.running;
+        }
         if let Some((_, h)) = self.checkpoints.iter().find(|(s, _)| *s == row.sequence) {
             if h != &self.running {
                 self.broken = Some((row.sequence, Broken::Edited));
@@ -279,8 +304,9 @@ impl<'k> Verifier<'k> {
         if let Some((sequence, what)) = self.broken {
             return Verdict::Broken { sequence, what, verified: sequence.saturating_sub(1) };
         }
-        let claimed = self.checkpoints.iter().map(|(s, _)| *s).chain([head_sequence]).max().unwrap_or(0);
-        if claimed > entries {
+        let claimed =
+            self.checkpoints.iter().map(|(s, _)| *s).chain([head_sequence, self.at_least]).max().unwrap_or(0);
+        if claimed > entries || matches!(self.anywhere, Some((_, false))) {
             return Verdict::Broken { sequence: entries + 1, what: Broken::Truncated, verified: entries };
         }
         Verdict::Ok { entries, head: self.running }

@@ -206,18 +206,23 @@ fn entry_view(e: &Entry) -> Value {
     v
 }
 
-/// Verifies the tenant's whole chain (`head`: an earlier `(entries, head)` answer that must still
-/// be a prefix of it).
+/// Verifies the tenant's whole chain. `entries` and `head` (from an earlier answer): entry
+/// `entries` must still hash to `head`; either alone: the chain must still have that many
+/// entries, or still pass through that head.
 pub fn verify_audit(
     ctx: &Ctx<'_>,
     who: &Principal,
     key: &TenantKey,
-    head: Option<(u64, [u8; 32])>,
+    entries: Option<u64>,
+    head: Option<[u8; 32]>,
 ) -> Result<Value, OpError> {
     check_reader(who)?;
     let mut v = Verifier::new(key);
-    if let Some((n, h)) = head {
-        v.checkpoint(n, h);
+    match (entries, head) {
+        (Some(n), Some(h)) => v.checkpoint(n, h),
+        (Some(n), None) => v.at_least(n),
+        (None, Some(h)) => v.reaches(h),
+        (None, None) => {}
     }
     let head_sequence = ctx.store.audit_head(&who.tenant)?;
     let mut after = 0;

@@ -124,8 +124,14 @@ def test_filters_and_paging(server):
     for bad in ("limit=0", "limit=1001", "since=yesterday", "cursor=-1", "operation=Protect!", "nope=1",
                 "limit=1&limit=2"):
         err(t.admin.get(f"/v1/audit?{bad}"), 400, "invalid_query")
-    for bad in ("head=abc&entries=1", "entries=1", "head=" + "0" * 64):
+    for bad in ("head=abc&entries=1", "entries=0", "entries=x", "head=1&head=2"):
         err(t.admin.get(f"/v1/audit/verify?{bad}"), 400, "invalid_query")
+    v = verify(t)
+    assert verify(t, f"?head={v['head']}")["ok"] is True
+    assert verify(t, f"?entries={v['entries']}")["ok"] is True
+    n = v["entries"] + 3  # the three verifies above
+    assert verify(t, f"?entries={n + 5}") == {"ok": False, "entries": n, "broken": {"sequence": n + 1, "what": "truncated"}}
+    assert verify(t, "?head=" + "0" * 64)["broken"] == {"sequence": n + 2, "what": "truncated"}
     other = server.tenant()
     assert entries(other) == []  # tenant B sees none of A's entries
 
