@@ -520,10 +520,16 @@ class Bench:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BAO_", "VAULT_"))}
         env.update({"HOME": str(home), "BAO_API_ADDR": f"http://127.0.0.1:{port}"})
         log_path = self.tmp / f"{name}.log"
+        extra = []
+        if audit:  # OpenBao enables audit devices only from its configuration (declarative), not the API
+            conf = home / "audit.hcl"
+            conf.write_text('audit "file" "file" {\n  options {\n    file_path = "%s"\n  }\n}\n'
+                            % (home / "audit.log"))
+            extra = [f"-config={conf}"]
         with open(log_path, "w") as logf:
             proc = spawn([bao, "server", "-dev", "-dev-root-token-id=root", f"-dev-listen-address=127.0.0.1:{port}",
-                          "-dev-no-store-token"], stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                         env=env, cwd=home)
+                          "-dev-no-store-token", *extra], stdout=logf, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, env=env, cwd=home)
         self.bao_procs.append(proc)
         base = f"http://127.0.0.1:{port}/v1"
         s = requests.Session()
@@ -538,8 +544,8 @@ class Bench:
                 raise BenchError(f"OpenBao POST {path}: {r.status_code} {r.text[:300]}")
             return r.json()["data"] if want == 200 else None
 
-        if audit:  # `bao audit enable file file_path=...`, through the API
-            post("sys/audit/file", {"type": "file", "options": {"file_path": str(home / "audit.log")}}, 204)
+        if audit and "file/" not in s.get(f"{base}/sys/audit", timeout=10).json().get("data", {}):
+            raise BenchError(f"OpenBao ({name}): the file audit device is not enabled")
         post("sys/mounts/transit", {"type": "transit"}, 204)
         post("transit/keys/bench", {"type": "aes256-gcm96"})
         return base, post
@@ -576,6 +582,8 @@ class Bench:
         abase, apost = self.spawn_openbao("bao-audit", audit=True)
         if apost("transit/encrypt/bench", {"plaintext": one}).get("ciphertext", "")[:9] != "vault:v1:":
             raise BenchError("OpenBao (file audit): encrypt did not answer a ciphertext")
+        if not (self.tmp / "bao-audit-home" / "audit.log").stat().st_size:
+            raise BenchError("OpenBao (file audit): nothing was written to the audit file")
         cells += [Cell("OpenBao", "inmem", BAO_AUDIT, "encrypt", n, 32, f"{abase}/transit/encrypt/bench",
                        wrk_env(self.tmp / f"bao-audit-encrypt-{n}.json", bodies[("encrypt", n)], "X-Vault-Token",
                                "root"), self.duration, f"bao-audit-encrypt-{n}")

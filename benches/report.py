@@ -283,8 +283,9 @@ class Report:
             "Veil's rows above audit every request (`audit: all`, the default: one sealed, chained entry per "
             "request, written before the answer; docs/audit.md); the baseline is the same protect on a scheme "
             f"with `\"audit\": \"none\"` (rows `HS256, {NOAUDIT}`). OpenBao's baseline is the dev server above; "
-            "its audited figure comes from a second dev server with `bao audit enable file file_path=…` "
-            "(through `POST /v1/sys/audit/file`), same wrk settings, interleaved.", "",
+            "its audited figure comes from a second dev server with a file audit device (the equivalent of "
+            "`bao audit enable file file_path=…`, declared in its configuration: OpenBao refuses to enable audit "
+            "devices through the API), same wrk settings, interleaved.", "",
             md_table(["operation", "unit", "Veil audit all", "Veil audit none", "Veil all ÷ none",
                       "OpenBao file audit", "OpenBao no audit", "OpenBao audit ÷ none",
                       "(Veil ÷ OpenBao, audit on) ÷ (audit off)"], rows), ""])

@@ -235,8 +235,12 @@ fn dispatch(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> Result<ApiResponse, Api
         Ok(r) => (r.status, None),
         Err(e) => (e.status, Some(e.code)),
     };
-    ops::audit::record(ctx, &who, &key, operation, kind, status, code)?;
-    result
+    // A failed entry withholds a successful answer; a failed operation keeps its own error (the
+    // store that refused the operation usually refuses the entry too).
+    match ops::audit::record(ctx, &who, &key, operation, kind, status, code) {
+        Err(e) if result.is_ok() => Err(e.into()),
+        _ => result,
+    }
 }
 
 /// The operation name an audit entry records for a route (docs/audit.md), and whether it is a

@@ -46,8 +46,10 @@ fn run<T>(
             Ok(_) => (200, None),
             Err(e) => (crate::api::error::ApiError::from(e.clone()).status, Some(e.code())),
         };
-        ops::audit::record(ctx, &who, &key, operation, ops::audit::Kind::Data, status, code)?;
-        result
+        match ops::audit::record(ctx, &who, &key, operation, ops::audit::Kind::Data, status, code) {
+            Err(e) if result.is_ok() => Err(e),
+            _ => result,
+        }
     })?;
     Ok(result?)
 }

@@ -38,7 +38,7 @@ impl Store<'_> {
                     )?;
                     let rows = self.conn.query(
                         &format!("SELECT sequence, hash FROM audit_heads WHERE tenant = $1{lock}"),
-                        &[t.clone()],
+                        std::slice::from_ref(&t),
                     )?;
                     let row = rows.first().ok_or_else(|| SqlError::Other("audit head missing".into()))?;
                     let r = Row(row);

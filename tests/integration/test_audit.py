@@ -241,3 +241,31 @@ def test_missing_master_key_runs_nothing(start_server):
     assert ok(s.api().get("/healthz")) == {"status": "ok"}
     tables = store.tables(s.state_dir)
     assert not [r for r in tables.get("schemes", []) if t.id in r], "no operation ran unaudited"
+
+
+def test_a_failed_audit_write_withholds_the_answer(server):
+    """Blocking audit: when the entry cannot be written (a trigger refuses this tenant's inserts
+    into audit_log), a protect answers 503 audit_unavailable and no token; a failed operation keeps
+    its own error."""
+    t = server.tenant()
+    scheme = t.create_scheme()["name"]
+    name = f"refuse_{t.id.replace('-', '_')}"
+    if store.STORE == "postgres":
+        sql(server, f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN RAISE EXCEPTION 'audit refused by the test'; END $$")
+        sql(server, f"CREATE TRIGGER {name} BEFORE INSERT ON audit_log FOR EACH ROW "
+                    f"WHEN (NEW.tenant = '{t.id}') EXECUTE FUNCTION {name}()")
+    else:
+        sql(server, f"CREATE TRIGGER {name} BEFORE INSERT ON audit_log WHEN NEW.tenant = '{t.id}' "
+                    "BEGIN SELECT RAISE(ABORT, 'audit refused by the test'); END")
+    try:
+        r = t.app.post("/v1/protect", {"scheme": scheme, "values": ["must not come back"]})
+        body = err(r, 503, "audit_unavailable")
+        assert "results" not in body and "must not come back" not in r.text
+        err(t.app.post("/v1/protect", {"scheme": "nope", "values": ["x"]}), 404, "scheme_not_found")
+    finally:
+        sql(server, f"DROP TRIGGER {name}" + (" ON audit_log" if store.STORE == "postgres" else ""))
+        if store.STORE == "postgres":
+            sql(server, f"DROP FUNCTION {name}()")
+    assert [e["operation"] for e in entries(t)] == ["scheme.create"]
+    assert verify(t)["ok"] is True
