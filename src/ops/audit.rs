@@ -13,7 +13,7 @@ use crate::clock::rfc3339;
 use crate::ids::KeyVersion;
 use crate::policy;
 use crate::scheme::{AuditMode, Scheme};
-use crate::store::MAX_AUDIT_PAGE;
+use crate::store::{StoreError, MAX_AUDIT_PAGE};
 
 /// What an operation tells its audit entry while it runs: the schemes it read (with their
 /// `audit` setting), the key versions it used or made, its item counts.
@@ -79,7 +79,8 @@ pub fn audit_key(ctx: &Ctx<'_>, who: &Principal) -> Result<TenantKey, OpError> {
 
 /// Appends the entry of one finished request (`status`, and `code` if it failed) to the tenant's
 /// chain, unless the schemes' `audit` setting excludes it. An append that fails fails the
-/// request ([`OpError::AuditUnavailable`]): its answer is not given.
+/// request (`store_unavailable` when the database did not answer, [`OpError::AuditUnavailable`]
+/// otherwise): its answer is not given.
 pub fn record(
     ctx: &mut Ctx<'_>,
     who: &Principal,
@@ -128,7 +129,12 @@ pub fn record(
                 "veil: tenant {}: the audit entry of {operation} could not be written: {e}",
                 who.tenant
             );
-            Err(OpError::AuditUnavailable)
+            // The database that did not answer is named as such (`store_unavailable`, as for any
+            // other request it could not serve); any other failure of the append is the audit's.
+            Err(match e {
+                StoreError::Unavailable(_) | StoreError::SchemaTooNew { .. } => OpError::Store(e),
+                _ => OpError::AuditUnavailable,
+            })
         }
     }
 }
