@@ -517,6 +517,11 @@ class Report:
             "storage, transit key `aes256-gcm96`, root token in `X-Vault-Token`; encrypt/decrypt bodies use the "
             "same values as Veil's (base64, as transit requires). Same wrk settings and concurrency, interleaved "
             "with the Veil runs.",
+            "- **Audit cost** (section 4b): each audited request appends its entry in its own write transaction "
+            "(head row read locked, entry inserted, head moved) before it answers, so on SQLite every audited "
+            "request also takes the database's write lock once; single-value requests feel that most. Grouping "
+            "concurrent requests' entries into one commit in the host is the next step if the ratio stays below "
+            "target (docs/audit.md, \"Blocking, durability\").",
             "- **Ratios** are medians ÷ medians from this run; batch rows compare values/s.",
             "- **Noise**: the load generator (wrk, 2 threads) runs on the same cores as the server; on a shared "
             "machine every figure moves with the load average above.",
