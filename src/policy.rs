@@ -38,6 +38,14 @@ pub fn may_erase_scopes(principal: &Principal) -> bool {
     principal.roles.contains(TENANT_ADMIN_ROLE)
 }
 
+/// The tenant-wide role that may read the audit log (besides `admin`).
+pub const TENANT_AUDITOR_ROLE: &str = "auditor";
+
+/// Reading and verifying the tenant's audit log takes the tenant role `admin` or `auditor`.
+pub fn may_read_audit(principal: &Principal) -> bool {
+    principal.roles.contains(TENANT_ADMIN_ROLE) || principal.roles.contains(TENANT_AUDITOR_ROLE)
+}
+
 /// Creating schemes takes the tenant role `admin`.
 pub fn may_create_schemes(principal: &Principal) -> bool {
     principal.roles.contains(TENANT_ADMIN_ROLE)

@@ -94,6 +94,7 @@ pub(super) fn protect(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result
     let b = protect_input(body)?;
     let (version, results) =
         ops::protect(ctx, who, &b.scheme, &b.values, b.subject.as_deref(), b.context.as_deref())?;
+    ctx.audit.items(results.len(), results.iter().filter(|r| r.is_err()).count());
     let results: Vec<Value> = results.into_iter().map(item).collect();
     Ok(ApiResponse::json(200, &json!({"scheme": b.scheme, "key_version": version.get(), "results": results})))
 }
@@ -120,7 +121,13 @@ pub(super) fn unprotect(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Resu
             }))
         })
         .collect();
+    note_items(ctx, &results);
     Ok(ApiResponse::json(200, &json!({ "results": results })))
+}
+
+/// The batch's counts for the audit entry: items, and those that failed on their own.
+fn note_items(ctx: &mut Ctx<'_>, results: &[Value]) {
+    ctx.audit.items(results.len(), results.iter().filter(|r| r.get("error").is_some()).count());
 }
 
 pub(super) fn rewrap(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<ApiResponse, ApiError> {
@@ -129,6 +136,7 @@ pub(super) fn rewrap(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<
     let results =
         ops::rewrap_in(ctx, who, b.scheme.as_deref(), &tokens, b.subject.as_deref(), b.context.as_deref())?;
     let results: Vec<Value> = results.into_iter().map(item).collect();
+    note_items(ctx, &results);
     Ok(ApiResponse::json(200, &json!({ "results": results })))
 }
 
@@ -136,5 +144,6 @@ pub(super) fn mask(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<Ap
     let b: MaskBody = parse(body)?;
     let values: Vec<&str> = b.values.iter().map(String::as_str).collect();
     let results: Vec<Value> = ops::mask(ctx, who, &b.scheme, &values)?.into_iter().map(item).collect();
+    note_items(ctx, &results);
     Ok(ApiResponse::json(200, &json!({ "results": results })))
 }

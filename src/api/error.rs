@@ -56,6 +56,8 @@ fn status(e: &OpError) -> u16 {
         | OpError::KeyVersionActive(_)
         | OpError::KeyVersionDestroyed(_) => 409,
         OpError::BatchTooLarge { .. } => 413,
+        OpError::AuditUnavailable => 503,
+        OpError::InvalidQuery(_) => 400,
         OpError::Store(StoreError::Unavailable(_) | StoreError::SchemaTooNew { .. }) => 503,
         OpError::Kms(KmsError::DevModeRequired) => 422,
         OpError::Kms(KmsError::Misconfigured(_) | KmsError::UnwrapFailed) => 500,

@@ -4,6 +4,7 @@
 //! The route table is [`route`]; each area's handlers (parse the body, call the operation, shape
 //! the answer) live in their own file: [`schemes`], [`data`] and [`subjects`]. Statuses come from [`error`].
 
+mod audit;
 mod bigquery;
 mod data;
 pub mod error;
@@ -20,7 +21,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::auth::{Authenticator, JwksFetcher};
-use crate::ops::{Ctx, ItemError, OpError};
+use crate::ops::{self, Ctx, ItemError, OpError};
 use error::ApiError;
 
 /// The OpenAPI 3.1 description served at `/v1/openapi.json`.
@@ -31,6 +32,8 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 pub struct ApiRequest<'a> {
     pub method: &'a str,
     pub path: &'a str,
+    /// The query string after `?` (empty when none).
+    pub query: &'a str,
     pub content_type: Option<&'a str>,
     pub authorization: Option<&'a str>,
     /// Every other header the door passed on, names in lowercase (values that are UTF-8 only);
@@ -131,6 +134,8 @@ enum Route<'p> {
     JobCancel(&'p str),
     Snowflake(rows::RowOp, Option<&'p str>),
     BigQuery,
+    Audit,
+    AuditVerify,
 }
 
 /// The route table: every path Veil answers, with the methods it allows.
@@ -168,6 +173,8 @@ fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
             };
             (Route::Snowflake(rows::RowOp::parse(op)?, scheme), "POST")
         }
+        "/v1/audit" => (Route::Audit, "GET"),
+        "/v1/audit/verify" => (Route::AuditVerify, "GET"),
         _ if path.starts_with("/v1/subjects/") => {
             let id = path.strip_prefix("/v1/subjects/")?.strip_suffix("/erase")?;
             if id.is_empty() || id.contains('/') {
@@ -248,7 +255,14 @@ fn dispatch(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> Result<ApiResponse, Api
     }
     let who = deps.auth?.authenticate(req.authorization, deps.jwks)?;
     let ctx = deps.ctx;
-    match route {
+    // Every authenticated request is audited (docs/audit.md): without the tenant's audit key no
+    // operation runs, and an entry that cannot be written withholds the operation's answer.
+    let key = ops::audit::audit_key(ctx, &who)?;
+    let (operation, kind) = audit_operation(&route, req.method);
+    if let Some(name) = route_scheme(&route) {
+        ctx.audit.scheme_name(name);
+    }
+    let result = match route {
         Route::Schemes if req.method == "POST" => schemes::create(ctx, &who, req.body),
         Route::Schemes => schemes::list(ctx, &who),
         Route::Scheme(name) if req.method == "PATCH" => schemes::update(ctx, &who, name, req.body),
@@ -273,7 +287,76 @@ fn dispatch(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> Result<ApiResponse, Api
         Route::JobCancel(id) => jobs::cancel(ctx, &who, id, req.body),
         Route::Snowflake(op, scheme) => snowflake::call(ctx, &who, req, op, scheme),
         Route::BigQuery => bigquery::call(ctx, &who, req.body),
+        Route::Audit => audit::list(ctx, &who, &key, req.query),
+        Route::AuditVerify => audit::verify(ctx, &who, &key, req.query),
         Route::Health | Route::OpenApi | Route::ErasureKeys => Err(ApiError::internal()),
+    };
+    let (status, code) = match &result {
+        Ok(r) => (r.status, None),
+        Err(e) => (e.status, Some(e.code)),
+    };
+    // A failed entry withholds a successful answer; a failed operation keeps its own error (the
+    // store that refused the operation usually refuses the entry too).
+    match ops::audit::record(ctx, &who, &key, operation, kind, status, code) {
+        Err(e) if result.is_ok() => Err(e.into()),
+        _ => result,
+    }
+}
+
+/// The operation name an audit entry records for a route (docs/audit.md), and whether it is a
+/// data operation (audited as its scheme's `audit` setting says) or administrative (always).
+/// A new route adds its line here.
+fn audit_operation(route: &Route<'_>, method: &str) -> (&'static str, ops::audit::Kind) {
+    use ops::audit::Kind::{Admin, Data};
+    match route {
+        Route::Schemes if method == "POST" => ("scheme.create", Admin),
+        Route::Schemes => ("scheme.list", Admin),
+        Route::Scheme(_) if method == "PATCH" => ("scheme.update", Admin),
+        Route::Scheme(_) => ("scheme.get", Admin),
+        Route::Rotate(_) => ("scheme.rotate", Admin),
+        Route::Versions(_) => ("scheme.versions", Admin),
+        Route::Rekey(_) => ("scheme.rekey", Admin),
+        Route::Destroy(..) => ("key_version.destroy", Admin),
+        Route::Protect => ("protect", Data),
+        Route::Unprotect => ("unprotect", Data),
+        Route::Rewrap => ("rewrap", Data),
+        Route::Mask => ("mask", Data),
+        Route::EraseSubject(_) => ("subject.erase", Admin),
+        Route::EraseSubjects => ("subjects.erase", Admin),
+        Route::Erasure(_) => ("erasure.get", Admin),
+        Route::EraseScheme(_) => ("scheme.erase", Admin),
+        Route::EraseTenant => ("tenant.erase", Admin),
+        Route::Jobs => ("job.create", Admin),
+        Route::Job(_) => ("job.get", Admin),
+        Route::JobStep(_) => ("job.step", Admin),
+        Route::JobFailures(_) => ("job.failures", Admin),
+        Route::JobCancel(_) => ("job.cancel", Admin),
+        Route::Snowflake(op, _) => match op {
+            rows::RowOp::Protect => ("snowflake.protect", Data),
+            rows::RowOp::Unprotect => ("snowflake.unprotect", Data),
+            rows::RowOp::Rewrap => ("snowflake.rewrap", Data),
+            rows::RowOp::Mask => ("snowflake.mask", Data),
+        },
+        Route::BigQuery => ("bigquery", Data),
+        Route::Audit => ("audit.list", Admin),
+        Route::AuditVerify => ("audit.verify", Admin),
+        Route::Health => ("health", Admin),
+        Route::OpenApi => ("openapi", Admin),
+        Route::ErasureKeys => ("erasure_keys", Admin),
+    }
+}
+
+/// The scheme a route names in its path, if any.
+fn route_scheme<'p>(route: &Route<'p>) -> Option<&'p str> {
+    match route {
+        Route::Scheme(n)
+        | Route::Rotate(n)
+        | Route::Versions(n)
+        | Route::Rekey(n)
+        | Route::Destroy(n, _)
+        | Route::EraseScheme(n)
+        | Route::Snowflake(_, Some(n)) => Some(n),
+        _ => None,
     }
 }
 
@@ -396,6 +479,7 @@ const API_FIELDS: &[&str] = &[
     "length",
     "rewrap",
     "rotation_period",
+    "audit",
     "min_decryption_version",
     "version",
     "subjects",

@@ -10,7 +10,7 @@ use crate::clock::rfc3339;
 use crate::crypto::aead::Algorithm;
 use crate::ids::{KeyVersion, SchemeName};
 use crate::ops::{self, Ctx, NewScheme};
-use crate::scheme::{mask::MaskRule, KekRef, Policy, RotationPeriod, Scheme};
+use crate::scheme::{mask::MaskRule, AuditMode, KekRef, Policy, RotationPeriod, Scheme};
 use crate::store::{KeyVersionRecord, SchemeChange};
 
 /// `POST /v1/schemes` → 201 and the scheme.
@@ -193,6 +193,8 @@ struct CreateSchemeBody {
     description: Option<String>,
     #[serde(default)]
     rotation_period: Option<String>,
+    #[serde(default, deserialize_with = "non_null")]
+    audit: Option<String>,
 }
 
 /// Reads the body of `POST /v1/schemes`: its whole parsing and validation, before any operation.
@@ -224,7 +226,13 @@ pub(super) fn parse_new_scheme(body: &[u8]) -> Result<NewScheme, ApiError> {
         .map(RotationPeriod::parse)
         .transpose()
         .map_err(ApiError::invalid_field)?;
-    Ok(NewScheme { name, algorithm, kek, policy: b.policy, mask, rotation_period })
+    let audit = match b.audit.as_deref() {
+        None => AuditMode::All,
+        Some(a) => {
+            AuditMode::parse(a).ok_or_else(|| ApiError::invalid_field("audit: one of all, denied, none"))?
+        }
+    };
+    Ok(NewScheme { name, algorithm, kek, policy: b.policy, mask, rotation_period, audit })
 }
 
 fn scheme_view(s: &Scheme) -> Value {
@@ -237,6 +245,7 @@ fn scheme_view(s: &Scheme) -> Value {
         "current_version": s.current_version.get(),
         "min_decryption_version": s.min_decryption_version.get(),
         "rotation_period": s.rotation_period.map(|p| p.to_string()),
+        "audit": s.audit.as_str(),
         "created_at": rfc3339(s.created_at),
         "erased_at": s.erased_at.map(rfc3339),
     })

@@ -36,6 +36,11 @@ struct World {
 fn world_with(vars: MapVars) -> World {
     let kek = base64::engine::general_purpose::STANDARD.encode([5u8; 32]);
     let vars = vars.with("dev_mode", "true").with("local_kek", &kek).with("jwt_hs256_secret", SECRET);
+    let vars = if vars.0.contains_key("no_audit_key") {
+        vars
+    } else {
+        vars.with("audit_master_key", &base64::engine::general_purpose::STANDARD.encode([8u8; 32]))
+    };
     let vars = if vars.0.contains_key("no_subject_keys") {
         vars
     } else {
@@ -83,13 +88,17 @@ impl World {
             let kv = Box::new(self.kv.clone());
             ctx.dek_cache = Some(crate::kms::cache::DekCache::new(kv, &c.key, c.limits));
         }
-        let req = ApiRequest {
-            method,
-            path,
-            content_type: Some("application/json"),
-            authorization: auth,
-            headers: &self.headers,
-            body,
+        let req = {
+            let (path, query) = path.split_once('?').unwrap_or((path, ""));
+            ApiRequest {
+                method,
+                path,
+                query,
+                content_type: Some("application/json"),
+                authorization: auth,
+                headers: &self.headers,
+                body,
+            }
         };
         let r = handle(Deps { ctx: &mut ctx, auth: Ok(&self.auth), jwks: &NoJwks }, &req);
         self.unwraps = ctx.keks.stats().unwraps();
@@ -1119,6 +1128,7 @@ fn form_bodies_are_415_naming_the_header() {
         let req = ApiRequest {
             method: "POST",
             path: "/v1/protect",
+            query: "",
             content_type: ct,
             authorization: Some(&app),
             headers: &[],

@@ -44,7 +44,10 @@ async fn respond(req: IncomingRequest) -> (ApiResponse, bool) {
     let dev = config.dev_mode;
     let method = req.method().to_string();
     let path_query = req.path_with_query().unwrap_or_default();
-    let path = path_query.split('?').next().unwrap_or("").to_string();
+    let (path, query) = match path_query.split_once('?') {
+        Some((p, q)) => (p.to_string(), q.to_string()),
+        None => (path_query.clone(), String::new()),
+    };
     let headers = req.headers();
     let authorization = header(&headers, "authorization");
     let content_type = header(&headers, "content-type");
@@ -82,6 +85,7 @@ async fn respond(req: IncomingRequest) -> (ApiResponse, bool) {
     let request = ApiRequest {
         method: &method,
         path: &path,
+        query: &query,
         content_type: content_type.as_deref(),
         authorization: authorization.as_deref(),
         headers: &other_headers,

@@ -29,16 +29,27 @@ fn item(e: ItemError) -> Error {
     Error { code: e.code.into(), message: e.message.into() }
 }
 
-/// Loads the configuration, authenticates the credential and runs `f` as that principal.
+/// Loads the configuration, authenticates the credential and runs `f` as that principal, audited
+/// as the HTTP door audits `operation` (docs/audit.md).
 fn run<T>(
     credential: &str,
+    operation: &str,
     f: impl FnOnce(&mut ops::Ctx<'_>, &crate::auth::Principal) -> Result<T, OpError>,
 ) -> Result<T, Error> {
     let mut config = Config::load_deferred(std::rc::Rc::new(SpinVariables)).map_err(OpError::from)?;
     let auth_config = std::mem::take(&mut config.auth);
     let result = with_request(&config, auth_config, |ctx, auth, outbound| {
         let who = auth?.authenticate(Some(credential), outbound)?;
-        f(ctx, &who)
+        let key = ops::audit::audit_key(ctx, &who)?;
+        let result = f(ctx, &who);
+        let (status, code) = match &result {
+            Ok(_) => (200, None),
+            Err(e) => (crate::api::error::ApiError::from(e.clone()).status, Some(e.code())),
+        };
+        match ops::audit::record(ctx, &who, &key, operation, ops::audit::Kind::Data, status, code) {
+            Err(e) if result.is_ok() => Err(e),
+            _ => result,
+        }
     })?;
     Ok(result?)
 }
@@ -51,7 +62,7 @@ impl Guest for Veil {
         subject: Option<String>,
         context: Option<String>,
     ) -> Result<Vec<Result<String, Error>>, Error> {
-        run(&credential, |ctx, who| {
+        run(&credential, "protect", |ctx, who| {
             let values: Vec<Result<Vec<u8>, ItemError>> = values.into_iter().map(Ok).collect();
             let (_, results) =
                 ops::protect(ctx, who, &scheme, &values, subject.as_deref(), context.as_deref())?;
@@ -65,7 +76,7 @@ impl Guest for Veil {
         subject: Option<String>,
         context: Option<String>,
     ) -> Result<Vec<Result<Vec<u8>, Error>>, Error> {
-        run(&credential, |ctx, who| {
+        run(&credential, "unprotect", |ctx, who| {
             let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
             let results = ops::unprotect(ctx, who, &tokens, subject.as_deref(), context.as_deref())?;
             Ok(results.into_iter().map(|r| r.map(|pt| pt.to_vec()).map_err(item)).collect())
@@ -78,7 +89,7 @@ impl Guest for Veil {
         subject: Option<String>,
         context: Option<String>,
     ) -> Result<Vec<Result<String, Error>>, Error> {
-        run(&credential, |ctx, who| {
+        run(&credential, "rewrap", |ctx, who| {
             let tokens: Vec<&str> = tokens.iter().map(String::as_str).collect();
             let results = ops::rewrap(ctx, who, &tokens, subject.as_deref(), context.as_deref())?;
             Ok(results.into_iter().map(|r| r.map_err(item)).collect())
@@ -90,7 +101,7 @@ impl Guest for Veil {
         scheme: String,
         values: Vec<String>,
     ) -> Result<Vec<Result<Option<String>, Error>>, Error> {
-        run(&credential, |ctx, who| {
+        run(&credential, "mask", |ctx, who| {
             let values: Vec<&str> = values.iter().map(String::as_str).collect();
             let results = ops::mask(ctx, who, &scheme, &values)?;
             Ok(results.into_iter().map(|r| r.map_err(item)).collect())

@@ -35,6 +35,7 @@ pub fn protect(
     let n = values.iter().filter(|v| matches!(v, Ok(pt) if pt.len() <= max)).count() as u64;
     let (scheme, current, sealing) = current_key_with_seals(ctx, who, &name, n)?;
     let version = scheme.current_version;
+    ctx.audit.version(version);
     let subject_state = match subject_id {
         Some(id) => Some(Subject::for_protect(ctx, who, id)?),
         None => None,
@@ -79,6 +80,7 @@ fn current_key_with_seals(
             .store
             .get_scheme_with_current_key(&who.tenant, name)?
             .ok_or_else(|| OpError::SchemeNotFound(name.clone()))?;
+        ctx.audit.scheme(&scheme);
         if !policy::allows(who, &scheme.policy, Operation::Protect) {
             return Err(OpError::forbidden("protecting with this scheme"));
         }
@@ -257,6 +259,7 @@ fn open_batch(
             s
         });
         if let Some(s) = &found {
+            ctx.audit.scheme(s);
             if !policy::allows(who, &s.policy, op) {
                 let verb = if op == Operation::Rewrap { "rewrapping" } else { "unprotecting" };
                 return Err(OpError::forbidden(format!("{verb} with scheme \"{}\"", s.name)));
@@ -302,6 +305,7 @@ fn open_batch(
             continue;
         };
         let slot = (p.scheme.clone(), p.key_version);
+        ctx.audit.version(p.key_version);
         if let Some(id) = subject_id.take() {
             subject_state = Some(Subject::for_unprotect(ctx, who, id)?);
         }
@@ -379,7 +383,7 @@ pub fn mask(
     values: &[&str],
 ) -> Result<Vec<Result<Option<String>, ItemError>>, OpError> {
     check_batch(ctx.config, values.len())?;
-    let scheme = ctx.scheme(who, scheme)?;
+    let scheme = ctx.noted_scheme(who, scheme)?;
     if !policy::allows(who, &scheme.policy, Operation::Mask) {
         return Err(OpError::forbidden("masking with this scheme"));
     }

@@ -64,6 +64,11 @@ pub enum OpError {
     Kms(KmsError),
     /// The deployment's configuration is unusable.
     Config(ConfigError),
+    /// The operation's audit entry could not be written (docs/audit.md, "Blocking"): the
+    /// operation's answer is withheld.
+    AuditUnavailable,
+    /// The audit query is not acceptable (`since`, `until`, `limit`, `cursor`, `head`).
+    InvalidQuery(String),
     /// A bug or broken stored data; the details are in the server log.
     Internal,
 }
@@ -105,6 +110,8 @@ impl OpError {
             OpError::Store(_) | OpError::Internal => "internal",
             OpError::Kms(e) => e.code(),
             OpError::Config(_) => "misconfigured",
+            OpError::AuditUnavailable => "audit_unavailable",
+            OpError::InvalidQuery(_) => "invalid_query",
         }
     }
 }
@@ -173,6 +180,10 @@ impl fmt::Display for OpError {
             OpError::Store(_) | OpError::Internal => f.write_str(INTERNAL_MESSAGE),
             OpError::Kms(e) => e.fmt(f),
             OpError::Config(e) => e.fmt(f),
+            OpError::AuditUnavailable => f.write_str(
+                "the audit entry of this operation could not be written, so its answer is withheld; retry later",
+            ),
+            OpError::InvalidQuery(m) => f.write_str(m),
         }
     }
 }

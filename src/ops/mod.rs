@@ -5,6 +5,7 @@
 //! (protect, unprotect, rewrap, mask); [`error`] says what failed. This module holds what they share: the request's [`Ctx`]
 //! and its key helpers, and the request limits.
 
+pub mod audit;
 mod data;
 mod erase;
 mod error;
@@ -56,6 +57,8 @@ pub struct Ctx<'a> {
     pub dek_cache: Option<DekCache>,
     /// How re-encryption jobs reach customer databases (the door's); `None`: jobs are off.
     pub job_databases: Option<&'a dyn JobDatabases>,
+    /// What the running operation notes for its audit entry.
+    pub audit: audit::Note,
 }
 
 impl<'a> Ctx<'a> {
@@ -72,7 +75,16 @@ impl<'a> Ctx<'a> {
         now: i64,
         keks: Keks<'a>,
     ) -> Self {
-        Ctx { config, store: Store::new(conn), rng, now, keks, dek_cache: None, job_databases: None }
+        Ctx {
+            config,
+            store: Store::new(conn),
+            rng,
+            now,
+            keks,
+            dek_cache: None,
+            job_databases: None,
+            audit: audit::Note::default(),
+        }
     }
 
     fn kek(&mut self, r: &KekRef) -> Result<&dyn Kek, OpError> {
@@ -126,6 +138,13 @@ impl<'a> Ctx<'a> {
     fn scheme(&self, who: &Principal, name: &str) -> Result<Scheme, OpError> {
         let name = parse_scheme_name(name)?;
         self.store.get_scheme(&who.tenant, &name)?.ok_or(OpError::SchemeNotFound(name))
+    }
+
+    /// Like [`Ctx::scheme`], noting the scheme for the audit entry.
+    fn noted_scheme(&mut self, who: &Principal, name: &str) -> Result<Scheme, OpError> {
+        let s = self.scheme(who, name)?;
+        self.audit.scheme(&s);
+        Ok(s)
     }
 }
 

@@ -9,7 +9,7 @@ use crate::crypto::secret::SecretKey;
 use crate::ids::{KeyVersion, SchemeName, TenantId};
 use crate::kms::KeyContext;
 use crate::policy;
-use crate::scheme::{mask::MaskRule, KekRef, Operation, Policy, RotationPeriod, Scheme};
+use crate::scheme::{mask::MaskRule, AuditMode, KekRef, Operation, Policy, RotationPeriod, Scheme};
 use crate::store::{ChangeOutcome, DestroyOutcome, KeyVersionRecord, SchemeChange, StoreError};
 
 /// How often a rotation re-reads and retries when a concurrent rotation won (each lost race
@@ -27,6 +27,7 @@ pub struct NewScheme {
     pub policy: Policy,
     pub mask: MaskRule,
     pub rotation_period: Option<RotationPeriod>,
+    pub audit: AuditMode,
 }
 
 /// Refuses a KEK that the operator's `kek_allow` list does not let `tenant` name, before any
@@ -62,6 +63,7 @@ pub fn check_kek_allowed(config: &Config, tenant: &TenantId, kek: &KekRef) -> Re
 
 /// Creates a scheme with a fresh data key (version 1), wrapped by its KEK.
 pub fn create_scheme(ctx: &mut Ctx<'_>, who: &Principal, new: NewScheme) -> Result<Scheme, OpError> {
+    ctx.audit.scheme_name(new.name.as_str());
     if !policy::may_create_schemes(who) {
         return Err(OpError::forbidden("creating schemes (tenant role \"admin\" needed)"));
     }
@@ -87,6 +89,7 @@ pub fn create_scheme(ctx: &mut Ctx<'_>, who: &Principal, new: NewScheme) -> Resu
         current_version: first,
         min_decryption_version: first,
         rotation_period: new.rotation_period,
+        audit: new.audit,
         created_at: ctx.now,
         erased_at: None,
     };
@@ -127,6 +130,7 @@ pub fn rotate(ctx: &mut Ctx<'_>, who: &Principal, name: &str) -> Result<Scheme, 
         }
         if let Some((version, _dek)) = rotate_if_current(ctx, &scheme, scheme.current_version)? {
             scheme.current_version = version;
+            ctx.audit.version(version);
             return Ok(scheme);
         }
         scheme = admin_scheme(ctx, who, name)?;
@@ -196,6 +200,7 @@ pub fn destroy_version(
     version: KeyVersion,
 ) -> Result<(), OpError> {
     let scheme = admin_scheme(ctx, who, name)?;
+    ctx.audit.version(version);
     let outcome =
         ctx.store.destroy_key_version(&scheme.tenant, &scheme.name, version, &who.subject, ctx.now)?;
     match outcome {

@@ -208,6 +208,40 @@ pub struct Scheme {
     pub created_at: i64,
     /// When the scheme was erased (every key version destroyed; docs/erasure.md), if it was.
     pub erased_at: Option<i64>,
+    /// Which data operations on this scheme are audited (administration always is).
+    pub audit: AuditMode,
+}
+
+/// A scheme's `audit` setting (docs/audit.md): which of its data operations (protect, unprotect,
+/// rewrap, mask) append an audit entry. Administrative operations are always audited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditMode {
+    /// Every data operation.
+    #[default]
+    All,
+    /// Only refused and failed ones.
+    Denied,
+    /// None.
+    None,
+}
+
+impl AuditMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditMode::All => "all",
+            AuditMode::Denied => "denied",
+            AuditMode::None => "none",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "all" => Some(AuditMode::All),
+            "denied" => Some(AuditMode::Denied),
+            "none" => Some(AuditMode::None),
+            _ => None,
+        }
+    }
 }
 
 /// How long a data-key version stays current before a protect rotates the scheme: written

@@ -61,6 +61,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/sqlite/0007_scheme_erasure.sql"),
         postgres: include_str!("migrations/postgres/0007_scheme_erasure.sql"),
     },
+    Migration {
+        version: 9,
+        name: "audit",
+        sqlite: include_str!("migrations/sqlite/0009_audit.sql"),
+        postgres: include_str!("migrations/postgres/0009_audit.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

@@ -11,11 +11,13 @@
 //! subquery on a one-row table: no extra round trip), a read that finds no row asks for it
 //! separately, and every write transaction checks it first (docs/storage.md, "Migrations").
 
+mod audit;
 mod jobs;
 pub mod migrate;
 pub mod sql;
 mod subjects;
 
+pub use audit::MAX_AUDIT_PAGE;
 pub use jobs::{Job, JobState};
 pub use subjects::{MakeCertificate, MakeScopeCertificate, ScopeErased, ScopeErasure, SubjectSecret};
 
@@ -24,7 +26,7 @@ use std::fmt;
 use crate::crypto::aead::Algorithm;
 use crate::ids::{KeyVersion, SchemeName, TenantId};
 use crate::kms::WrappedDek;
-use crate::scheme::{mask::MaskRule, KekRef, Policy, RotationPeriod, Scheme};
+use crate::scheme::{mask::MaskRule, AuditMode, KekRef, Policy, RotationPeriod, Scheme};
 use sql::{Row, SqlConn, SqlError, SqlValue};
 
 /// Store failures the API maps to answers.
@@ -152,17 +154,17 @@ pub struct Store<'a> {
 }
 
 const SCHEME_COLUMNS: &str = "tenant, name, algorithm, kek, policy, mask_rule, current_version, created_at, \
-     min_decryption_version, rotation_period, erased_at";
+     min_decryption_version, rotation_period, erased_at, audit";
 /// The number of [`SCHEME_COLUMNS`]; a data key's columns follow them in joined reads.
-const SCHEME_COLUMN_COUNT: usize = 11;
+const SCHEME_COLUMN_COUNT: usize = 12;
 /// The columns [`data_key_from_row`] decodes.
 const KEY_COLUMNS: &str = "version, wrapped_dek, kek_id, kek_version, state, created_at, kek";
 /// The database's schema version, appended as the last column of every read.
 const SCHEMA_VERSION: &str = "(SELECT MAX(version) FROM veil_migrations)";
 /// [`SCHEME_COLUMNS`] of `schemes s`, then the columns of its current `data_keys d` row.
 const SCHEME_AND_KEY_COLUMNS: &str = "s.tenant, s.name, s.algorithm, s.kek, s.policy, s.mask_rule, \
-     s.current_version, s.created_at, s.min_decryption_version, s.rotation_period, s.erased_at, d.version, \
-     d.wrapped_dek, d.kek_id, d.kek_version, d.state, d.created_at, d.kek";
+     s.current_version, s.created_at, s.min_decryption_version, s.rotation_period, s.erased_at, s.audit, \
+     d.version, d.wrapped_dek, d.kek_id, d.kek_version, d.state, d.created_at, d.kek";
 
 impl<'a> Store<'a> {
     pub fn new(conn: &'a dyn SqlConn) -> Self {
@@ -235,8 +237,8 @@ impl<'a> Store<'a> {
                 )?;
                 self.conn.execute(
                     "INSERT INTO schemes (tenant, name, algorithm, kek, policy, mask_rule, \
-                     current_version, min_decryption_version, rotation_period, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+                     current_version, min_decryption_version, rotation_period, created_at, updated_at, audit) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11)",
                     &[
                         tenant.clone(),
                         name.clone(),
@@ -248,6 +250,7 @@ impl<'a> Store<'a> {
                         SqlValue::Int(scheme.min_decryption_version.get().into()),
                         period_value(scheme.rotation_period),
                         SqlValue::Int(now),
+                        SqlValue::Text(scheme.audit.as_str().into()),
                     ],
                 )?;
                 self.insert_key(&tenant, &name, scheme.current_version, first_key, &kek, now)
@@ -876,6 +879,7 @@ fn scheme_from_row(r: &Row<'_>) -> Result<Scheme, StoreError> {
             ),
         },
         erased_at: optional_int(r, 10)?,
+        audit: AuditMode::parse(r.text(11)?).ok_or_else(|| corrupt("schemes.audit"))?,
     })
 }
 

@@ -78,6 +78,7 @@ fn scheme(name: &str) -> Scheme {
         rotation_period: None,
         created_at: 1_700_000_000,
         erased_at: None,
+        audit: crate::scheme::AuditMode::All,
     }
 }
 
@@ -568,6 +569,35 @@ impl SqlConn for Pg {
 }
 
 /// Every contract test, once per store backend.
+fn audit_chains_are_gapless_and_per_tenant(db: &dyn SqlConn) {
+    let store = Store::new(db);
+    let acme = TenantId::parse("acme").expect("tenant");
+    let other = TenantId::parse("other").expect("tenant");
+    assert_eq!(store.audit_head(&acme).expect("head"), 0);
+    assert!(store.audit_rows(&acme, 0, 10).expect("rows").is_empty());
+    let mut seen = Vec::new();
+    for i in 0..3u8 {
+        let n = store
+            .append_audit(&acme, &mut |seq, prev| {
+                seen.push((seq, *prev));
+                vec![i; 40]
+            })
+            .expect("append");
+        assert_eq!(n, u64::from(i) + 1);
+    }
+    assert_eq!(store.append_audit(&other, &mut |seq, _| vec![seq as u8; 40]).expect("append"), 1);
+    let rows = store.audit_rows(&acme, 0, 10).expect("rows");
+    assert_eq!(rows.iter().map(|r| r.sequence).collect::<Vec<_>>(), [1, 2, 3]);
+    // each row's prev is the hash of the row before it (zeros before the first)
+    assert_eq!(rows[0].prev, crate::audit::GENESIS.to_vec());
+    assert_eq!(rows[1].prev, crate::audit::hash(&rows[0].sealed).to_vec());
+    assert_eq!(rows[2].prev, crate::audit::hash(&rows[1].sealed).to_vec());
+    assert_eq!(seen.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(store.audit_rows(&acme, 1, 1).expect("rows")[0].sequence, 2);
+    assert_eq!(store.audit_head(&acme).expect("head"), 3);
+    assert_eq!(store.audit_head(&other).expect("head"), 1);
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod sqlite_contract {
@@ -592,4 +622,5 @@ contract!(
     destroy_all_key_versions_of_a_scheme_or_tenant,
     scheme_and_tenant_erasure_is_one_transaction_and_idempotent,
     seal_counts_only_grow_per_version,
+    audit_chains_are_gapless_and_per_tenant,
 );

@@ -31,6 +31,7 @@ def _int_b64(n: int, length: int | None = None) -> str:
 LOCAL_KEK = base64.b64encode(os.urandom(32)).decode()
 # Data subjects and erasure (docs/erasure.md): the digest key and the certificate signing key.
 SUBJECT_DIGEST_KEY = base64.b64encode(os.urandom(32)).decode()
+AUDIT_MASTER_KEY = base64.b64encode(os.urandom(32)).decode()
 ERASURE_SIGNING_KEY = base64.b64encode(os.urandom(32)).decode()
 ERASURE_SIGNING_KID = "test-erasure-1"
 HS256_SECRET = secrets.token_urlsafe(36)  # 48 characters
