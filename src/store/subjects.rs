@@ -222,7 +222,8 @@ impl Store<'_> {
                     "INSERT INTO tenants (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
                     &[t.clone(), SqlValue::Int(now)],
                 )?;
-                // The tenant row, then its schemes, in the order every writer takes them.
+                // The tenant row first (scheme creation waits on it), then the live schemes (a
+                // rotation waits on those); no writer takes them in the other order.
                 let rows =
                     self.conn.query(&format!("SELECT erasure_id FROM tenants WHERE id = $1{lock}"), &[t.clone()])?;
                 let previous = match rows.first().and_then(|r| r.first()) {
