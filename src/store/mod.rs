@@ -314,7 +314,10 @@ impl<'a> Store<'a> {
     fn lock_tenant(&self, tenant: &SqlValue) -> Result<(), SqlError> {
         let lock = self.conn.dialect().for_update();
         if !lock.is_empty() {
-            self.conn.query(&format!("SELECT id FROM tenants WHERE id = $1{lock}"), &[tenant.clone()])?;
+            self.conn.query(
+                &format!("SELECT id FROM tenants WHERE id = $1{lock}"),
+                std::slice::from_ref(tenant),
+            )?;
         }
         Ok(())
     }
