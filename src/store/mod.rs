@@ -235,6 +235,7 @@ impl<'a> Store<'a> {
                     "INSERT INTO tenants (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
                     &[tenant.clone(), SqlValue::Int(now)],
                 )?;
+                self.lock_tenant(&tenant)?;
                 self.conn.execute(
                     "INSERT INTO schemes (tenant, name, algorithm, kek, policy, mask_rule, \
                      current_version, min_decryption_version, rotation_period, created_at, updated_at, audit) \
@@ -281,6 +282,7 @@ impl<'a> Store<'a> {
         let name = SqlValue::Text(scheme.name.as_str().into());
         let result = self.with_schema(|| {
             self.transaction(|| {
+                self.lock_tenant(&tenant)?;
                 let taken = self.conn.execute(
                     "UPDATE schemes SET algorithm = $1, kek = $2, policy = $3, mask_rule = $4, \
                      current_version = $5, min_decryption_version = $5, rotation_period = $6, \
@@ -309,6 +311,20 @@ impl<'a> Store<'a> {
             Err(StoreError::Conflict) => Err(StoreError::Exists),
             other => other,
         }
+    }
+
+    /// Waits for a tenant erasure under way (PostgreSQL; SQLite's write lock already
+    /// serialises writers): a scheme is created either before the erasure, and erased with the
+    /// rest, or after it, and left alone; never half-way through.
+    fn lock_tenant(&self, tenant: &SqlValue) -> Result<(), SqlError> {
+        let lock = self.conn.dialect().for_update();
+        if !lock.is_empty() {
+            self.conn.query(
+                &format!("SELECT id FROM tenants WHERE id = $1{lock}"),
+                std::slice::from_ref(tenant),
+            )?;
+        }
+        Ok(())
     }
 
     fn insert_key(

@@ -222,19 +222,20 @@ impl Store<'_> {
                     "INSERT INTO tenants (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
                     &[t.clone(), SqlValue::Int(now)],
                 )?;
-                // The tenant row, then its schemes, in the order every writer takes them.
+                // The tenant row first (scheme creation waits on it), then the live schemes (a
+                // rotation waits on those); no writer takes them in the other order.
                 let rows =
-                    self.conn.query(&format!("SELECT erasure_id FROM tenants WHERE id = $1{lock}"), &[t.clone()])?;
+                    self.conn.query(&format!("SELECT erasure_id FROM tenants WHERE id = $1{lock}"), std::slice::from_ref(&t))?;
                 let previous = match rows.first().and_then(|r| r.first()) {
                     Some(SqlValue::Text(id)) => Some(id.clone()),
                     _ => None,
                 };
                 let live = self.conn.query(
                     &format!("SELECT name FROM schemes WHERE tenant = $1 AND erased_at IS NULL ORDER BY name{lock}"),
-                    &[t.clone()],
+                    std::slice::from_ref(&t),
                 )?;
                 let destroyed = self.destroy_all_key_versions_in_tx(tenant, None, by, now)?;
-                let deleted = self.conn.execute("DELETE FROM subjects WHERE tenant = $1", &[t.clone()])?;
+                let deleted = self.conn.execute("DELETE FROM subjects WHERE tenant = $1", std::slice::from_ref(&t))?;
                 if let (Some(id), true) = (&previous, live.is_empty() && destroyed.is_empty() && deleted == 0) {
                     let certificate = self.certificate_in_tx(&t, id)?;
                     return Ok(ScopeErasure::Erased { certificate, destroyed });

@@ -343,3 +343,31 @@ def test_verify_erasure_fetches_the_keys_from_a_url(server, tenant, tmp_path):
     assert "verifies" not in r.stdout
     r = run("--keys", server.url + "/no-such-path")
     assert r.returncode == 2 and "HTTP status 404" in r.stderr, r.stderr
+
+
+def test_rotations_racing_a_scheme_erase_never_leave_a_live_version(tenant):
+    for round_ in range(2):
+        name = tenant.create_scheme()["name"]
+        statuses, errors = [], []
+
+        def rotate():
+            try:
+                for _ in range(2):
+                    r = tenant.admin.post(f"/v1/schemes/{name}/rotate")
+                    statuses.append((r.status_code, r.json().get("error", {}).get("code")))
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(repr(e))
+
+        threads = [threading.Thread(target=rotate) for _ in range(3)]
+        for t in threads:
+            t.start()
+        cert = ok(tenant.admin.post(f"/v1/schemes/{name}/erase", {"confirm": name}))
+        for t in threads:
+            t.join()
+        assert errors == [], errors
+        assert {s for s in statuses} <= {(200, None), (409, "scheme_erased")}, statuses
+        versions = ok(tenant.admin.get(f"/v1/schemes/{name}/versions"))["versions"]
+        assert {v["state"] for v in versions} == {"destroyed"}, (round_, versions)
+        # The certificate lists the versions it destroyed; a rotation after it added none.
+        assert cert["key_versions"][name] == [v["version"] for v in versions], (round_, cert, versions)
+        err(tenant.app.post("/v1/protect", {"scheme": name, "values": ["x"]}), 409, "scheme_erased")
