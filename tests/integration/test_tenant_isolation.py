@@ -12,7 +12,9 @@ import json
 import pytest
 import requests
 
-from veilkit import TIMEOUT, new_name, ok
+import store
+from harness import postgres as pg
+from veilkit import TIMEOUT, VeilServer, new_name, ok
 
 ROLES = ("admin", "app", "support", "analyst", "privacy", "auditor")
 
@@ -33,11 +35,20 @@ class World:
         self.subject_tokens = self.a.protect(self.scheme, self.values[1:], subject=self.subject)
         self.cert = ok(self.a.privacy.post(f"/v1/subjects/{new_name()}/erase"))
         self.scheme_view = ok(self.a.admin.get(f"/v1/schemes/{self.scheme}"))
+        # A's re-encryption job over a table of A's tokens in the customer database
+        self.table = f"iso_{new_name()}".replace("-", "_")
+        with pg.connect(server.customer_db) as c:
+            c.execute(f'CREATE TABLE "{self.table}" (id BIGINT PRIMARY KEY, tok TEXT)')
+            c.execute(f'INSERT INTO "{self.table}" VALUES (1, %s)', (self.tokens[0],))
+        self.job_body = {"scheme": self.scheme, "database": "job_db", "table": self.table, "key_column": "id",
+                         "token_column": "tok"}
+        self.job = ok(self.a.admin.post("/v1/jobs", self.job_body), 201)["id"]
         self.verdict = ok(self.a.as_("auditor").get("/v1/audit/verify"))
         self.b_api = self.b.as_(*ROLES)
         # Anything of A that must never show in an answer to B.
         self.needles = [self.a.id, *self.values, *self.tokens, *self.subject_tokens, self.cert["certificate_id"],
-                        self.cert["signature"], self.cert["subject_digest"], self.verdict["head"]]
+                        self.cert["signature"], self.cert["subject_digest"], self.verdict["head"], self.job,
+                        self.table]
 
 
 def call(w: World, method: str, path: str, body=None) -> requests.Response:
@@ -106,6 +117,24 @@ CASES = {
     "eraseSubjects": lambda w: ("POST", "/v1/subjects/erase", {"subjects": [w.subject]}, only_own),
     "getErasure": lambda w: ("GET", f"/v1/erasures/{w.cert['certificate_id']}", None,
                              refused(404, "erasure_not_found")),
+    "eraseScheme": lambda w: ("POST", f"/v1/schemes/{w.scheme}/erase", {"confirm": w.scheme},
+                              refused(404, "scheme_not_found")),
+    # B's tenant erasure must name B's own tenant: naming A's is refused, and erases nothing.
+    "eraseTenant": lambda w: ("POST", "/v1/tenant/erase", {"confirm": w.a.id}, refused(409, "confirmation_mismatch")),
+    "createJob": lambda w: ("POST", "/v1/jobs", w.job_body, refused(404, "scheme_not_found")),
+    "getJob": lambda w: ("GET", f"/v1/jobs/{w.job}", None, refused(404, "job_not_found")),
+    "stepJob": lambda w: ("POST", f"/v1/jobs/{w.job}/step", None, refused(404, "job_not_found")),
+    "getJobFailures": lambda w: ("GET", f"/v1/jobs/{w.job}/failures", None, refused(404, "job_not_found")),
+    "cancelJob": lambda w: ("POST", f"/v1/jobs/{w.job}/cancel", None, refused(404, "job_not_found")),
+    # Without the scheme header (this client sends none) the batch is refused before any row is read;
+    # the scheme in the path is the case below.
+    "snowflakeCall": lambda w: ("POST", "/v1/snowflake/unprotect", {"data": [[0, w.tokens[0]]]},
+                                refused(400, "invalid_request")),
+    "snowflakeCallInPath": lambda w: ("POST", f"/v1/snowflake/protect/{w.scheme}", {"data": [[0, "x"]]},
+                                      refused(404, "scheme_not_found")),
+    "bigqueryCall": lambda w: ("POST", "/v1/bigquery",
+                               {"calls": [["x"]], "userDefinedContext": {"scheme": w.scheme, "operation": "protect"}},
+                               refused(404, "scheme_not_found")),
     "listAudit": lambda w: ("GET", "/v1/audit", None, own_audit),
     "verifyAudit": lambda w: ("GET", "/v1/audit/verify", None, own_audit),
 }
@@ -125,6 +154,24 @@ def routes(server) -> list[tuple[str, str, str]]:
 def test_every_route_has_a_case(server):
     missing = [(m, p, o) for m, p, o in routes(server) if o not in CASES]
     assert missing == [], f"routes without a tenant-isolation case: {missing}"
+
+
+@pytest.fixture(scope="module")
+def customer_db():
+    name = pg.new_database_name("veil_iso")
+    url = pg.create_database(store.ADMIN_URL, name)
+    yield url
+    pg.drop_database(store.ADMIN_URL, name)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, customer_db):
+    """A dev-mode server that may run re-encryption jobs on `customer_db` (so that A has a job)."""
+    s = VeilServer(tmp_path_factory.mktemp("isolation"), name="isolation", allowed_hosts=[pg.outbound_host(customer_db)],
+                   job_databases="job_db", job_db=customer_db)
+    s.customer_db = customer_db
+    yield s
+    s.stop()
 
 
 @pytest.fixture(scope="module")
