@@ -9,6 +9,7 @@ pub mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod keys;
 mod schemes;
 mod subjects;
 
@@ -29,6 +30,8 @@ pub struct ApiRequest<'a> {
     pub path: &'a str,
     pub content_type: Option<&'a str>,
     pub authorization: Option<&'a str>,
+    /// The `X-API-Key` header, if any: an API key instead of `Authorization: Bearer veil_…`.
+    pub api_key: Option<&'a str>,
     pub body: &'a [u8],
 }
 
@@ -106,6 +109,8 @@ enum Route<'p> {
     EraseSubjects,
     Erasure(&'p str),
     ErasureKeys,
+    ApiKeys,
+    ApiKey(&'p str),
 }
 
 /// The route table: every path Veil answers, with the methods it allows.
@@ -120,6 +125,14 @@ fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
         "/v1/mask" => (Route::Mask, "POST"),
         "/v1/subjects/erase" => (Route::EraseSubjects, "POST"),
         "/.well-known/veil/erasure-keys" => (Route::ErasureKeys, "GET"),
+        "/v1/api-keys" => (Route::ApiKeys, "GET, POST"),
+        _ if path.starts_with("/v1/api-keys/") => {
+            let id = path.strip_prefix("/v1/api-keys/")?;
+            if id.is_empty() || id.contains('/') {
+                return None;
+            }
+            (Route::ApiKey(id), "DELETE")
+        }
         _ if path.starts_with("/v1/subjects/") => {
             let id = path.strip_prefix("/v1/subjects/")?.strip_suffix("/erase")?;
             if id.is_empty() || id.contains('/') {
@@ -195,8 +208,8 @@ fn dispatch(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> Result<ApiResponse, Api
     if req.method == "POST" || req.method == "PATCH" {
         check_content_type(req.content_type)?;
     }
-    let who = deps.auth?.authenticate(req.authorization, deps.jwks)?;
     let ctx = deps.ctx;
+    let who = crate::ops::authenticate(ctx, deps.auth, req.authorization, req.api_key, deps.jwks)?;
     match route {
         Route::Schemes if req.method == "POST" => schemes::create(ctx, &who, req.body),
         Route::Schemes => schemes::list(ctx, &who),
@@ -213,6 +226,9 @@ fn dispatch(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> Result<ApiResponse, Api
         Route::EraseSubject(id) => subjects::erase(ctx, &who, id),
         Route::EraseSubjects => subjects::erase_bulk(ctx, &who, req.body),
         Route::Erasure(id) => subjects::get_erasure(ctx, &who, id),
+        Route::ApiKeys if req.method == "POST" => keys::create(ctx, &who, req.body),
+        Route::ApiKeys => keys::list(ctx, &who),
+        Route::ApiKey(id) => keys::revoke(ctx, &who, id),
         Route::Health | Route::OpenApi | Route::ErasureKeys => Err(ApiError::internal()),
     }
 }
@@ -321,6 +337,10 @@ const API_FIELDS: &[&str] = &[
     "rotation_period",
     "min_decryption_version",
     "version",
+    "label",
+    "roles",
+    "expires_at",
+    "mask_on_deny",
 ];
 
 fn is_api_name(s: &str) -> bool {

@@ -80,8 +80,14 @@ impl World {
             let kv = Box::new(self.kv.clone());
             ctx.dek_cache = Some(crate::kms::cache::DekCache::new(kv, &c.key, c.limits));
         }
-        let req =
-            ApiRequest { method, path, content_type: Some("application/json"), authorization: auth, body };
+        let req = ApiRequest {
+            method,
+            path,
+            content_type: Some("application/json"),
+            authorization: auth,
+            api_key: None,
+            body,
+        };
         let r = handle(Deps { ctx: &mut ctx, auth: Ok(&self.auth), jwks: &NoJwks }, &req);
         self.unwraps = ctx.keks.stats().unwraps();
         let v: Value = serde_json::from_slice(&r.body).expect("every answer is JSON");

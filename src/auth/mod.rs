@@ -99,8 +99,28 @@ impl fmt::Debug for AuthConfig {
 pub struct Principal {
     pub tenant: TenantId,
     pub roles: BTreeSet<String>,
-    /// The token's `sub`; empty when absent.
+    /// Who: the token's `sub` (empty when absent) for a JWT, the key's id for an API key;
+    /// [`Principal::kind`] says which.
     pub subject: String,
+    pub kind: PrincipalKind,
+}
+
+/// What kind of credential a [`Principal`] presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalKind {
+    /// A verified JWT: `subject` is its `sub`.
+    Jwt,
+    /// An API key: `subject` is the key's id (never its secret).
+    ApiKey,
+}
+
+impl PrincipalKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrincipalKind::Jwt => "jwt",
+            PrincipalKind::ApiKey => "api_key",
+        }
+    }
 }
 
 /// Why a request is not authenticated. Reasons are fixed strings, safe to return to the caller:
@@ -171,7 +191,7 @@ impl VerifiedClaims {
     }
 
     pub fn into_principal(self) -> Principal {
-        Principal { tenant: self.tenant, roles: self.roles, subject: self.subject }
+        Principal { tenant: self.tenant, roles: self.roles, subject: self.subject, kind: PrincipalKind::Jwt }
     }
 }
 
@@ -196,12 +216,66 @@ mod tenant_as_str {
     }
 }
 
+/// The prefix of every API key: `veil_<id>.<secret>`.
+pub const API_KEY_PREFIX: &str = "veil_";
+/// An API key id: 32 lowercase hex digits (128 random bits).
+pub const API_KEY_ID_LEN: usize = 32;
+/// An API key secret: 43 base64url characters without padding (32 random bytes, 256 bits).
+pub const API_KEY_SECRET_LEN: usize = 43;
+
+/// An API key as presented: its id (finds the row) and its secret (checked against the stored
+/// SHA-256 in constant time). The secret is wiped when dropped and never shown.
+pub struct ApiKeyCredential {
+    pub id: String,
+    secret: Zeroizing<String>,
+}
+
+impl ApiKeyCredential {
+    /// Parses `veil_<id>.<secret>`; anything else is `invalid_credentials`.
+    pub fn parse(key: &str) -> Result<Self, AuthError> {
+        let bad = AuthError::Invalid("malformed api key");
+        let rest = key.strip_prefix(API_KEY_PREFIX).ok_or(bad.clone())?;
+        let (id, secret) = rest.split_once('.').ok_or(bad.clone())?;
+        let id_ok = id.len() == API_KEY_ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let secret_ok = secret.len() == API_KEY_SECRET_LEN
+            && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !id_ok || !secret_ok {
+            return Err(bad);
+        }
+        Ok(Self { id: id.to_owned(), secret: Zeroizing::new(secret.to_owned()) })
+    }
+
+    /// SHA-256 of the secret: the only form of it that is ever stored.
+    pub fn secret_sha256(&self) -> [u8; 32] {
+        api_key_secret_sha256(&self.secret)
+    }
+}
+
+/// SHA-256 of an API key's secret (its base64url text as presented).
+pub fn api_key_secret_sha256(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
 /// A credential as presented, before any check.
-enum Credential<'a> {
-    /// `Bearer <JWT>`.
+pub enum Credential<'a> {
+    /// `Authorization: Bearer <JWT>`.
     Jwt(&'a str),
-    /// `Bearer veil_<id>.<secret>`: API keys (DESIGN §8), not implemented yet.
-    ApiKey(#[allow(dead_code, reason = "read once API keys are implemented")] &'a str),
+    /// `Authorization: Bearer veil_…` or `X-API-Key: veil_…` (DESIGN §8).
+    ApiKey(ApiKeyCredential),
+}
+
+/// The request's credential, from `Authorization` and `X-API-Key`. Exactly one may be given:
+/// both at once is refused (`invalid_credentials`) rather than one silently preferred.
+pub fn presented<'a>(
+    authorization: Option<&'a str>,
+    x_api_key: Option<&'a str>,
+) -> Result<Credential<'a>, AuthError> {
+    let authorization = authorization.filter(|h| !h.trim().is_empty());
+    match (authorization, x_api_key.map(str::trim).filter(|k| !k.is_empty())) {
+        (Some(_), Some(_)) => Err(AuthError::Invalid("send one credential: Authorization or X-API-Key")),
+        (None, Some(key)) => Ok(Credential::ApiKey(ApiKeyCredential::parse(key)?)),
+        (auth, None) => parse_authorization(auth),
+    }
 }
 
 /// Splits `Authorization: <scheme> <credential>`; the scheme is case-insensitive (RFC 9110 §11.1).
@@ -218,8 +292,8 @@ fn parse_authorization(header: Option<&str>) -> Result<Credential<'_>, AuthError
     if credential.is_empty() || credential.contains(|c: char| c.is_ascii_whitespace()) {
         return Err(AuthError::Invalid("malformed authorization header"));
     }
-    if credential.starts_with("veil_") {
-        return Ok(Credential::ApiKey(credential));
+    if credential.starts_with(API_KEY_PREFIX) {
+        return Ok(Credential::ApiKey(ApiKeyCredential::parse(credential)?));
     }
     Ok(Credential::Jwt(credential))
 }
@@ -372,7 +446,25 @@ impl Authenticator {
         now: u64,
     ) -> Result<Principal, AuthError> {
         match parse_authorization(authorization)? {
-            Credential::Jwt(token) => {
+            Credential::Jwt(token) => self.authenticate_jwt_at(token, fetcher, now),
+            // API keys are looked up in the store: `ops::authenticate` does that, not this room.
+            Credential::ApiKey(_) => Err(AuthError::Invalid("api keys are checked against the store")),
+        }
+    }
+
+    /// Authenticates a JWT (`Bearer <token>` already split off), through the verified-token cache.
+    pub fn authenticate_jwt(&self, token: &str, fetcher: &dyn JwksFetcher) -> Result<Principal, AuthError> {
+        self.authenticate_jwt_at(token, fetcher, now_secs())
+    }
+
+    fn authenticate_jwt_at(
+        &self,
+        token: &str,
+        fetcher: &dyn JwksFetcher,
+        now: u64,
+    ) -> Result<Principal, AuthError> {
+        {
+            {
                 // An HS256 (dev) token costs one HMAC: less than a cache lookup and store.
                 let cacheable = jwt::parse(token).is_ok_and(|t| t.alg != Alg::Hs256);
                 if cacheable {
@@ -386,8 +478,6 @@ impl Authenticator {
                 }
                 Ok(claims.into_principal())
             }
-            // API-KEY SEAM: look up `veil_<id>`, compare SHA-256 of the secret in constant time.
-            Credential::ApiKey(_) => Err(AuthError::Invalid("api keys are not enabled")),
         }
     }
 

@@ -314,12 +314,30 @@ fn schemes_other_than_bearer() {
 }
 
 #[test]
-fn api_keys_are_recognised_but_not_enabled() {
+fn api_keys_are_parsed_strictly() {
     let authn = auth(dev_config());
-    assert_invalid!(
-        authn.authenticate_at(Some("Bearer veil_k1.s3cret"), &NoFetch, NOW),
-        "api keys are not enabled"
-    );
+    assert_invalid!(authn.authenticate_at(Some("Bearer veil_k1.s3cret"), &NoFetch, NOW), "malformed api key");
+    let id = "0123456789abcdef0123456789abcdef";
+    let secret = "A".repeat(API_KEY_SECRET_LEN);
+    let good = format!("veil_{id}.{secret}");
+    let Credential::ApiKey(k) = presented(Some(&format!("Bearer {good}")), None).expect("bearer") else {
+        panic!("not an api key")
+    };
+    assert_eq!(k.id, id);
+    assert_eq!(k.secret_sha256(), api_key_secret_sha256(&secret));
+    assert!(matches!(presented(None, Some(&good)), Ok(Credential::ApiKey(_))));
+    assert!(matches!(presented(Some(&format!("Bearer {good}")), Some(&good)), Err(AuthError::Invalid(_))));
+    for bad in [
+        format!("veil_{}.{secret}", id.to_uppercase()),
+        format!("veil_{id}{secret}"),
+        format!("veil_{id}.{secret}="),
+        format!("veil_{id}.{}", &secret[1..]),
+        format!("veil_{}.{secret}", &id[1..]),
+        format!("veil_{id}.{}+", &secret[1..]),
+    ] {
+        assert!(matches!(presented(None, Some(&bad)), Err(AuthError::Invalid("malformed api key"))), "{bad}");
+    }
+    assert!(matches!(presented(None, None), Err(AuthError::Missing)));
 }
 
 #[test]

@@ -47,6 +47,7 @@ async fn respond(req: IncomingRequest) -> (ApiResponse, bool) {
     let path = path_query.split('?').next().unwrap_or("").to_string();
     let headers = req.headers();
     let authorization = header(&headers, "authorization");
+    let api_key = header(&headers, "x-api-key");
     let content_type = header(&headers, "content-type");
     let declared_len = header(&headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
     drop(headers);
@@ -78,6 +79,7 @@ async fn respond(req: IncomingRequest) -> (ApiResponse, bool) {
         path: &path,
         content_type: content_type.as_deref(),
         authorization: authorization.as_deref(),
+        api_key: api_key.as_deref(),
         body: &body,
     };
     let auth_config = std::mem::take(&mut config.auth);

@@ -31,6 +31,8 @@ pub enum OpError {
     SchemeExists(SchemeName),
     /// No erasure certificate of this id in the caller's tenant.
     ErasureNotFound,
+    /// No API key of this id in the caller's tenant.
+    ApiKeyNotFound,
     /// More values in one request than `max_batch`.
     BatchTooLarge { values: usize, max: usize },
     /// The scheme has used every key version.
@@ -72,6 +74,7 @@ impl OpError {
             OpError::SchemeNotFound(_) => "scheme_not_found",
             OpError::SchemeExists(_) => "scheme_exists",
             OpError::ErasureNotFound => "erasure_not_found",
+            OpError::ApiKeyNotFound => "api_key_not_found",
             OpError::BatchTooLarge { .. } => "batch_too_large",
             OpError::VersionsExhausted => "key_versions_exhausted",
             OpError::KeyVersionNotFound(_) => "key_version_not_found",
@@ -94,9 +97,9 @@ impl fmt::Display for OpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             OpError::InvalidField(m) => f.write_str(m),
-            OpError::Auth(AuthError::Missing) => {
-                f.write_str("send a bearer token in the Authorization header")
-            }
+            OpError::Auth(AuthError::Missing) => f.write_str(
+                "send a bearer token or API key in the Authorization header, or an API key in X-API-Key",
+            ),
             OpError::Auth(AuthError::Invalid(why)) => f.write_str(why),
             OpError::Auth(AuthError::JwksUnavailable) => {
                 f.write_str("the token signing keys could not be fetched")
@@ -111,6 +114,7 @@ impl fmt::Display for OpError {
                 write!(f, "a scheme named \"{name}\" already exists in this tenant")
             }
             OpError::ErasureNotFound => f.write_str("no erasure certificate of this id in this tenant"),
+            OpError::ApiKeyNotFound => f.write_str("no API key of this id in this tenant"),
             OpError::BatchTooLarge { values, max } => {
                 write!(f, "{values} values is more than max_batch ({max})")
             }

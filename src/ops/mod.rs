@@ -5,13 +5,15 @@
 //! (protect, unprotect, rewrap, mask); [`error`] says what failed. This module holds what they share: the request's [`Ctx`]
 //! and its key helpers, and the request limits.
 
+mod api_keys;
 mod data;
 mod error;
 mod rekey;
 pub mod schemes;
 mod subjects;
 
-pub use data::{mask, protect, rewrap, unprotect, Plaintext};
+pub use api_keys::{authenticate, create_api_key, list_api_keys, revoke_api_key, NewApiKey};
+pub use data::{mask, protect, rewrap, unprotect, unprotect_or_mask, Plaintext, Unprotected};
 pub use error::{ItemError, OpError};
 pub use rekey::{rekey, Rekeyed};
 pub use schemes::{

@@ -27,6 +27,7 @@ pub struct NewScheme {
     pub policy: Policy,
     pub mask: MaskRule,
     pub rotation_period: Option<RotationPeriod>,
+    pub mask_on_deny: bool,
 }
 
 /// Refuses a KEK that the operator's `kek_allow` list does not let `tenant` name, before any
@@ -76,6 +77,7 @@ pub fn create_scheme(ctx: &mut Ctx<'_>, who: &Principal, new: NewScheme) -> Resu
         current_version: KeyVersion::FIRST,
         min_decryption_version: KeyVersion::FIRST,
         rotation_period: new.rotation_period,
+        mask_on_deny: new.mask_on_deny,
         created_at: ctx.now,
     };
     let dek = SecretKey::generate(&mut ctx.rng);

@@ -11,10 +11,12 @@
 //! subquery on a one-row table: no extra round trip), a read that finds no row asks for it
 //! separately, and every write transaction checks it first (docs/storage.md, "Migrations").
 
+mod api_keys;
 pub mod migrate;
 pub mod sql;
 mod subjects;
 
+pub use api_keys::{ApiKeyRecord, StoredApiKey, LAST_USED_GRANULARITY_SECS};
 pub use subjects::{MakeCertificate, SubjectSecret};
 
 use std::fmt;
@@ -120,6 +122,7 @@ pub struct SchemeChange {
     pub min_decryption_version: Option<KeyVersion>,
     /// `Some(None)` removes the rotation period.
     pub rotation_period: Option<Option<RotationPeriod>>,
+    pub mask_on_deny: Option<bool>,
 }
 
 /// How a scheme update ended. Refusals change nothing.
@@ -150,16 +153,16 @@ pub struct Store<'a> {
 }
 
 const SCHEME_COLUMNS: &str = "tenant, name, algorithm, kek, policy, mask_rule, current_version, created_at, \
-     min_decryption_version, rotation_period";
+     min_decryption_version, rotation_period, mask_on_deny";
 /// The number of [`SCHEME_COLUMNS`]; a data key's columns follow them in joined reads.
-const SCHEME_COLUMN_COUNT: usize = 10;
+const SCHEME_COLUMN_COUNT: usize = 11;
 /// The columns [`data_key_from_row`] decodes.
 const KEY_COLUMNS: &str = "version, wrapped_dek, kek_id, kek_version, state, created_at, kek";
 /// The database's schema version, appended as the last column of every read.
 const SCHEMA_VERSION: &str = "(SELECT MAX(version) FROM veil_migrations)";
 /// [`SCHEME_COLUMNS`] of `schemes s`, then the columns of its current `data_keys d` row.
 const SCHEME_AND_KEY_COLUMNS: &str = "s.tenant, s.name, s.algorithm, s.kek, s.policy, s.mask_rule, \
-     s.current_version, s.created_at, s.min_decryption_version, s.rotation_period, d.version, \
+     s.current_version, s.created_at, s.min_decryption_version, s.rotation_period, s.mask_on_deny, d.version, \
      d.wrapped_dek, d.kek_id, d.kek_version, d.state, d.created_at, d.kek";
 
 impl<'a> Store<'a> {
@@ -233,8 +236,8 @@ impl<'a> Store<'a> {
                 )?;
                 self.conn.execute(
                     "INSERT INTO schemes (tenant, name, algorithm, kek, policy, mask_rule, \
-                     current_version, min_decryption_version, rotation_period, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+                     current_version, min_decryption_version, rotation_period, created_at, updated_at, \
+                     mask_on_deny) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11)",
                     &[
                         tenant.clone(),
                         name.clone(),
@@ -246,6 +249,7 @@ impl<'a> Store<'a> {
                         SqlValue::Int(scheme.min_decryption_version.get().into()),
                         period_value(scheme.rotation_period),
                         SqlValue::Int(now),
+                        SqlValue::Int(i64::from(scheme.mask_on_deny)),
                     ],
                 )?;
                 self.insert_key(&tenant, &name, scheme.current_version, first_key, &kek, now)
@@ -367,6 +371,12 @@ impl<'a> Store<'a> {
                          updated_at = $2 WHERE tenant = $3 AND scheme = $4 AND state <> 'destroyed' \
                          AND state <> CASE WHEN version < $1 THEN 'retired' ELSE 'active' END",
                         &[SqlValue::Int(min), SqlValue::Int(now), t.clone(), n.clone()],
+                    )?;
+                }
+                if let Some(on) = change.mask_on_deny {
+                    self.conn.execute(
+                        "UPDATE schemes SET mask_on_deny = $1, updated_at = $2 WHERE tenant = $3 AND name = $4",
+                        &[SqlValue::Int(i64::from(on)), SqlValue::Int(now), t.clone(), n.clone()],
                     )?;
                 }
                 if let Some(period) = change.rotation_period {
@@ -823,6 +833,11 @@ fn scheme_from_row(r: &Row<'_>) -> Result<Scheme, StoreError> {
                     .and_then(RotationPeriod::from_secs)
                     .ok_or_else(|| corrupt("schemes.rotation_period"))?,
             ),
+        },
+        mask_on_deny: match r.int(10)? {
+            0 => false,
+            1 => true,
+            _ => return Err(corrupt("schemes.mask_on_deny")),
         },
     })
 }
