@@ -113,6 +113,8 @@ impl Config {
             max_value_bytes: parse_limit(vars, "max_value_bytes", d.max_value_bytes, MAX_BODY_CEILING)?,
         };
         let leeway_secs = 60;
+        let local_kek_b64 = vars.get("local_kek").map(Zeroizing::new);
+        let token_cache_key = token_cache_key(vars, dev_mode, local_kek_b64.as_deref().map(String::as_str))?;
         let auth = AuthConfig {
             dev_mode,
             hs256_secret: vars.get("jwt_hs256_secret").map(|s| Zeroizing::new(s.into_bytes())),
@@ -132,6 +134,7 @@ impl Config {
                     )
                 })?,
             },
+            token_cache_key,
         };
         let database_url = vars.get("database_url").map(Zeroizing::new);
         if let Some(url) = &database_url {
@@ -141,7 +144,6 @@ impl Config {
                 ));
             }
         }
-        let local_kek_b64 = vars.get("local_kek").map(Zeroizing::new);
         let dek_cache = kms::cache::Settings::load(vars)?;
         let max_seals_per_key = match vars.get("max_seals_per_key") {
             None => None,
@@ -168,6 +170,30 @@ impl Config {
             max_seals_per_key,
         })
     }
+}
+
+/// The verified-token cache's secret: `jwt_cache_key` (base64 of 32 bytes); unset, in dev mode
+/// one derived from `local_kek`, outside dev mode none (the cache is off: every token is verified).
+fn token_cache_key(
+    vars: &dyn Variables,
+    dev_mode: bool,
+    local_kek_b64: Option<&str>,
+) -> Result<Option<crate::crypto::secret::SecretKey>, ConfigError> {
+    use crate::crypto::secret::SecretKey;
+    use base64::Engine as _;
+    let decode =
+        |b64: &str| base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok().map(Zeroizing::new);
+    if let Some(b64) = vars.get("jwt_cache_key") {
+        let raw = decode(&b64).ok_or_else(|| ConfigError("variable jwt_cache_key is not base64".into()))?;
+        return SecretKey::try_from_slice(&raw)
+            .map(Some)
+            .ok_or_else(|| ConfigError("variable jwt_cache_key must decode to exactly 32 bytes".into()));
+    }
+    if !dev_mode {
+        return Ok(None);
+    }
+    let kek = local_kek_b64.and_then(decode).and_then(|raw| SecretKey::try_from_slice(&raw));
+    Ok(kek.as_ref().map(crate::auth::dev_token_cache_key))
 }
 
 #[cfg(test)]

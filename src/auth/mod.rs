@@ -20,6 +20,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::crypto::aead::{AeadKey, Algorithm};
+use crate::crypto::rng::Csprng;
+use crate::crypto::secret::SecretKey;
 use crate::ids::TenantId;
 use jwks::{KeySet, Selection, Strictness};
 use jwt::{Attempt, ClaimRules, UnverifiedToken};
@@ -56,6 +59,9 @@ pub struct AuthConfig {
     /// `jwt_cache_max_age_secs`: how long a verified token is reused from the host key-value
     /// store (never past its `exp`); 0 turns the cache off.
     pub token_cache_max_age_secs: u64,
+    /// `jwt_cache_key` (or, in dev mode only, derived from `local_kek`): the secret that keys the
+    /// verified-token cache's slots (HMAC) and seals its entries. None: the cache is off.
+    pub token_cache_key: Option<SecretKey>,
 }
 
 impl Default for AuthConfig {
@@ -72,6 +78,7 @@ impl Default for AuthConfig {
             roles_claim: "roles".to_owned(),
             leeway_secs: 60,
             token_cache_max_age_secs: 60,
+            token_cache_key: None,
         }
     }
 }
@@ -171,7 +178,7 @@ pub trait JwksFetcher {
 
 /// The result of verifying a token: what a verified-token cache stores (DESIGN §13).
 ///
-/// CACHE SEAM: key = [`token_cache_key`], value = this (serialised), kept until the earlier of
+/// Cached (sealed) under a slot keyed by HMAC of the token (`TokenCache`), kept until the earlier of
 /// `exp` and a short max age. A hit must still check `exp` against the clock (see
 /// [`VerifiedClaims::is_expired`]); everything else was checked when it was stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,11 +200,6 @@ impl VerifiedClaims {
     pub fn into_principal(self) -> Principal {
         Principal { tenant: self.tenant, roles: self.roles, subject: self.subject, kind: PrincipalKind::Jwt }
     }
-}
-
-/// The verified-token cache key: SHA-256 of the token as presented.
-pub fn token_cache_key(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
 }
 
 /// Serialises a tenant as its string and parses it back, so a cached value is re-validated.
@@ -320,7 +322,42 @@ pub struct Authenticator {
     /// is only reused by an authenticator with the same fingerprint. Computed on first use
     /// (hashing an inline JWKS is not free inside wasm, and HS256 requests never need it).
     fingerprint: OnceLock<[u8; 32]>,
-    token_cache: Option<(Box<dyn crate::kv::KeyValue>, u64)>,
+    token_cache: Option<TokenCache>,
+}
+
+/// The verified-token cache in the host key-value store (docs/auth.md § Verified-token cache).
+/// The store is untrusted (DESIGN §11b): a slot is named by HMAC-SHA256 of the token under a key
+/// derived from the cache secret, so nobody without it can compute which slot a token uses, and
+/// an entry is sealed (XChaCha20-Poly1305) with its slot, the settings fingerprint and its expiry
+/// as AAD, so a forged entry does not open and a copied one opens nowhere else.
+struct TokenCache {
+    kv: Box<dyn crate::kv::KeyValue>,
+    max_age_secs: u64,
+    slot_key: zeroize::Zeroizing<[u8; 32]>,
+    seal: AeadKey,
+    rng: std::cell::RefCell<Csprng>,
+}
+
+/// Labels that derive the cache's two keys from its secret (HMAC-SHA256(secret, label)).
+const TOKEN_CACHE_SLOT_LABEL: &[u8] = b"veil/v2/jwt-cache/slot";
+const TOKEN_CACHE_SEAL_LABEL: &[u8] = b"veil/v2/jwt-cache/seal";
+const TOKEN_CACHE_AAD_LABEL: &[u8] = b"veil/v2/jwt-cache/entry";
+const TOKEN_CACHE_PREFIX: &str = "veil/jwt/v2/";
+
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    #[expect(clippy::expect_used, reason = "HMAC takes a key of any length")]
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// The dev-mode token-cache secret when `jwt_cache_key` is unset: derived from the local KEK
+/// (itself dev-only), so a dev deployment caches without one more variable.
+pub fn dev_token_cache_key(local_kek: &SecretKey) -> SecretKey {
+    SecretKey::from_bytes(hmac_sha256(local_kek.expose_secret(), &[b"veil/v1/dev-jwt-cache-key"]))
 }
 
 impl fmt::Debug for Authenticator {
@@ -422,10 +459,27 @@ impl Authenticator {
     }
 
     /// Reuses verified tokens across requests through the host key-value store, for at most
-    /// the configured `token_cache_max_age_secs` and never past a token's `exp`.
-    pub fn with_token_cache(mut self, kv: Box<dyn crate::kv::KeyValue>, max_age_secs: u64) -> Self {
+    /// the configured `token_cache_max_age_secs` and never past a token's `exp`; entries are
+    /// keyed and sealed under `secret` (`jwt_cache_key`); `rng` draws their nonces.
+    pub fn with_token_cache(
+        mut self,
+        kv: Box<dyn crate::kv::KeyValue>,
+        max_age_secs: u64,
+        secret: &SecretKey,
+        rng: Csprng,
+    ) -> Self {
         if max_age_secs > 0 {
-            self.token_cache = Some((kv, max_age_secs));
+            let seal = SecretKey::from_bytes(hmac_sha256(secret.expose_secret(), &[TOKEN_CACHE_SEAL_LABEL]));
+            self.token_cache = Some(TokenCache {
+                kv,
+                max_age_secs,
+                slot_key: zeroize::Zeroizing::new(hmac_sha256(
+                    secret.expose_secret(),
+                    &[TOKEN_CACHE_SLOT_LABEL],
+                )),
+                seal: AeadKey::new(Algorithm::XChaCha20Poly1305, &seal),
+                rng: std::cell::RefCell::new(rng),
+            });
         }
         self
     }
@@ -481,41 +535,58 @@ impl Authenticator {
         }
     }
 
-    fn cache_slot(token: &str) -> String {
-        let key = token_cache_key(token);
-        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-        format!("veil/jwt/v1/{hex}")
+    /// The slot of a token: HMAC-SHA256 of it under the cache's slot key, in hex.
+    fn cache_slot(cache: &TokenCache, token: &str) -> String {
+        let mac = hmac_sha256(&cache.slot_key[..], &[token.as_bytes()]);
+        format!("{TOKEN_CACHE_PREFIX}{}", hex32(&mac))
     }
 
-    /// A verification of exactly this token, by an authenticator with the same settings, that is
-    /// still within its cache period (which never extends past the token's `exp`). An entry past
-    /// its period, or one that does not decode, is deleted: nothing else would ever remove it.
+    /// What an entry's seal binds: its slot, this authenticator's settings and its expiry.
+    fn cache_aad(&self, slot: &str, until: u64) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(TOKEN_CACHE_AAD_LABEL.len() + slot.len() + 48);
+        aad.extend_from_slice(TOKEN_CACHE_AAD_LABEL);
+        aad.extend_from_slice(&(slot.len() as u64).to_be_bytes());
+        aad.extend_from_slice(slot.as_bytes());
+        aad.extend_from_slice(self.fingerprint());
+        aad.extend_from_slice(&until.to_be_bytes());
+        aad
+    }
+
+    /// A verification of exactly this token, by an authenticator with the same settings and
+    /// cache secret, still within its cache period (never past the token's `exp`). An entry past
+    /// its period, or too short to be one, is deleted; one that does not open (forged, copied from
+    /// another slot, or another deployment's) is a miss and is left alone.
     fn cached(&self, token: &str, now: u64) -> Option<VerifiedClaims> {
-        let (kv, _) = self.token_cache.as_ref()?;
-        let slot = Self::cache_slot(token);
-        let bytes = kv.get(&slot).ok()??;
-        let Ok(entry) = serde_json::from_slice::<CachedToken>(&bytes) else {
-            let _ = kv.delete(&slot);
+        let cache = self.token_cache.as_ref()?;
+        let slot = Self::cache_slot(cache, token);
+        let bytes = cache.kv.get(&slot).ok()??;
+        let Some((until, sealed)) = bytes.split_first_chunk::<8>() else {
+            let _ = cache.kv.delete(&slot);
             return None;
         };
-        if now >= entry.until || now >= entry.claims.exp {
-            let _ = kv.delete(&slot);
+        let until = u64::from_be_bytes(*until);
+        if now >= until {
+            let _ = cache.kv.delete(&slot);
             return None;
         }
-        // Another deployment's settings (a shared store): its entry, not ours to delete.
-        (entry.fingerprint == hex32(self.fingerprint())).then_some(entry.claims)
+        let plain = cache.seal.open(&self.cache_aad(&slot, until), sealed).ok()?;
+        let claims: VerifiedClaims = serde_json::from_slice(&plain).ok()?;
+        (now < claims.exp).then_some(claims)
     }
 
     fn remember(&self, token: &str, claims: &VerifiedClaims, now: u64) {
-        let Some((kv, max_age)) = &self.token_cache else { return };
-        let until = claims.exp.min(now.saturating_add(*max_age));
+        let Some(cache) = &self.token_cache else { return };
+        let until = claims.exp.min(now.saturating_add(cache.max_age_secs));
         if until <= now {
             return;
         }
-        let entry = CachedToken { fingerprint: hex32(self.fingerprint()), until, claims: claims.clone() };
-        if let Ok(bytes) = serde_json::to_vec(&entry) {
-            let _ = kv.set(&Self::cache_slot(token), &bytes);
-        }
+        let Ok(plain) = serde_json::to_vec(claims) else { return };
+        let slot = Self::cache_slot(cache, token);
+        let sealed = cache.seal.seal(&mut cache.rng.borrow_mut(), &self.cache_aad(&slot, until), &plain);
+        let mut record = Vec::with_capacity(8 + sealed.len());
+        record.extend_from_slice(&until.to_be_bytes());
+        record.extend_from_slice(&sealed);
+        let _ = cache.kv.set(&slot, &record);
     }
 
     /// Verifies a JWT (signature, algorithm, `exp`/`nbf`/`iat`, `iss`/`aud`) and extracts its
@@ -588,14 +659,6 @@ fn conclude(attempt: Attempt) -> Result<VerifiedClaims, AuthError> {
         Attempt::BadSignature => Err(AuthError::Invalid("signature does not verify")),
         Attempt::Rejected(e) => Err(e),
     }
-}
-
-/// A verified token as cached: for whom, until when, and under which settings.
-#[derive(Serialize, Deserialize)]
-struct CachedToken {
-    fingerprint: String,
-    until: u64,
-    claims: VerifiedClaims,
 }
 
 fn hex32(b: &[u8; 32]) -> String {

@@ -83,10 +83,8 @@ pub fn create_api_key(
         return Err(OpError::forbidden("managing API keys (tenant role \"admin\" needed)"));
     }
     let label_chars = label.chars().count();
-    if label_chars == 0 || label_chars > MAX_LABEL_CHARS || label.chars().any(char::is_control) {
-        return Err(OpError::invalid_field(format!(
-            "label: 1-{MAX_LABEL_CHARS} characters, no control characters"
-        )));
+    if label_chars == 0 || label_chars > MAX_LABEL_CHARS {
+        return Err(OpError::invalid_field(format!("label: 1-{MAX_LABEL_CHARS} characters")));
     }
     if roles.is_empty() || roles.len() > MAX_KEY_ROLES {
         return Err(OpError::invalid_field(format!("roles: 1-{MAX_KEY_ROLES} roles")));
