@@ -31,6 +31,9 @@ def _int_b64(n: int, length: int | None = None) -> str:
 LOCAL_KEK = base64.b64encode(os.urandom(32)).decode()
 # Data subjects and erasure (docs/erasure.md): the digest key and the certificate signing key.
 SUBJECT_DIGEST_KEY = base64.b64encode(os.urandom(32)).decode()
+# The verified-token cache secret (`jwt_cache_key`): set for every server, dev mode or not, so
+# that a production-shaped deployment in a test caches tokens as production does.
+JWT_CACHE_KEY = base64.b64encode(os.urandom(32)).decode()
 ERASURE_SIGNING_KEY = base64.b64encode(os.urandom(32)).decode()
 ERASURE_SIGNING_KID = "test-erasure-1"
 HS256_SECRET = secrets.token_urlsafe(36)  # 48 characters

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 from . import procs
 from .api import Api, Tenant, new_tenant
 from .procs import HarnessError
-from .tokens import (ERASURE_SIGNING_KEY, ERASURE_SIGNING_KID, HS256_SECRET, JWKS, LOCAL_KEK, SUBJECT_DIGEST_KEY,
+from .tokens import (ERASURE_SIGNING_KEY, ERASURE_SIGNING_KID, HS256_SECRET, JWKS, JWT_CACHE_KEY, LOCAL_KEK, SUBJECT_DIGEST_KEY,
                      hs256)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,6 +72,7 @@ def base_env(*layers: dict, **overrides) -> dict[str, str]:
         "SPIN_VARIABLE_JWT_HS256_SECRET": HS256_SECRET,
         "SPIN_VARIABLE_JWT_JWKS": JWKS,
         "SPIN_VARIABLE_SUBJECT_DIGEST_KEY": SUBJECT_DIGEST_KEY,
+        "SPIN_VARIABLE_JWT_CACHE_KEY": JWT_CACHE_KEY,
         "SPIN_VARIABLE_ERASURE_SIGNING_KEY": ERASURE_SIGNING_KEY,
         "SPIN_VARIABLE_ERASURE_SIGNING_KID": ERASURE_SIGNING_KID,
     })
