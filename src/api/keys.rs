@@ -39,9 +39,8 @@ pub(super) fn create(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<
     if let Some(obj) = view.as_object_mut() {
         obj.insert("key".into(), json!(new.key.as_str()));
     }
-    let mut r = ApiResponse::json(201, &view);
-    r.headers.push(("cache-control", "no-store".into()));
-    Ok(r)
+    // The door sends `cache-control: no-store` with every response, this one included.
+    Ok(ApiResponse::json(201, &view))
 }
 
 /// `GET /v1/api-keys`.
