@@ -33,7 +33,11 @@ pub(super) fn create(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<
             })
         })
         .transpose()?;
+    let n = b.roles.len();
     let roles: BTreeSet<String> = b.roles.into_iter().collect();
+    if roles.len() != n {
+        return Err(ApiError::invalid_field("roles: each role at most once"));
+    }
     let new = ops::create_api_key(ctx, who, &b.label, roles, expires_at)?;
     let mut view = key_view(&new.record);
     if let Some(obj) = view.as_object_mut() {

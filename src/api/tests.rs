@@ -33,7 +33,12 @@ struct World {
 
 fn world_with(vars: MapVars) -> World {
     let kek = base64::engine::general_purpose::STANDARD.encode([5u8; 32]);
-    let vars = vars.with("dev_mode", "true").with("local_kek", &kek).with("jwt_hs256_secret", SECRET);
+    let vars = vars
+        .with("jwt_audience", "")
+        .with("jwt_issuer", "")
+        .with("dev_mode", "true")
+        .with("local_kek", &kek)
+        .with("jwt_hs256_secret", SECRET);
     let vars = if vars.0.contains_key("no_subject_keys") {
         vars
     } else {

@@ -18,6 +18,7 @@ from . import procs
 from .api import Api, Tenant, new_tenant
 from .procs import HarnessError
 from .tokens import (ERASURE_SIGNING_KEY, ERASURE_SIGNING_KID, HS256_SECRET, JWKS, JWT_CACHE_KEY, LOCAL_KEK, SUBJECT_DIGEST_KEY,
+                     TEST_AUDIENCE, TEST_ISSUER,
                      hs256)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,6 +80,9 @@ def base_env(*layers: dict, **overrides) -> dict[str, str]:
     for layer in layers:
         env.update(layer)
     env.update(spin_variables(overrides))
+    if env.get("SPIN_VARIABLE_DEV_MODE") != "true":
+        env.setdefault("SPIN_VARIABLE_JWT_AUDIENCE", TEST_AUDIENCE)
+        env.setdefault("SPIN_VARIABLE_JWT_ISSUER", TEST_ISSUER)
     return env
 
 

@@ -110,7 +110,7 @@ def test_roles_are_capped_by_the_creator(server):
     err(t.as_("admin").post("/v1/api-keys", {"label": "x", "roles": ["support"]}), 403, "forbidden")
     err(t.as_("app", "support").post("/v1/api-keys", {"label": "x", "roles": ["app"]}), 403, "forbidden")
     for body in ({"label": "", "roles": ["admin"]}, {"label": "x", "roles": []},
-                 {"label": "x" * 129, "roles": ["admin"]}, {"label": "x", "roles": ["a b"]},
+                 {"label": "x" * 129, "roles": ["admin"]}, {"label": "x", "roles": ["a b"]}, {"label": "x", "roles": ["admin", "admin"]},
                  {"label": "x", "roles": ["admin"], "expires_at": "tomorrow"}):
         err(t.admin.post("/v1/api-keys", body), 422, "invalid_field")
     err(t.admin.post("/v1/api-keys", {"label": "x"}), 400, "invalid_request")
