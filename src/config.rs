@@ -115,6 +115,8 @@ impl Config {
             max_value_bytes: parse_limit(vars, "max_value_bytes", d.max_value_bytes, MAX_BODY_CEILING)?,
         };
         let leeway_secs = 60;
+        let local_kek_b64 = vars.get("local_kek").map(Zeroizing::new);
+        let token_cache_key = token_cache_key(vars, dev_mode, local_kek_b64.as_deref().map(String::as_str))?;
         let auth = AuthConfig {
             dev_mode,
             hs256_secret: vars.get("jwt_hs256_secret").map(|s| Zeroizing::new(s.into_bytes())),
@@ -134,7 +136,9 @@ impl Config {
                     )
                 })?,
             },
+            token_cache_key,
         };
+        check_production_auth(&auth)?;
         let database_url = vars.get("database_url").map(Zeroizing::new);
         if let Some(url) = &database_url {
             if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
@@ -143,7 +147,6 @@ impl Config {
                 ));
             }
         }
-        let local_kek_b64 = vars.get("local_kek").map(Zeroizing::new);
         let dek_cache = kms::cache::Settings::load(vars)?;
         let max_seals_per_key = match vars.get("max_seals_per_key") {
             None => None,
@@ -174,6 +177,51 @@ impl Config {
     }
 }
 
+/// Outside dev mode a token must be addressed to this deployment (`jwt_audience`) and, when its
+/// key comes from a JWKS (`jwt_jwks_url`, `jwt_jwks`), issued by a named issuer (`jwt_issuer`):
+/// otherwise any token the identity provider signs for any application would do. A deployment
+/// without them is refused whole (500 `misconfigured` on every route; `veil serve` says so when it
+/// starts).
+fn check_production_auth(auth: &AuthConfig) -> Result<(), ConfigError> {
+    if auth.dev_mode {
+        return Ok(());
+    }
+    let set = |v: &Option<String>| v.as_ref().is_some_and(|s| !s.trim().is_empty());
+    if !set(&auth.audience) {
+        return Err(ConfigError("jwt_audience must be set outside dev mode (docs/auth.md)".into()));
+    }
+    if (set(&auth.jwks_url) || set(&auth.jwks_inline)) && !set(&auth.issuer) {
+        return Err(ConfigError(
+            "jwt_issuer must be set outside dev mode when JWKS keys are used (docs/auth.md)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The verified-token cache's secret: `jwt_cache_key` (base64 of 32 bytes); unset, in dev mode
+/// one derived from `local_kek`, outside dev mode none (the cache is off: every token is verified).
+fn token_cache_key(
+    vars: &dyn Variables,
+    dev_mode: bool,
+    local_kek_b64: Option<&str>,
+) -> Result<Option<crate::crypto::secret::SecretKey>, ConfigError> {
+    use crate::crypto::secret::SecretKey;
+    use base64::Engine as _;
+    let decode =
+        |b64: &str| base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok().map(Zeroizing::new);
+    if let Some(b64) = vars.get("jwt_cache_key") {
+        let raw = decode(&b64).ok_or_else(|| ConfigError("variable jwt_cache_key is not base64".into()))?;
+        return SecretKey::try_from_slice(&raw)
+            .map(Some)
+            .ok_or_else(|| ConfigError("variable jwt_cache_key must decode to exactly 32 bytes".into()));
+    }
+    if !dev_mode {
+        return Ok(None);
+    }
+    let kek = local_kek_b64.and_then(decode).and_then(|raw| SecretKey::try_from_slice(&raw));
+    Ok(kek.as_ref().map(crate::auth::dev_token_cache_key))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -196,6 +244,38 @@ pub(crate) mod tests {
         let e = c.kms.get().expect_err("a bad kms_timeout_ms");
         assert!(e.0.contains("kms_timeout_ms"), "{e}");
         assert!(Config::load(&vars.0).is_err(), "the eager load refuses it at once");
+    }
+
+    /// Outside dev mode a deployment names its audience, and its issuer when JWKS keys are used.
+    #[test]
+    fn production_needs_audience_and_issuer() {
+        let e = Config::load(&MapVars::default().with("jwt_audience", "")).expect_err("no audience");
+        assert!(e.0.contains("jwt_audience must be set outside dev mode"), "{e}");
+        let jwks = MapVars::default().with("jwt_issuer", "").with("jwt_jwks", "{\"keys\":[]}");
+        let e = Config::load(&jwks).expect_err("no issuer");
+        assert!(e.0.contains("jwt_issuer must be set"), "{e}");
+        let url = MapVars::default().with("jwt_issuer", "").with("jwt_jwks_url", "https://idp.example/jwks");
+        assert!(Config::load(&url).is_err());
+        // a PEM key is not a JWKS: the audience suffices
+        let pem = MapVars::default().with("jwt_issuer", "").with("jwt_public_key_pem", "x");
+        assert!(Config::load(&pem).is_ok());
+        // dev mode needs neither
+        let dev = MapVars::default().with("jwt_audience", "").with("jwt_issuer", "").with("dev_mode", "true");
+        assert!(Config::load(&dev).is_ok());
+    }
+
+    #[test]
+    fn token_cache_key_from_the_variable_or_dev_mode_only() {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD.encode([5u8; 32]);
+        let c = Config::load(&MapVars::default().with("jwt_cache_key", &b64)).expect("config");
+        assert_eq!(c.auth.token_cache_key.as_ref().map(|k| *k.expose_secret()), Some([5u8; 32]));
+        assert!(Config::load(&MapVars::default()).expect("config").auth.token_cache_key.is_none());
+        assert!(Config::load(&MapVars::default().with("jwt_cache_key", "AAEC")).is_err());
+        let kek = base64::engine::general_purpose::STANDARD.encode([6u8; 32]);
+        let dev =
+            Config::load(&MapVars::default().with("dev_mode", "true").with("local_kek", &kek)).expect("dev");
+        assert!(dev.auth.token_cache_key.is_some(), "dev mode derives one from local_kek");
     }
 
     #[test]

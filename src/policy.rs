@@ -61,6 +61,7 @@ mod tests {
             tenant: TenantId::parse("t1").expect("tenant"),
             roles: roles.iter().map(|r| r.to_string()).collect(),
             subject: "u".into(),
+            kind: crate::auth::PrincipalKind::Jwt,
         }
     }
 

@@ -120,9 +120,19 @@ pub(crate) mod tests {
         }
     }
 
-    /// Variables from a map, for tests.
-    #[derive(Default)]
+    /// Variables from a map, for tests. The default names an audience and an issuer, which a
+    /// deployment outside dev mode must have (`config::check_production_auth`); set either to ""
+    /// to unset it.
     pub struct MapVars(pub HashMap<String, String>);
+
+    impl Default for MapVars {
+        fn default() -> Self {
+            let mut m = HashMap::new();
+            m.insert("jwt_audience".to_owned(), "veil-unit-tests".to_owned());
+            m.insert("jwt_issuer".to_owned(), "veil-unit-tests".to_owned());
+            MapVars(m)
+        }
+    }
 
     impl MapVars {
         pub fn with(mut self, k: &str, v: &str) -> Self {

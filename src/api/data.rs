@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::{item, non_null, parse, ApiResponse};
 use crate::auth::Principal;
-use crate::ops::{self, Ctx, ItemError};
+use crate::ops::{self, Ctx, ItemError, Unprotected};
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -102,7 +102,7 @@ pub(super) fn protect(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result
 pub(super) fn unprotect(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<ApiResponse, ApiError> {
     let b: UnprotectBody = parse(body)?;
     let tokens: Vec<&str> = b.values.iter().map(String::as_str).collect();
-    let results = ops::unprotect_in(
+    let results = ops::unprotect_or_mask(
         ctx,
         who,
         b.scheme.as_deref(),
@@ -112,13 +112,16 @@ pub(super) fn unprotect(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Resu
     )?;
     let results: Vec<Value> = results
         .into_iter()
-        .map(|r| {
-            item(r.and_then(|pt| match b.encoding {
+        .map(|r| match r {
+            // A masked value is text whatever `encoding` says: the rule already made it so.
+            Ok(Unprotected::Masked(v)) => json!({"value": v, "masked": true}),
+            Ok(Unprotected::Plain(pt)) => item(match b.encoding {
                 Encoding::Base64 => Ok(B64.encode(&pt[..])),
                 Encoding::Utf8 => {
                     std::str::from_utf8(&pt).map(str::to_owned).map_err(|_| ItemError::NOT_UTF8)
                 }
-            }))
+            }),
+            Err(e) => item::<String>(Err(e)),
         })
         .collect();
     note_items(ctx, &results);

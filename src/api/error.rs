@@ -47,7 +47,10 @@ fn status(e: &OpError) -> u16 {
         OpError::Auth(AuthError::Config(_)) => 500,
         OpError::Auth(_) => 401,
         OpError::Forbidden(_) | OpError::KekNotAllowed => 403,
-        OpError::SchemeNotFound(_) | OpError::KeyVersionNotFound(_) | OpError::ErasureNotFound => 404,
+        OpError::SchemeNotFound(_)
+        | OpError::KeyVersionNotFound(_)
+        | OpError::ErasureNotFound
+        | OpError::ApiKeyNotFound => 404,
         OpError::SchemeExists(_)
         | OpError::SchemeErased(_)
         | OpError::ConfirmationMismatch(_)
@@ -99,7 +102,7 @@ mod tests {
                 OpError::Auth(AuthError::Missing),
                 401,
                 "unauthenticated",
-                "send a bearer token in the Authorization header",
+                "send a bearer token or API key in the Authorization header, or an API key in X-API-Key",
             ),
             (OpError::Auth(AuthError::Invalid("token expired")), 401, "invalid_credentials", "token expired"),
             (

@@ -12,6 +12,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod jobs;
+mod keys;
 mod rows;
 mod schemes;
 mod snowflake;
@@ -39,6 +40,8 @@ pub struct ApiRequest<'a> {
     /// Every other header the door passed on, names in lowercase (values that are UTF-8 only);
     /// read through [`ApiRequest::header`].
     pub headers: &'a [(String, String)],
+    /// The `X-API-Key` header, if any: an API key instead of `Authorization: Bearer veil_…`.
+    pub api_key: Option<&'a str>,
     pub body: &'a [u8],
 }
 
@@ -136,6 +139,8 @@ enum Route<'p> {
     BigQuery,
     Audit,
     AuditVerify,
+    ApiKeys,
+    ApiKey(&'p str),
 }
 
 /// The route table: every path Veil answers, with the methods it allows.
@@ -175,6 +180,14 @@ fn route(path: &str) -> Option<(Route<'_>, &'static str)> {
         }
         "/v1/audit" => (Route::Audit, "GET"),
         "/v1/audit/verify" => (Route::AuditVerify, "GET"),
+        "/v1/api-keys" => (Route::ApiKeys, "GET, POST"),
+        _ if path.starts_with("/v1/api-keys/") => {
+            let id = path.strip_prefix("/v1/api-keys/")?;
+            if id.is_empty() || id.contains('/') {
+                return None;
+            }
+            (Route::ApiKey(id), "DELETE")
+        }
         _ if path.starts_with("/v1/subjects/") => {
             let id = path.strip_prefix("/v1/subjects/")?.strip_suffix("/erase")?;
             if id.is_empty() || id.contains('/') {
@@ -253,8 +266,8 @@ fn dispatch(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> Result<ApiResponse, Api
     if req.method == "POST" || req.method == "PATCH" {
         check_content_type(req.content_type)?;
     }
-    let who = deps.auth?.authenticate(req.authorization, deps.jwks)?;
     let ctx = deps.ctx;
+    let who = crate::ops::authenticate(ctx, deps.auth, req.authorization, req.api_key, deps.jwks)?;
     // Every authenticated request is audited (docs/audit.md): without the tenant's audit key no
     // operation runs, and an entry that cannot be written withholds the operation's answer.
     let key = ops::audit::audit_key(ctx, &who)?;
@@ -289,6 +302,9 @@ fn dispatch(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> Result<ApiResponse, Api
         Route::BigQuery => bigquery::call(ctx, &who, req.body),
         Route::Audit => audit::list(ctx, &who, &key, req.query),
         Route::AuditVerify => audit::verify(ctx, &who, &key, req.query),
+        Route::ApiKeys if req.method == "POST" => keys::create(ctx, &who, req.body),
+        Route::ApiKeys => keys::list(ctx, &who),
+        Route::ApiKey(id) => keys::revoke(ctx, &who, id),
         Route::Health | Route::OpenApi | Route::ErasureKeys => Err(ApiError::internal()),
     };
     let (status, code) = match &result {
@@ -338,6 +354,9 @@ fn audit_operation(route: &Route<'_>, method: &str) -> (&'static str, ops::audit
             rows::RowOp::Mask => ("snowflake.mask", Data),
         },
         Route::BigQuery => ("bigquery", Data),
+        Route::ApiKeys if method == "POST" => ("api_key.create", Admin),
+        Route::ApiKeys => ("api_key.list", Admin),
+        Route::ApiKey(_) => ("api_key.revoke", Admin),
         Route::Audit => ("audit.list", Admin),
         Route::AuditVerify => ("audit.verify", Admin),
         Route::Health => ("health", Admin),
@@ -491,6 +510,10 @@ const API_FIELDS: &[&str] = &[
     "subject_column",
     "batch_size",
     "target_version",
+    "label",
+    "roles",
+    "expires_at",
+    "mask_on_deny",
 ];
 
 fn is_api_name(s: &str) -> bool {

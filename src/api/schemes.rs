@@ -143,6 +143,8 @@ struct UpdateSchemeBody {
     /// Absent: unchanged; `null`: removed; a string: set.
     #[serde(default, deserialize_with = "present")]
     rotation_period: Option<Option<String>>,
+    #[serde(default, deserialize_with = "super::non_null")]
+    mask_on_deny: Option<bool>,
 }
 
 /// Tells an explicit `null` (`Some(None)`) from an absent field (`None`).
@@ -153,8 +155,10 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
 /// Reads the body of `PATCH /v1/schemes/{name}`: its whole parsing, before any operation.
 pub(super) fn parse_change(body: &[u8]) -> Result<SchemeChange, ApiError> {
     let b: UpdateSchemeBody = parse(body)?;
-    if b.min_decryption_version.is_none() && b.rotation_period.is_none() {
-        return Err(ApiError::invalid_field("give min_decryption_version and/or rotation_period"));
+    if b.min_decryption_version.is_none() && b.rotation_period.is_none() && b.mask_on_deny.is_none() {
+        return Err(ApiError::invalid_field(
+            "give one or more of min_decryption_version, rotation_period and mask_on_deny",
+        ));
     }
     let min_decryption_version = match b.min_decryption_version {
         None => None,
@@ -173,7 +177,7 @@ pub(super) fn parse_change(body: &[u8]) -> Result<SchemeChange, ApiError> {
         Some(None) => Some(None),
         Some(Some(p)) => Some(Some(RotationPeriod::parse(&p).map_err(ApiError::invalid_field)?)),
     };
-    Ok(SchemeChange { min_decryption_version, rotation_period })
+    Ok(SchemeChange { min_decryption_version, rotation_period, mask_on_deny: b.mask_on_deny })
 }
 /// Longest scheme description, in characters (as the OpenAPI document's `maxLength` counts).
 const MAX_DESCRIPTION_CHARS: usize = 1024;
@@ -195,6 +199,7 @@ struct CreateSchemeBody {
     rotation_period: Option<String>,
     #[serde(default, deserialize_with = "non_null")]
     audit: Option<String>,
+    mask_on_deny: Option<bool>,
 }
 
 /// Reads the body of `POST /v1/schemes`: its whole parsing and validation, before any operation.
@@ -232,7 +237,16 @@ pub(super) fn parse_new_scheme(body: &[u8]) -> Result<NewScheme, ApiError> {
             AuditMode::parse(a).ok_or_else(|| ApiError::invalid_field("audit: one of all, denied, none"))?
         }
     };
-    Ok(NewScheme { name, algorithm, kek, policy: b.policy, mask, rotation_period, audit })
+    Ok(NewScheme {
+        name,
+        algorithm,
+        kek,
+        policy: b.policy,
+        mask,
+        rotation_period,
+        audit,
+        mask_on_deny: b.mask_on_deny.unwrap_or(false),
+    })
 }
 
 fn scheme_view(s: &Scheme) -> Value {
@@ -246,6 +260,7 @@ fn scheme_view(s: &Scheme) -> Value {
         "min_decryption_version": s.min_decryption_version.get(),
         "rotation_period": s.rotation_period.map(|p| p.to_string()),
         "audit": s.audit.as_str(),
+        "mask_on_deny": s.mask_on_deny,
         "created_at": rfc3339(s.created_at),
         "erased_at": s.erased_at.map(rfc3339),
     })

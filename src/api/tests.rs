@@ -35,7 +35,12 @@ struct World {
 
 fn world_with(vars: MapVars) -> World {
     let kek = base64::engine::general_purpose::STANDARD.encode([5u8; 32]);
-    let vars = vars.with("dev_mode", "true").with("local_kek", &kek).with("jwt_hs256_secret", SECRET);
+    let vars = vars
+        .with("jwt_audience", "")
+        .with("jwt_issuer", "")
+        .with("dev_mode", "true")
+        .with("local_kek", &kek)
+        .with("jwt_hs256_secret", SECRET);
     let vars = if vars.0.contains_key("no_audit_key") {
         vars
     } else {
@@ -97,6 +102,7 @@ impl World {
                 content_type: Some("application/json"),
                 authorization: auth,
                 headers: &self.headers,
+                api_key: None,
                 body,
             }
         };
@@ -1131,6 +1137,7 @@ fn form_bodies_are_415_naming_the_header() {
             query: "",
             content_type: ct,
             authorization: Some(&app),
+            api_key: None,
             headers: &[],
             body: br#"{"scheme":"pii","values":["x"]}"#,
         };

@@ -20,6 +20,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::crypto::aead::{AeadKey, Algorithm};
+use crate::crypto::rng::Csprng;
+use crate::crypto::secret::SecretKey;
 use crate::ids::TenantId;
 use jwks::{KeySet, Selection, Strictness};
 use jwt::{Attempt, ClaimRules, UnverifiedToken};
@@ -56,6 +59,9 @@ pub struct AuthConfig {
     /// `jwt_cache_max_age_secs`: how long a verified token is reused from the host key-value
     /// store (never past its `exp`); 0 turns the cache off.
     pub token_cache_max_age_secs: u64,
+    /// `jwt_cache_key` (or, in dev mode only, derived from `local_kek`): the secret that keys the
+    /// verified-token cache's slots (HMAC) and seals its entries. None: the cache is off.
+    pub token_cache_key: Option<SecretKey>,
 }
 
 impl Default for AuthConfig {
@@ -72,6 +78,7 @@ impl Default for AuthConfig {
             roles_claim: "roles".to_owned(),
             leeway_secs: 60,
             token_cache_max_age_secs: 60,
+            token_cache_key: None,
         }
     }
 }
@@ -99,8 +106,28 @@ impl fmt::Debug for AuthConfig {
 pub struct Principal {
     pub tenant: TenantId,
     pub roles: BTreeSet<String>,
-    /// The token's `sub`; empty when absent.
+    /// Who: the token's `sub` (empty when absent) for a JWT, the key's id for an API key;
+    /// [`Principal::kind`] says which.
     pub subject: String,
+    pub kind: PrincipalKind,
+}
+
+/// What kind of credential a [`Principal`] presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalKind {
+    /// A verified JWT: `subject` is its `sub`.
+    Jwt,
+    /// An API key: `subject` is the key's id (never its secret).
+    ApiKey,
+}
+
+impl PrincipalKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PrincipalKind::Jwt => "jwt",
+            PrincipalKind::ApiKey => "api_key",
+        }
+    }
 }
 
 /// Why a request is not authenticated. Reasons are fixed strings, safe to return to the caller:
@@ -151,7 +178,7 @@ pub trait JwksFetcher {
 
 /// The result of verifying a token: what a verified-token cache stores (DESIGN §13).
 ///
-/// CACHE SEAM: key = [`token_cache_key`], value = this (serialised), kept until the earlier of
+/// Cached (sealed) under a slot keyed by HMAC of the token (`TokenCache`), kept until the earlier of
 /// `exp` and a short max age. A hit must still check `exp` against the clock (see
 /// [`VerifiedClaims::is_expired`]); everything else was checked when it was stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,13 +198,8 @@ impl VerifiedClaims {
     }
 
     pub fn into_principal(self) -> Principal {
-        Principal { tenant: self.tenant, roles: self.roles, subject: self.subject }
+        Principal { tenant: self.tenant, roles: self.roles, subject: self.subject, kind: PrincipalKind::Jwt }
     }
-}
-
-/// The verified-token cache key: SHA-256 of the token as presented.
-pub fn token_cache_key(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
 }
 
 /// Serialises a tenant as its string and parses it back, so a cached value is re-validated.
@@ -196,12 +218,66 @@ mod tenant_as_str {
     }
 }
 
+/// The prefix of every API key: `veil_<id>.<secret>`.
+pub const API_KEY_PREFIX: &str = "veil_";
+/// An API key id: 32 lowercase hex digits (128 random bits).
+pub const API_KEY_ID_LEN: usize = 32;
+/// An API key secret: 43 base64url characters without padding (32 random bytes, 256 bits).
+pub const API_KEY_SECRET_LEN: usize = 43;
+
+/// An API key as presented: its id (finds the row) and its secret (checked against the stored
+/// SHA-256 in constant time). The secret is wiped when dropped and never shown.
+pub struct ApiKeyCredential {
+    pub id: String,
+    secret: Zeroizing<String>,
+}
+
+impl ApiKeyCredential {
+    /// Parses `veil_<id>.<secret>`; anything else is `invalid_credentials`.
+    pub fn parse(key: &str) -> Result<Self, AuthError> {
+        let bad = AuthError::Invalid("malformed api key");
+        let rest = key.strip_prefix(API_KEY_PREFIX).ok_or(bad.clone())?;
+        let (id, secret) = rest.split_once('.').ok_or(bad.clone())?;
+        let id_ok = id.len() == API_KEY_ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let secret_ok = secret.len() == API_KEY_SECRET_LEN
+            && secret.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !id_ok || !secret_ok {
+            return Err(bad);
+        }
+        Ok(Self { id: id.to_owned(), secret: Zeroizing::new(secret.to_owned()) })
+    }
+
+    /// SHA-256 of the secret: the only form of it that is ever stored.
+    pub fn secret_sha256(&self) -> [u8; 32] {
+        api_key_secret_sha256(&self.secret)
+    }
+}
+
+/// SHA-256 of an API key's secret (its base64url text as presented).
+pub fn api_key_secret_sha256(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
 /// A credential as presented, before any check.
-enum Credential<'a> {
-    /// `Bearer <JWT>`.
+pub enum Credential<'a> {
+    /// `Authorization: Bearer <JWT>`.
     Jwt(&'a str),
-    /// `Bearer veil_<id>.<secret>`: API keys (DESIGN §8), not implemented yet.
-    ApiKey(#[allow(dead_code, reason = "read once API keys are implemented")] &'a str),
+    /// `Authorization: Bearer veil_…` or `X-API-Key: veil_…` (DESIGN §8).
+    ApiKey(ApiKeyCredential),
+}
+
+/// The request's credential, from `Authorization` and `X-API-Key`. Exactly one may be given:
+/// both at once is refused (`invalid_credentials`) rather than one silently preferred.
+pub fn presented<'a>(
+    authorization: Option<&'a str>,
+    x_api_key: Option<&'a str>,
+) -> Result<Credential<'a>, AuthError> {
+    let authorization = authorization.filter(|h| !h.trim().is_empty());
+    match (authorization, x_api_key.map(str::trim).filter(|k| !k.is_empty())) {
+        (Some(_), Some(_)) => Err(AuthError::Invalid("send one credential: Authorization or X-API-Key")),
+        (None, Some(key)) => Ok(Credential::ApiKey(ApiKeyCredential::parse(key)?)),
+        (auth, None) => parse_authorization(auth),
+    }
 }
 
 /// Splits `Authorization: <scheme> <credential>`; the scheme is case-insensitive (RFC 9110 §11.1).
@@ -218,8 +294,8 @@ fn parse_authorization(header: Option<&str>) -> Result<Credential<'_>, AuthError
     if credential.is_empty() || credential.contains(|c: char| c.is_ascii_whitespace()) {
         return Err(AuthError::Invalid("malformed authorization header"));
     }
-    if credential.starts_with("veil_") {
-        return Ok(Credential::ApiKey(credential));
+    if credential.starts_with(API_KEY_PREFIX) {
+        return Ok(Credential::ApiKey(ApiKeyCredential::parse(credential)?));
     }
     Ok(Credential::Jwt(credential))
 }
@@ -246,7 +322,42 @@ pub struct Authenticator {
     /// is only reused by an authenticator with the same fingerprint. Computed on first use
     /// (hashing an inline JWKS is not free inside wasm, and HS256 requests never need it).
     fingerprint: OnceLock<[u8; 32]>,
-    token_cache: Option<(Box<dyn crate::kv::KeyValue>, u64)>,
+    token_cache: Option<TokenCache>,
+}
+
+/// The verified-token cache in the host key-value store (docs/auth.md § Verified-token cache).
+/// The store is untrusted (DESIGN §11b): a slot is named by HMAC-SHA256 of the token under a key
+/// derived from the cache secret, so nobody without it can compute which slot a token uses, and
+/// an entry is sealed (XChaCha20-Poly1305) with its slot, the settings fingerprint and its expiry
+/// as AAD, so a forged entry does not open and a copied one opens nowhere else.
+struct TokenCache {
+    kv: Box<dyn crate::kv::KeyValue>,
+    max_age_secs: u64,
+    slot_key: zeroize::Zeroizing<[u8; 32]>,
+    seal: AeadKey,
+    rng: std::cell::RefCell<Csprng>,
+}
+
+/// Labels that derive the cache's two keys from its secret (HMAC-SHA256(secret, label)).
+const TOKEN_CACHE_SLOT_LABEL: &[u8] = b"veil/v2/jwt-cache/slot";
+const TOKEN_CACHE_SEAL_LABEL: &[u8] = b"veil/v2/jwt-cache/seal";
+const TOKEN_CACHE_AAD_LABEL: &[u8] = b"veil/v2/jwt-cache/entry";
+const TOKEN_CACHE_PREFIX: &str = "veil/jwt/v2/";
+
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    use hmac::{Hmac, Mac};
+    #[expect(clippy::expect_used, reason = "HMAC takes a key of any length")]
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// The dev-mode token-cache secret when `jwt_cache_key` is unset: derived from the local KEK
+/// (itself dev-only), so a dev deployment caches without one more variable.
+pub fn dev_token_cache_key(local_kek: &SecretKey) -> SecretKey {
+    SecretKey::from_bytes(hmac_sha256(local_kek.expose_secret(), &[b"veil/v1/dev-jwt-cache-key"]))
 }
 
 impl fmt::Debug for Authenticator {
@@ -348,10 +459,27 @@ impl Authenticator {
     }
 
     /// Reuses verified tokens across requests through the host key-value store, for at most
-    /// the configured `token_cache_max_age_secs` and never past a token's `exp`.
-    pub fn with_token_cache(mut self, kv: Box<dyn crate::kv::KeyValue>, max_age_secs: u64) -> Self {
+    /// the configured `token_cache_max_age_secs` and never past a token's `exp`; entries are
+    /// keyed and sealed under `secret` (`jwt_cache_key`); `rng` draws their nonces.
+    pub fn with_token_cache(
+        mut self,
+        kv: Box<dyn crate::kv::KeyValue>,
+        max_age_secs: u64,
+        secret: &SecretKey,
+        rng: Csprng,
+    ) -> Self {
         if max_age_secs > 0 {
-            self.token_cache = Some((kv, max_age_secs));
+            let seal = SecretKey::from_bytes(hmac_sha256(secret.expose_secret(), &[TOKEN_CACHE_SEAL_LABEL]));
+            self.token_cache = Some(TokenCache {
+                kv,
+                max_age_secs,
+                slot_key: zeroize::Zeroizing::new(hmac_sha256(
+                    secret.expose_secret(),
+                    &[TOKEN_CACHE_SLOT_LABEL],
+                )),
+                seal: AeadKey::new(Algorithm::XChaCha20Poly1305, &seal),
+                rng: std::cell::RefCell::new(rng),
+            });
         }
         self
     }
@@ -372,7 +500,25 @@ impl Authenticator {
         now: u64,
     ) -> Result<Principal, AuthError> {
         match parse_authorization(authorization)? {
-            Credential::Jwt(token) => {
+            Credential::Jwt(token) => self.authenticate_jwt_at(token, fetcher, now),
+            // API keys are looked up in the store: `ops::authenticate` does that, not this room.
+            Credential::ApiKey(_) => Err(AuthError::Invalid("api keys are checked against the store")),
+        }
+    }
+
+    /// Authenticates a JWT (`Bearer <token>` already split off), through the verified-token cache.
+    pub fn authenticate_jwt(&self, token: &str, fetcher: &dyn JwksFetcher) -> Result<Principal, AuthError> {
+        self.authenticate_jwt_at(token, fetcher, now_secs())
+    }
+
+    fn authenticate_jwt_at(
+        &self,
+        token: &str,
+        fetcher: &dyn JwksFetcher,
+        now: u64,
+    ) -> Result<Principal, AuthError> {
+        {
+            {
                 // An HS256 (dev) token costs one HMAC: less than a cache lookup and store.
                 let cacheable = jwt::parse(token).is_ok_and(|t| t.alg != Alg::Hs256);
                 if cacheable {
@@ -386,46 +532,61 @@ impl Authenticator {
                 }
                 Ok(claims.into_principal())
             }
-            // API-KEY SEAM: look up `veil_<id>`, compare SHA-256 of the secret in constant time.
-            Credential::ApiKey(_) => Err(AuthError::Invalid("api keys are not enabled")),
         }
     }
 
-    fn cache_slot(token: &str) -> String {
-        let key = token_cache_key(token);
-        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-        format!("veil/jwt/v1/{hex}")
+    /// The slot of a token: HMAC-SHA256 of it under the cache's slot key, in hex.
+    fn cache_slot(cache: &TokenCache, token: &str) -> String {
+        let mac = hmac_sha256(&cache.slot_key[..], &[token.as_bytes()]);
+        format!("{TOKEN_CACHE_PREFIX}{}", hex32(&mac))
     }
 
-    /// A verification of exactly this token, by an authenticator with the same settings, that is
-    /// still within its cache period (which never extends past the token's `exp`). An entry past
-    /// its period, or one that does not decode, is deleted: nothing else would ever remove it.
+    /// What an entry's seal binds: its slot, this authenticator's settings and its expiry.
+    fn cache_aad(&self, slot: &str, until: u64) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(TOKEN_CACHE_AAD_LABEL.len() + slot.len() + 48);
+        aad.extend_from_slice(TOKEN_CACHE_AAD_LABEL);
+        aad.extend_from_slice(&(slot.len() as u64).to_be_bytes());
+        aad.extend_from_slice(slot.as_bytes());
+        aad.extend_from_slice(self.fingerprint());
+        aad.extend_from_slice(&until.to_be_bytes());
+        aad
+    }
+
+    /// A verification of exactly this token, by an authenticator with the same settings and
+    /// cache secret, still within its cache period (never past the token's `exp`). An entry past
+    /// its period, or too short to be one, is deleted; one that does not open (forged, copied from
+    /// another slot, or another deployment's) is a miss and is left alone.
     fn cached(&self, token: &str, now: u64) -> Option<VerifiedClaims> {
-        let (kv, _) = self.token_cache.as_ref()?;
-        let slot = Self::cache_slot(token);
-        let bytes = kv.get(&slot).ok()??;
-        let Ok(entry) = serde_json::from_slice::<CachedToken>(&bytes) else {
-            let _ = kv.delete(&slot);
+        let cache = self.token_cache.as_ref()?;
+        let slot = Self::cache_slot(cache, token);
+        let bytes = cache.kv.get(&slot).ok()??;
+        let Some((until, sealed)) = bytes.split_first_chunk::<8>() else {
+            let _ = cache.kv.delete(&slot);
             return None;
         };
-        if now >= entry.until || now >= entry.claims.exp {
-            let _ = kv.delete(&slot);
+        let until = u64::from_be_bytes(*until);
+        if now >= until {
+            let _ = cache.kv.delete(&slot);
             return None;
         }
-        // Another deployment's settings (a shared store): its entry, not ours to delete.
-        (entry.fingerprint == hex32(self.fingerprint())).then_some(entry.claims)
+        let plain = cache.seal.open(&self.cache_aad(&slot, until), sealed).ok()?;
+        let claims: VerifiedClaims = serde_json::from_slice(&plain).ok()?;
+        (now < claims.exp).then_some(claims)
     }
 
     fn remember(&self, token: &str, claims: &VerifiedClaims, now: u64) {
-        let Some((kv, max_age)) = &self.token_cache else { return };
-        let until = claims.exp.min(now.saturating_add(*max_age));
+        let Some(cache) = &self.token_cache else { return };
+        let until = claims.exp.min(now.saturating_add(cache.max_age_secs));
         if until <= now {
             return;
         }
-        let entry = CachedToken { fingerprint: hex32(self.fingerprint()), until, claims: claims.clone() };
-        if let Ok(bytes) = serde_json::to_vec(&entry) {
-            let _ = kv.set(&Self::cache_slot(token), &bytes);
-        }
+        let Ok(plain) = serde_json::to_vec(claims) else { return };
+        let slot = Self::cache_slot(cache, token);
+        let sealed = cache.seal.seal(&mut cache.rng.borrow_mut(), &self.cache_aad(&slot, until), &plain);
+        let mut record = Vec::with_capacity(8 + sealed.len());
+        record.extend_from_slice(&until.to_be_bytes());
+        record.extend_from_slice(&sealed);
+        let _ = cache.kv.set(&slot, &record);
     }
 
     /// Verifies a JWT (signature, algorithm, `exp`/`nbf`/`iat`, `iss`/`aud`) and extracts its
@@ -498,14 +659,6 @@ fn conclude(attempt: Attempt) -> Result<VerifiedClaims, AuthError> {
         Attempt::BadSignature => Err(AuthError::Invalid("signature does not verify")),
         Attempt::Rejected(e) => Err(e),
     }
-}
-
-/// A verified token as cached: for whom, until when, and under which settings.
-#[derive(Serialize, Deserialize)]
-struct CachedToken {
-    fingerprint: String,
-    until: u64,
-    claims: VerifiedClaims,
 }
 
 fn hex32(b: &[u8; 32]) -> String {

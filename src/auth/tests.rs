@@ -283,7 +283,6 @@ fn verified_claims_round_trip_for_a_cache() {
     let forged = stored.replace("acme", "bad tenant!");
     assert!(serde_json::from_str::<VerifiedClaims>(&forged).is_err());
     assert!(!v.is_expired(NOW + 600, 0) && v.is_expired(NOW + 601, 0));
-    assert_eq!(token_cache_key(&token), <[u8; 32]>::from(Sha256::digest(token.as_bytes())));
 }
 
 // ---- refused ----
@@ -314,12 +313,30 @@ fn schemes_other_than_bearer() {
 }
 
 #[test]
-fn api_keys_are_recognised_but_not_enabled() {
+fn api_keys_are_parsed_strictly() {
     let authn = auth(dev_config());
-    assert_invalid!(
-        authn.authenticate_at(Some("Bearer veil_k1.s3cret"), &NoFetch, NOW),
-        "api keys are not enabled"
-    );
+    assert_invalid!(authn.authenticate_at(Some("Bearer veil_k1.s3cret"), &NoFetch, NOW), "malformed api key");
+    let id = "0123456789abcdef0123456789abcdef";
+    let secret = "A".repeat(API_KEY_SECRET_LEN);
+    let good = format!("veil_{id}.{secret}");
+    let Credential::ApiKey(k) = presented(Some(&format!("Bearer {good}")), None).expect("bearer") else {
+        panic!("not an api key")
+    };
+    assert_eq!(k.id, id);
+    assert_eq!(k.secret_sha256(), api_key_secret_sha256(&secret));
+    assert!(matches!(presented(None, Some(&good)), Ok(Credential::ApiKey(_))));
+    assert!(matches!(presented(Some(&format!("Bearer {good}")), Some(&good)), Err(AuthError::Invalid(_))));
+    for bad in [
+        format!("veil_{}.{secret}", id.to_uppercase()),
+        format!("veil_{id}{secret}"),
+        format!("veil_{id}.{secret}="),
+        format!("veil_{id}.{}", &secret[1..]),
+        format!("veil_{}.{secret}", &id[1..]),
+        format!("veil_{id}.{}+", &secret[1..]),
+    ] {
+        assert!(matches!(presented(None, Some(&bad)), Err(AuthError::Invalid("malformed api key"))), "{bad}");
+    }
+    assert!(matches!(presented(None, None), Err(AuthError::Missing)));
 }
 
 #[test]
@@ -595,9 +612,20 @@ mod token_cache {
     use super::*;
     use crate::kv::mem::MemKv;
 
+    const SECRET: [u8; 32] = [42; 32];
+
+    fn cached_auth(audience: Option<&str>, kv: &MemKv, max_age: u64) -> Authenticator {
+        auth_with_url(audience).with_token_cache(
+            Box::new(kv.clone()),
+            max_age,
+            &SecretKey::from_bytes(SECRET),
+            Csprng::from_seed([1; 32]),
+        )
+    }
+
     fn rs256_via_url(audience: Option<&str>) -> (Authenticator, MemKv) {
         let kv = MemKv::default();
-        (auth_with_url(audience).with_token_cache(Box::new(kv.clone()), 60), kv)
+        (cached_auth(audience, &kv, 60), kv)
     }
 
     fn auth_with_url(audience: Option<&str>) -> Authenticator {
@@ -615,11 +643,19 @@ mod token_cache {
 
     /// An RS256 token (kid "a") with exactly these claims besides tenant and roles.
     fn token(exp: u64, aud: Option<&str>) -> String {
-        let mut c = json!({"tenant": "acme", "roles": ["app"], "exp": exp, "iat": NOW});
+        token_for("acme", exp, aud)
+    }
+
+    fn token_for(tenant: &str, exp: u64, aud: Option<&str>) -> String {
+        let mut c = json!({"tenant": tenant, "roles": ["app"], "exp": exp, "iat": NOW});
         if let Some(a) = aud {
             c["aud"] = json!(a);
         }
         rsa(RSA_A, "a").sign(claims(c.as_object().unwrap().clone())).unwrap()
+    }
+
+    fn slot_of(auth: &Authenticator, t: &str) -> String {
+        Authenticator::cache_slot(auth.token_cache.as_ref().unwrap(), t)
     }
 
     #[test]
@@ -633,12 +669,12 @@ mod token_cache {
         );
         assert_eq!(fetcher.calls.get(), 1);
         // a new request (new authenticator, same store): no verification, so no JWKS fetch
-        let again = auth_with_url(None).with_token_cache(Box::new(kv.clone()), 60);
+        let again = cached_auth(None, &kv, 60);
         let quiet = FakeFetcher::new(Err("must not be called".into()));
         assert!(again.authenticate_at(Some(&format!("Bearer {t}")), &quiet, NOW + 10).is_ok());
         assert_eq!(quiet.calls.get(), 0);
         // past exp the cache is not consulted: full verification says expired
-        let late = auth_with_url(None).with_token_cache(Box::new(kv.clone()), 60);
+        let late = cached_auth(None, &kv, 60);
         let err =
             late.authenticate_at(Some(&format!("Bearer {t}")), &FakeFetcher::new(Ok(jwks_a())), NOW + 200);
         assert!(matches!(err, Err(AuthError::Invalid(_))), "{err:?}");
@@ -666,7 +702,7 @@ mod token_cache {
             .authenticate_at(Some(&format!("Bearer {t}")), &FakeFetcher::new(Ok(jwks_a())), NOW)
             .is_ok());
         // a deployment expecting another audience shares the store but not the verification
-        let auth_b = auth_with_url(Some("api-b")).with_token_cache(Box::new(kv.clone()), 60);
+        let auth_b = cached_auth(Some("api-b"), &kv, 60);
         let err =
             auth_b.authenticate_at(Some(&format!("Bearer {t}")), &FakeFetcher::new(Ok(jwks_a())), NOW + 1);
         assert!(matches!(err, Err(AuthError::Invalid(_))), "{err:?}");
@@ -675,7 +711,12 @@ mod token_cache {
     #[test]
     fn hs256_dev_tokens_bypass_the_cache() {
         let kv = MemKv::default();
-        let auth = auth(dev_config()).with_token_cache(Box::new(kv.clone()), 60);
+        let auth = auth(dev_config()).with_token_cache(
+            Box::new(kv.clone()),
+            60,
+            &SecretKey::from_bytes(SECRET),
+            Csprng::from_seed([1; 32]),
+        );
         assert!(check(&auth, &hs256(payload())).is_ok());
         assert!(kv.0.borrow().is_empty(), "an HS256 verification is cheaper than the cache");
     }
@@ -684,13 +725,13 @@ mod token_cache {
     fn a_stale_entry_is_deleted_when_read() {
         let fetcher = FakeFetcher::new(Ok(jwks_a()));
         let kv = MemKv::default();
-        let auth = auth_with_url(None).with_token_cache(Box::new(kv.clone()), 5);
+        let auth = cached_auth(None, &kv, 5);
         let t = token(NOW + 3600, None);
         assert!(auth.authenticate_at(Some(&format!("Bearer {t}")), &fetcher, NOW).is_ok());
-        let slot = Authenticator::cache_slot(&t);
+        let slot = slot_of(&auth, &t);
         assert!(kv.0.borrow().contains_key(&slot));
         // another deployment's settings: a miss, but its entry is left alone
-        let other = auth_with_url(Some("api-b")).with_token_cache(Box::new(kv.clone()), 5);
+        let other = cached_auth(Some("api-b"), &kv, 5);
         assert!(other.cached(&t, NOW + 1).is_none());
         assert!(kv.0.borrow().contains_key(&slot));
         // still fresh: a hit, kept
@@ -699,21 +740,82 @@ mod token_cache {
         // past its max age: a miss, and the entry is gone (the store holds nothing else)
         assert!(auth.cached(&t, NOW + 5).is_none());
         assert!(kv.0.borrow().is_empty(), "the stale entry was not deleted");
-        // an entry that does not decode is deleted as well
-        kv.0.borrow_mut().insert(slot.clone(), b"not json".to_vec());
+        // an entry too short to be one is deleted as well
+        kv.0.borrow_mut().insert(slot.clone(), b"short".to_vec());
         assert!(auth.cached(&t, NOW).is_none());
         assert!(kv.0.borrow().is_empty(), "the undecodable entry was not deleted");
     }
 
     #[test]
-    fn entries_never_outlive_max_age() {
+    fn entries_never_outlive_max_age_and_hold_no_token_or_claims_in_clear() {
         let fetcher = FakeFetcher::new(Ok(jwks_a()));
         let kv = MemKv::default();
-        let auth = auth_with_url(None).with_token_cache(Box::new(kv.clone()), 5);
+        let auth = cached_auth(None, &kv, 5);
         let t = token(NOW + 3600, None);
         assert!(auth.authenticate_at(Some(&format!("Bearer {t}")), &fetcher, NOW).is_ok());
-        let entry: Value = serde_json::from_slice(kv.0.borrow().values().next().unwrap()).unwrap();
-        assert_eq!(entry["until"], json!(NOW + 5));
-        assert!(!entry.to_string().contains(&t), "the token itself is not stored");
+        let (slot, entry) = kv.0.borrow().iter().next().map(|(k, v)| (k.clone(), v.clone())).unwrap();
+        assert_eq!(entry[..8], (NOW + 5).to_be_bytes());
+        let text = String::from_utf8_lossy(&entry);
+        assert!(!text.contains(&t) && !text.contains("acme"), "sealed, not in clear");
+        let sha = hex32(&Sha256::digest(t.as_bytes()).into());
+        assert!(!slot.contains(&sha), "the slot is not the token's plain SHA-256");
+        // another cache secret names another slot
+        let other = auth_with_url(None).with_token_cache(
+            Box::new(kv.clone()),
+            5,
+            &SecretKey::from_bytes([7; 32]),
+            Csprng::from_seed([2; 32]),
+        );
+        assert_ne!(slot_of(&other, &t), slot);
+    }
+
+    /// The store is untrusted: an entry forged without the secret (plain JSON as the old layout
+    /// had, or bytes sealed under another secret), or a valid entry copied into another token's
+    /// slot, is never accepted; the token is verified in full instead.
+    #[test]
+    fn forged_or_copied_entries_are_never_accepted() {
+        let fetcher = FakeFetcher::new(Ok(jwks_a()));
+        let kv = MemKv::default();
+        let auth = cached_auth(None, &kv, 60);
+        let victim = token_for("acme", NOW + 600, None);
+        let attacker = token_for("evil", NOW + 600, None);
+        assert!(auth.authenticate_at(Some(&format!("Bearer {victim}")), &fetcher, NOW).is_ok());
+        let victim_entry = kv.0.borrow().get(&slot_of(&auth, &victim)).cloned().unwrap();
+        // copied: the victim's sealed entry in the attacker token's slot
+        kv.0.borrow_mut().insert(slot_of(&auth, &attacker), victim_entry.clone());
+        assert!(auth.cached(&attacker, NOW + 1).is_none(), "a copied entry opened");
+        // forged: the old plain layout, and an entry sealed under another secret
+        let forged_claims = VerifiedClaims {
+            tenant: TenantId::parse("acme").unwrap(),
+            roles: ["admin".to_string()].into_iter().collect(),
+            subject: "x".into(),
+            exp: NOW + 600,
+        };
+        let plain =
+            serde_json::to_vec(&json!({"fingerprint": "00", "until": NOW + 60, "claims": forged_claims}))
+                .unwrap();
+        kv.0.borrow_mut().insert(slot_of(&auth, &attacker), plain);
+        assert!(auth.cached(&attacker, NOW + 1).is_none(), "a plain forged entry was accepted");
+        let rogue = auth_with_url(None).with_token_cache(
+            Box::new(MemKv::default()),
+            60,
+            &SecretKey::from_bytes([9; 32]),
+            Csprng::from_seed([3; 32]),
+        );
+        let aad = rogue.cache_aad(&slot_of(&auth, &attacker), NOW + 60);
+        let sealed = rogue.token_cache.as_ref().unwrap().seal.seal(
+            &mut Csprng::from_seed([4; 32]),
+            &aad,
+            &serde_json::to_vec(&forged_claims).unwrap(),
+        );
+        let mut record = (NOW + 60).to_be_bytes().to_vec();
+        record.extend_from_slice(&sealed);
+        kv.0.borrow_mut().insert(slot_of(&auth, &attacker), record);
+        assert!(auth.cached(&attacker, NOW + 1).is_none(), "an entry sealed under another secret opened");
+        // and the attacker's token, verified in full, is still its own tenant's
+        let who = auth.authenticate_at(Some(&format!("Bearer {attacker}")), &fetcher, NOW + 1).unwrap();
+        assert_eq!((who.tenant.as_str(), who.roles.len()), ("evil", 1));
+        // the victim's own entry, where it belongs, still serves
+        assert!(auth.cached(&victim, NOW + 1).is_some());
     }
 }

@@ -50,6 +50,7 @@ async fn respond(req: IncomingRequest) -> (ApiResponse, bool) {
     };
     let headers = req.headers();
     let authorization = header(&headers, "authorization");
+    let api_key = header(&headers, "x-api-key");
     let content_type = header(&headers, "content-type");
     let declared_len = header(&headers, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
     let other_headers: Vec<(String, String)> = headers
@@ -89,6 +90,7 @@ async fn respond(req: IncomingRequest) -> (ApiResponse, bool) {
         content_type: content_type.as_deref(),
         authorization: authorization.as_deref(),
         headers: &other_headers,
+        api_key: api_key.as_deref(),
         body: &body,
     };
     let auth_config = std::mem::take(&mut config.auth);

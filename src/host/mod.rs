@@ -91,10 +91,10 @@ pub(crate) fn seeded_rng() -> Option<Csprng> {
 /// opened database connection, a CSPRNG seeded once, the authenticator and the JWKS fetcher.
 pub(crate) fn with_request<T>(
     config: &Config,
-    auth_config: AuthConfig,
+    mut auth_config: AuthConfig,
     f: impl FnOnce(&mut Ctx<'_>, Result<&Authenticator, OpError>, &outbound::Outbound) -> T,
 ) -> Result<T, OpError> {
-    let rng = seeded_rng().ok_or_else(|| {
+    let mut rng = seeded_rng().ok_or_else(|| {
         eprintln!("veil: the host gave no randomness");
         OpError::Internal
     })?;
@@ -105,14 +105,19 @@ pub(crate) fn with_request<T>(
     let kv = Rc::new(SpinKeyValue::default());
     let keks = Keks::new(config.kek_settings(), Rc::new(outbound::Outbound), Rc::new(SystemClock))
         .with_shared_store(kv.clone());
+    let auth_rng = rng.fork();
     let mut ctx = Ctx::with_keks(config, conn.as_ref(), rng, crate::clock::now_unix(), keks);
     ctx.job_databases = Some(&JOB_DATABASES);
     if let Some(settings) = &config.dek_cache {
         ctx.dek_cache = Some(DekCache::new(Box::new(kv.clone()), &settings.key, settings.limits));
     }
     let token_cache_age = auth_config.token_cache_max_age_secs;
+    let token_cache_key = auth_config.token_cache_key.take();
     let auth = Authenticator::new(auth_config)
-        .map(|a| a.with_token_cache(Box::new(kv), token_cache_age))
+        .map(|a| match &token_cache_key {
+            Some(key) => a.with_token_cache(Box::new(kv), token_cache_age, key, auth_rng),
+            None => a,
+        })
         .map_err(OpError::from);
     Ok(f(&mut ctx, auth.as_ref().map_err(Clone::clone), &outbound::Outbound))
 }

@@ -39,7 +39,7 @@ fn run<T>(
     let mut config = Config::load_deferred(std::rc::Rc::new(SpinVariables)).map_err(OpError::from)?;
     let auth_config = std::mem::take(&mut config.auth);
     let result = with_request(&config, auth_config, |ctx, auth, outbound| {
-        let who = auth?.authenticate(Some(credential), outbound)?;
+        let who = ops::authenticate(ctx, auth, Some(credential), None, outbound)?;
         let key = ops::audit::audit_key(ctx, &who)?;
         let result = f(ctx, &who);
         let (status, code) = match &result {

@@ -147,6 +147,7 @@ fn azure_wrapkey_value_v1() {
         ("azure_tenant_id", "72f988bf-86f1-41af-91ab-2d7cd011db47"),
         ("azure_client_id", "00000000-1111-2222-3333-444444444444"),
         ("azure_client_secret", "secret"),
+        ("jwt_audience", "veil-unit-tests"),
     ]))
     .expect("config");
     let t = Rc::new(ScriptedTransport::default());
@@ -196,6 +197,7 @@ fn aws_encryption_context_v1() {
     let config = Config::load(&Vars(&[
         ("aws_access_key_id", "AKIDEXAMPLE"),
         ("aws_secret_access_key", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"),
+        ("jwt_audience", "veil-unit-tests"),
     ]))
     .expect("config");
     let t = Rc::new(ScriptedTransport::default());

@@ -66,9 +66,10 @@ pub enum Kind {
     Data,
 }
 
-/// The audit entry's principal: the JWT's `sub` (an API key id once API keys exist).
+/// The audit entry's principal: `jwt` with the token's `sub`, or `api_key` with the key's id
+/// (never its secret).
 pub fn actor(who: &Principal) -> Actor {
-    Actor { kind: "jwt".into(), id: who.subject.clone() }
+    Actor { kind: who.kind.as_str().into(), id: who.subject.clone() }
 }
 
 /// The tenant's audit key, checked before an operation runs: without `audit_master_key` no

@@ -1,6 +1,6 @@
 //! The data path: protect, unprotect, rewrap and mask batches of values.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::schemes::rotate_if_current;
 use super::subjects::{derive_value_key, Subject};
@@ -114,7 +114,8 @@ fn current_key_with_seals(
 }
 
 /// Unprotects each token. If the caller may not unprotect a scheme that a token names, the whole
-/// batch is refused before anything is decrypted.
+/// batch is refused before anything is decrypted (whatever the scheme's `mask_on_deny`: this is
+/// the WIT export's unprotect, whose answer has no room for a masked flag).
 pub fn unprotect(
     ctx: &mut Ctx<'_>,
     who: &Principal,
@@ -137,8 +138,63 @@ pub fn unprotect_in(
     context: Option<&str>,
 ) -> Result<Vec<Result<Plaintext, ItemError>>, OpError> {
     let only = scheme.map(parse_scheme_name).transpose()?;
-    let opened = open_batch(ctx, who, only.as_ref(), tokens, subject, context, Operation::Unprotect)?;
+    let opened = open_batch(ctx, who, only.as_ref(), tokens, subject, context, Operation::Unprotect, false)?;
     Ok(opened.items.into_iter().map(|r| r.map(|(_, pt)| pt)).collect())
+}
+
+/// One value from [`unprotect_or_mask`]: the plaintext, or the value masked by its scheme's rule
+/// (`None`: the `nullify` rule's null) because the caller may only mask with that scheme.
+pub enum Unprotected {
+    Plain(Plaintext),
+    Masked(Option<String>),
+}
+
+/// Unprotect as the HTTP API serves it: a scheme with `mask_on_deny` gives a caller who may mask
+/// but not unprotect with it each value masked by its rule instead of `403 forbidden`. Anyone
+/// else is refused as by [`unprotect`] (deny by default). A masked value that is not UTF-8 text
+/// gets `not_utf8` (the mask rules work on text).
+pub fn unprotect_or_mask(
+    ctx: &mut Ctx<'_>,
+    who: &Principal,
+    scheme: Option<&str>,
+    tokens: &[&str],
+    subject: Option<&str>,
+    context: Option<&str>,
+) -> Result<Vec<Result<Unprotected, ItemError>>, OpError> {
+    let only = scheme.map(parse_scheme_name).transpose()?;
+    let opened = open_batch(ctx, who, only.as_ref(), tokens, subject, context, Operation::Unprotect, true)?;
+    let mut mask_keys: HashMap<SchemeName, crate::crypto::secret::SecretKey> = HashMap::new();
+    let mut out = Vec::with_capacity(opened.items.len());
+    for item in opened.items {
+        let ((name, _), pt) = match item {
+            Ok(ok) => ok,
+            Err(e) => {
+                out.push(Err(e));
+                continue;
+            }
+        };
+        if !opened.masked.contains(&name) {
+            out.push(Ok(Unprotected::Plain(pt)));
+            continue;
+        }
+        let Some(Some(scheme)) = opened.schemes.get(&name) else {
+            out.push(Err(ItemError::DECRYPTION_FAILED));
+            continue;
+        };
+        if scheme.mask.needs_key() && !mask_keys.contains_key(&name) {
+            let version = scheme.current_version;
+            let dek = ctx.unwrap_dek(scheme, version)?.ok_or(OpError::Internal)?;
+            mask_keys.insert(name.clone(), kdf::scheme_mask_key(&dek, &scheme.tenant, &scheme.name, version));
+        }
+        let Ok(text) = std::str::from_utf8(&pt) else {
+            out.push(Err(ItemError::NOT_UTF8));
+            continue;
+        };
+        let masked = scheme.mask.apply(text, mask_keys.get(&name)).map_err(|_| OpError::Internal)?;
+        drop(pt);
+        out.push(Ok(Unprotected::Masked(masked)));
+    }
+    Ok(out)
 }
 
 /// Re-encrypts each token under its scheme's current version, inside Veil: the caller gets
@@ -166,7 +222,7 @@ pub fn rewrap_in(
     context: Option<&str>,
 ) -> Result<Vec<Result<String, ItemError>>, OpError> {
     let only = scheme.map(parse_scheme_name).transpose()?;
-    let mut opened = open_batch(ctx, who, only.as_ref(), tokens, subject, context, Operation::Rewrap)?;
+    let mut opened = open_batch(ctx, who, only.as_ref(), tokens, subject, context, Operation::Rewrap, false)?;
     let items = std::mem::take(&mut opened.items);
     let mut out = Vec::with_capacity(items.len());
     for (item, token) in items.into_iter().zip(tokens) {
@@ -215,10 +271,14 @@ struct Opened {
     keys: HashMap<Slot, Result<(AeadKey, Vec<u8>), ItemError>>,
     /// The request's data subject, if any (its secret read, never created).
     subject: Option<Subject>,
+    /// Schemes whose values the caller gets masked, not in plaintext (`mask_on_deny`).
+    masked: HashSet<SchemeName>,
 }
 
 /// Opens each token, after checking that the caller may do `op` with every scheme the batch names.
 /// With `only`, a token of any other scheme is `scheme_mismatch` and its scheme is not read.
+/// With `mask_on_deny`, a scheme that has it on and that the caller may mask with (but not `op`)
+/// is opened too and listed in [`Opened::masked`]: its values must only leave masked.
 fn open_batch(
     ctx: &mut Ctx<'_>,
     who: &Principal,
@@ -227,7 +287,9 @@ fn open_batch(
     subject: Option<&str>,
     context: Option<&str>,
     op: Operation,
+    mask_on_deny: bool,
 ) -> Result<Opened, OpError> {
+    let mut masked = HashSet::new();
     check_batch(ctx.config, tokens.len())?;
     let mut subject_id = check_binding(subject, context)?;
     let max_len = max_token_len(ctx.config.limits.max_value_bytes);
@@ -260,7 +322,11 @@ fn open_batch(
         });
         if let Some(s) = &found {
             ctx.audit.scheme(s);
-            if !policy::allows(who, &s.policy, op) {
+            let may_mask =
+                || mask_on_deny && s.mask_on_deny && policy::allows(who, &s.policy, Operation::Mask);
+            if !policy::allows(who, &s.policy, op) && may_mask() {
+                masked.insert(s.name.clone());
+            } else if !policy::allows(who, &s.policy, op) {
                 let verb = if op == Operation::Rewrap { "rewrapping" } else { "unprotecting" };
                 return Err(OpError::forbidden(format!("{verb} with scheme \"{}\"", s.name)));
             }
@@ -274,7 +340,9 @@ fn open_batch(
             None => {
                 let found = ctx.store.get_scheme(&who.tenant, name)?;
                 if let Some(s) = &found {
-                    if !policy::allows(who, &s.policy, op) {
+                    let may_mask =
+                        mask_on_deny && s.mask_on_deny && policy::allows(who, &s.policy, Operation::Mask);
+                    if !policy::allows(who, &s.policy, op) && !may_mask {
                         let verb = if op == Operation::Rewrap { "rewrapping" } else { "unprotecting" };
                         return Err(OpError::forbidden(format!("{verb} with scheme \"{}\"", s.name)));
                     }
@@ -336,7 +404,7 @@ fn open_batch(
         };
         items.push(result.map(|pt| (slot, pt)));
     }
-    Ok(Opened { items, schemes, keys, subject: subject_state })
+    Ok(Opened { items, schemes, keys, subject: subject_state, masked })
 }
 
 /// The key and AAD that open tokens of one scheme version, or the per-item error its tokens get:

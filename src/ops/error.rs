@@ -36,6 +36,8 @@ pub enum OpError {
     /// A scheme or tenant erasure whose `confirm` is missing or does not name what is erased
     /// (the text says what it must name).
     ConfirmationMismatch(&'static str),
+    /// No API key of this id in the caller's tenant.
+    ApiKeyNotFound,
     /// More values in one request than `max_batch`.
     BatchTooLarge { values: usize, max: usize },
     /// The scheme has used every key version.
@@ -94,6 +96,7 @@ impl OpError {
             OpError::SchemeErased(_) => "scheme_erased",
             OpError::ErasureNotFound => "erasure_not_found",
             OpError::ConfirmationMismatch(_) => "confirmation_mismatch",
+            OpError::ApiKeyNotFound => "api_key_not_found",
             OpError::BatchTooLarge { .. } => "batch_too_large",
             OpError::VersionsExhausted => "key_versions_exhausted",
             OpError::KeyVersionNotFound(_) => "key_version_not_found",
@@ -123,9 +126,9 @@ impl fmt::Display for OpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             OpError::InvalidField(m) => f.write_str(m),
-            OpError::Auth(AuthError::Missing) => {
-                f.write_str("send a bearer token in the Authorization header")
-            }
+            OpError::Auth(AuthError::Missing) => f.write_str(
+                "send a bearer token or API key in the Authorization header, or an API key in X-API-Key",
+            ),
             OpError::Auth(AuthError::Invalid(why)) => f.write_str(why),
             OpError::Auth(AuthError::JwksUnavailable) => {
                 f.write_str("the token signing keys could not be fetched")
@@ -147,6 +150,7 @@ impl fmt::Display for OpError {
             OpError::ConfirmationMismatch(what) => {
                 write!(f, "erasure is irreversible: send {{\"confirm\": \"<{what}>\"}} to confirm it")
             }
+            OpError::ApiKeyNotFound => f.write_str("no API key of this id in this tenant"),
             OpError::BatchTooLarge { values, max } => {
                 write!(f, "{values} values is more than max_batch ({max})")
             }

@@ -5,6 +5,7 @@
 //! (protect, unprotect, rewrap, mask); [`error`] says what failed. This module holds what they share: the request's [`Ctx`]
 //! and its key helpers, and the request limits.
 
+mod api_keys;
 pub mod audit;
 mod data;
 mod erase;
@@ -14,7 +15,10 @@ mod rekey;
 pub mod schemes;
 mod subjects;
 
-pub use data::{mask, protect, rewrap, rewrap_in, unprotect, unprotect_in, Plaintext};
+pub use api_keys::{authenticate, create_api_key, list_api_keys, revoke_api_key, NewApiKey};
+pub use data::{
+    mask, protect, rewrap, rewrap_in, unprotect, unprotect_in, unprotect_or_mask, Plaintext, Unprotected,
+};
 pub use erase::{erase_scheme, erase_tenant};
 pub use error::{ItemError, OpError};
 pub use jobs::{

@@ -28,6 +28,7 @@ pub struct NewScheme {
     pub mask: MaskRule,
     pub rotation_period: Option<RotationPeriod>,
     pub audit: AuditMode,
+    pub mask_on_deny: bool,
 }
 
 /// Refuses a KEK that the operator's `kek_allow` list does not let `tenant` name, before any
@@ -90,6 +91,7 @@ pub fn create_scheme(ctx: &mut Ctx<'_>, who: &Principal, new: NewScheme) -> Resu
         min_decryption_version: first,
         rotation_period: new.rotation_period,
         audit: new.audit,
+        mask_on_deny: new.mask_on_deny,
         created_at: ctx.now,
         erased_at: None,
     };

@@ -205,6 +205,9 @@ pub struct Scheme {
     pub min_decryption_version: KeyVersion,
     /// When set, the first protect that finds the current version older than this rotates first.
     pub rotation_period: Option<RotationPeriod>,
+    /// A caller with a `mask` role but no `unprotect` role gets each value masked by the
+    /// scheme's rule (flagged `masked`) from unprotect, instead of `403 forbidden`.
+    pub mask_on_deny: bool,
     pub created_at: i64,
     /// When the scheme was erased (every key version destroyed; docs/erasure.md), if it was.
     pub erased_at: Option<i64>,

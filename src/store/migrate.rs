@@ -62,6 +62,12 @@ pub const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("migrations/postgres/0007_scheme_erasure.sql"),
     },
     Migration {
+        version: 8,
+        name: "api_keys",
+        sqlite: include_str!("migrations/sqlite/0008_api_keys.sql"),
+        postgres: include_str!("migrations/postgres/0008_api_keys.sql"),
+    },
+    Migration {
         version: 9,
         name: "audit",
         sqlite: include_str!("migrations/sqlite/0009_audit.sql"),

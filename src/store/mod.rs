@@ -11,12 +11,14 @@
 //! subquery on a one-row table: no extra round trip), a read that finds no row asks for it
 //! separately, and every write transaction checks it first (docs/storage.md, "Migrations").
 
+mod api_keys;
 mod audit;
 mod jobs;
 pub mod migrate;
 pub mod sql;
 mod subjects;
 
+pub use api_keys::{ApiKeyRecord, StoredApiKey, LAST_USED_GRANULARITY_SECS};
 pub use audit::MAX_AUDIT_PAGE;
 pub use jobs::{Job, JobState};
 pub use subjects::{MakeCertificate, MakeScopeCertificate, ScopeErased, ScopeErasure, SubjectSecret};
@@ -124,6 +126,7 @@ pub struct SchemeChange {
     pub min_decryption_version: Option<KeyVersion>,
     /// `Some(None)` removes the rotation period.
     pub rotation_period: Option<Option<RotationPeriod>>,
+    pub mask_on_deny: Option<bool>,
 }
 
 /// How a scheme update ended. Refusals change nothing.
@@ -154,9 +157,9 @@ pub struct Store<'a> {
 }
 
 const SCHEME_COLUMNS: &str = "tenant, name, algorithm, kek, policy, mask_rule, current_version, created_at, \
-     min_decryption_version, rotation_period, erased_at, audit";
+     min_decryption_version, rotation_period, erased_at, audit, mask_on_deny";
 /// The number of [`SCHEME_COLUMNS`]; a data key's columns follow them in joined reads.
-const SCHEME_COLUMN_COUNT: usize = 12;
+const SCHEME_COLUMN_COUNT: usize = 13;
 /// The columns [`data_key_from_row`] decodes.
 const KEY_COLUMNS: &str = "version, wrapped_dek, kek_id, kek_version, state, created_at, kek";
 /// The database's schema version, appended as the last column of every read.
@@ -164,7 +167,7 @@ const SCHEMA_VERSION: &str = "(SELECT MAX(version) FROM veil_migrations)";
 /// [`SCHEME_COLUMNS`] of `schemes s`, then the columns of its current `data_keys d` row.
 const SCHEME_AND_KEY_COLUMNS: &str = "s.tenant, s.name, s.algorithm, s.kek, s.policy, s.mask_rule, \
      s.current_version, s.created_at, s.min_decryption_version, s.rotation_period, s.erased_at, s.audit, \
-     d.version, d.wrapped_dek, d.kek_id, d.kek_version, d.state, d.created_at, d.kek";
+     s.mask_on_deny, d.version, d.wrapped_dek, d.kek_id, d.kek_version, d.state, d.created_at, d.kek";
 
 impl<'a> Store<'a> {
     pub fn new(conn: &'a dyn SqlConn) -> Self {
@@ -238,8 +241,8 @@ impl<'a> Store<'a> {
                 self.lock_tenant(&tenant)?;
                 self.conn.execute(
                     "INSERT INTO schemes (tenant, name, algorithm, kek, policy, mask_rule, \
-                     current_version, min_decryption_version, rotation_period, created_at, updated_at, audit) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11)",
+                     current_version, min_decryption_version, rotation_period, created_at, updated_at, audit, \
+                     mask_on_deny) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12)",
                     &[
                         tenant.clone(),
                         name.clone(),
@@ -252,6 +255,7 @@ impl<'a> Store<'a> {
                         period_value(scheme.rotation_period),
                         SqlValue::Int(now),
                         SqlValue::Text(scheme.audit.as_str().into()),
+                        SqlValue::Int(i64::from(scheme.mask_on_deny)),
                     ],
                 )?;
                 self.insert_key(&tenant, &name, scheme.current_version, first_key, &kek, now)
@@ -286,7 +290,8 @@ impl<'a> Store<'a> {
                 let taken = self.conn.execute(
                     "UPDATE schemes SET algorithm = $1, kek = $2, policy = $3, mask_rule = $4, \
                      current_version = $5, min_decryption_version = $5, rotation_period = $6, \
-                     created_at = $7, updated_at = $7, erased_at = NULL, erasure_id = NULL \
+                     created_at = $7, updated_at = $7, erased_at = NULL, erasure_id = NULL, audit = $11, \
+                     mask_on_deny = $12 \
                      WHERE tenant = $8 AND name = $9 AND erased_at IS NOT NULL AND current_version = $10",
                     &[
                         SqlValue::Text(scheme.algorithm.as_str().into()),
@@ -299,6 +304,8 @@ impl<'a> Store<'a> {
                         tenant.clone(),
                         name.clone(),
                         SqlValue::Int(erased_current.get().into()),
+                        SqlValue::Text(scheme.audit.as_str().into()),
+                        SqlValue::Int(i64::from(scheme.mask_on_deny)),
                     ],
                 )?;
                 if taken != 1 {
@@ -437,6 +444,12 @@ impl<'a> Store<'a> {
                          updated_at = $2 WHERE tenant = $3 AND scheme = $4 AND state <> 'destroyed' \
                          AND state <> CASE WHEN version < $1 THEN 'retired' ELSE 'active' END",
                         &[SqlValue::Int(min), SqlValue::Int(now), t.clone(), n.clone()],
+                    )?;
+                }
+                if let Some(on) = change.mask_on_deny {
+                    self.conn.execute(
+                        "UPDATE schemes SET mask_on_deny = $1, updated_at = $2 WHERE tenant = $3 AND name = $4",
+                        &[SqlValue::Int(i64::from(on)), SqlValue::Int(now), t.clone(), n.clone()],
                     )?;
                 }
                 if let Some(period) = change.rotation_period {
@@ -896,6 +909,11 @@ fn scheme_from_row(r: &Row<'_>) -> Result<Scheme, StoreError> {
         },
         erased_at: optional_int(r, 10)?,
         audit: AuditMode::parse(r.text(11)?).ok_or_else(|| corrupt("schemes.audit"))?,
+        mask_on_deny: match r.int(12)? {
+            0 => false,
+            1 => true,
+            _ => return Err(corrupt("schemes.mask_on_deny")),
+        },
     })
 }
 

@@ -76,6 +76,7 @@ fn scheme(name: &str) -> Scheme {
         current_version: KeyVersion::FIRST,
         min_decryption_version: KeyVersion::FIRST,
         rotation_period: None,
+        mask_on_deny: false,
         created_at: 1_700_000_000,
         erased_at: None,
         audit: crate::scheme::AuditMode::All,
@@ -115,7 +116,7 @@ fn min_of(store: &Store<'_>, s: &Scheme) -> u32 {
 }
 
 fn set_min(store: &Store<'_>, s: &Scheme, n: u32, now: i64) -> ChangeOutcome {
-    let change = SchemeChange { min_decryption_version: Some(v(n)), rotation_period: None };
+    let change = SchemeChange { min_decryption_version: Some(v(n)), ..Default::default() };
     store.update_scheme(&s.tenant, &s.name, &change, now).expect("update")
 }
 
@@ -136,7 +137,7 @@ fn min_decryption_version_retires_and_reactivates(db: &dyn SqlConn) {
     assert!(matches!(set_min(&store, &s, 1, 53), ChangeOutcome::Changed(_)));
     assert_eq!(states(&store, &s), [(1, Active), (2, Active), (3, Active)]);
     let unknown = SchemeName::parse("nope").expect("name");
-    let change = SchemeChange { min_decryption_version: Some(v(1)), rotation_period: None };
+    let change = SchemeChange { min_decryption_version: Some(v(1)), ..Default::default() };
     assert_eq!(
         store.update_scheme(&s.tenant, &unknown, &change, 1).expect("update"),
         ChangeOutcome::SchemeNotFound
@@ -152,13 +153,12 @@ fn rotation_period_is_stored_and_removable(db: &dyn SqlConn) {
     let (got, key) = store.get_scheme_with_current_key(&s.tenant, &s.name).expect("get").expect("some");
     assert_eq!(got.rotation_period, s.rotation_period);
     assert_eq!(key.expect("key").created_at, s.created_at, "the current version's age is read with it");
-    let clear = SchemeChange { min_decryption_version: None, rotation_period: Some(None) };
+    let clear = SchemeChange { rotation_period: Some(None), ..Default::default() };
     let ChangeOutcome::Changed(got) = store.update_scheme(&s.tenant, &s.name, &clear, 2).expect("u") else {
         panic!("refused")
     };
     assert_eq!(got.rotation_period, None);
-    let set =
-        SchemeChange { min_decryption_version: None, rotation_period: Some(RotationPeriod::from_secs(60)) };
+    let set = SchemeChange { rotation_period: Some(RotationPeriod::from_secs(60)), ..Default::default() };
     store.update_scheme(&s.tenant, &s.name, &set, 3).expect("update");
     let got = store.get_scheme(&s.tenant, &s.name).expect("get").expect("some");
     assert_eq!(got.rotation_period.map(RotationPeriod::secs), Some(60));
@@ -465,6 +465,55 @@ fn seal_counts_only_grow_per_version(db: &dyn SqlConn) {
     assert_eq!(rows.len(), 1);
 }
 
+/// API keys (migration 8): created once per id, found by id with their hash, listed per tenant,
+/// revoked only in their own tenant (first `revoked_at` kept), `last_used_at` written at most once
+/// a minute; and a scheme's `mask_on_deny` stored and changed.
+fn api_keys_and_mask_on_deny(db: &dyn SqlConn) {
+    let store = Store::new(db);
+    let t = TenantId::parse("t1").expect("tenant");
+    let other = TenantId::parse("t2").expect("tenant");
+    let rec = ApiKeyRecord {
+        id: "0123456789abcdef0123456789abcdef".into(),
+        tenant: t.clone(),
+        label: "cron".into(),
+        roles: ["app".to_string()].into_iter().collect(),
+        created_at: 100,
+        expires_at: Some(1000),
+        revoked_at: None,
+        last_used_at: None,
+    };
+    store.create_api_key(&rec, &[7; 32]).expect("create");
+    assert_eq!(store.create_api_key(&rec, &[8; 32]), Err(StoreError::Exists));
+    let found = store.api_key_for_auth(&rec.id).expect("read").expect("found");
+    assert_eq!((found.record.clone(), found.secret_sha256), (rec.clone(), [7; 32]));
+    assert!(store.api_key_for_auth("ffffffffffffffffffffffffffffffff").expect("read").is_none());
+    assert_eq!(store.list_api_keys(&t).expect("list"), vec![rec.clone()]);
+    assert_eq!(store.list_api_keys(&other).expect("list"), vec![]);
+    store.touch_api_key(&rec.id, 200).expect("touch");
+    store.touch_api_key(&rec.id, 259).expect("touch within a minute");
+    assert_eq!(store.list_api_keys(&t).expect("list")[0].last_used_at, Some(200));
+    store.touch_api_key(&rec.id, 260).expect("touch a minute later");
+    assert_eq!(store.list_api_keys(&t).expect("list")[0].last_used_at, Some(260));
+    assert_eq!(store.revoke_api_key(&other, &rec.id, 300), Ok(None), "another tenant's key");
+    let revoked = store.revoke_api_key(&t, &rec.id, 300).expect("revoke").expect("found");
+    assert_eq!(revoked.revoked_at, Some(300));
+    let again = store.revoke_api_key(&t, &rec.id, 400).expect("revoke").expect("found");
+    assert_eq!(again.revoked_at, Some(300), "the first revocation stands");
+
+    let mut s = scheme("pii");
+    s.mask_on_deny = true;
+    store.create_scheme(&s, &wrapped(1), 1).expect("create");
+    assert!(store.get_scheme(&s.tenant, &s.name).expect("get").expect("found").mask_on_deny);
+    let off = SchemeChange { mask_on_deny: Some(false), ..Default::default() };
+    let ChangeOutcome::Changed(changed) = store.update_scheme(&s.tenant, &s.name, &off, 2).expect("update")
+    else {
+        panic!("not changed")
+    };
+    assert!(!changed.mask_on_deny);
+    let (with_key, _) = store.get_scheme_with_current_key(&s.tenant, &s.name).expect("read").expect("found");
+    assert!(!with_key.mask_on_deny);
+}
+
 /// A PostgreSQL connection in a schema of its own, dropped afterwards. The server is
 /// `VEIL_TEST_PG_URL`, which scripts/test.sh sets (scripts/ensure-postgres.sh); unset or
 /// unreachable, the tests fail rather than pass without having run.
@@ -623,4 +672,5 @@ contract!(
     scheme_and_tenant_erasure_is_one_transaction_and_idempotent,
     seal_counts_only_grow_per_version,
     audit_chains_are_gapless_and_per_tenant,
+    api_keys_and_mask_on_deny,
 );

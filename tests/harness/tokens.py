@@ -32,6 +32,14 @@ LOCAL_KEK = base64.b64encode(os.urandom(32)).decode()
 # Data subjects and erasure (docs/erasure.md): the digest key and the certificate signing key.
 SUBJECT_DIGEST_KEY = base64.b64encode(os.urandom(32)).decode()
 AUDIT_MASTER_KEY = base64.b64encode(os.urandom(32)).decode()
+# The verified-token cache secret (`jwt_cache_key`): set for every server, dev mode or not, so
+# that a production-shaped deployment in a test caches tokens as production does.
+JWT_CACHE_KEY = base64.b64encode(os.urandom(32)).decode()
+# Outside dev mode Veil requires `jwt_audience` (and `jwt_issuer` with JWKS keys, docs/auth.md):
+# servers that are not in dev mode get these unless a test sets its own, and every token carries
+# them (a dev server that sets neither ignores both claims).
+TEST_AUDIENCE = "veil-tests"
+TEST_ISSUER = "https://idp.veil-tests.invalid/"
 ERASURE_SIGNING_KEY = base64.b64encode(os.urandom(32)).decode()
 ERASURE_SIGNING_KID = "test-erasure-1"
 HS256_SECRET = secrets.token_urlsafe(36)  # 48 characters
@@ -68,7 +76,8 @@ def claims(tenant: str | None, roles, **extra) -> dict:
     """A token's claims: a random `sub`, valid for 10 minutes; `extra` adds or replaces claims
     (None removes one)."""
     now = int(time.time())
-    body = {"sub": f"user-{secrets.token_hex(3)}", "iat": now, "exp": now + 600, "roles": list(roles)}
+    body = {"sub": f"user-{secrets.token_hex(3)}", "iat": now, "exp": now + 600, "roles": list(roles),
+            "aud": TEST_AUDIENCE, "iss": TEST_ISSUER}
     if tenant is not None:
         body["tenant"] = tenant
     body.update(extra)

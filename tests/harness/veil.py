@@ -17,7 +17,8 @@ from urllib.parse import urlparse
 from . import procs
 from .api import Api, Tenant, new_tenant
 from .procs import HarnessError
-from .tokens import (AUDIT_MASTER_KEY, ERASURE_SIGNING_KEY, ERASURE_SIGNING_KID, HS256_SECRET, JWKS, LOCAL_KEK, SUBJECT_DIGEST_KEY,
+from .tokens import (AUDIT_MASTER_KEY, ERASURE_SIGNING_KEY, ERASURE_SIGNING_KID, HS256_SECRET, JWKS, JWT_CACHE_KEY, LOCAL_KEK, SUBJECT_DIGEST_KEY,
+                     TEST_AUDIENCE, TEST_ISSUER,
                      hs256)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,12 +74,16 @@ def base_env(*layers: dict, **overrides) -> dict[str, str]:
         "SPIN_VARIABLE_JWT_JWKS": JWKS,
         "SPIN_VARIABLE_SUBJECT_DIGEST_KEY": SUBJECT_DIGEST_KEY,
         "SPIN_VARIABLE_AUDIT_MASTER_KEY": AUDIT_MASTER_KEY,
+        "SPIN_VARIABLE_JWT_CACHE_KEY": JWT_CACHE_KEY,
         "SPIN_VARIABLE_ERASURE_SIGNING_KEY": ERASURE_SIGNING_KEY,
         "SPIN_VARIABLE_ERASURE_SIGNING_KID": ERASURE_SIGNING_KID,
     })
     for layer in layers:
         env.update(layer)
     env.update(spin_variables(overrides))
+    if env.get("SPIN_VARIABLE_DEV_MODE") != "true":
+        env.setdefault("SPIN_VARIABLE_JWT_AUDIENCE", TEST_AUDIENCE)
+        env.setdefault("SPIN_VARIABLE_JWT_ISSUER", TEST_ISSUER)
     return env
 
 

@@ -128,3 +128,41 @@ def test_secrets_tokens_and_plaintext_never_logged(start_server):
                           ("local KEK", LOCAL_KEK), ("bearer token", bad.split(".")[2]),
                           ("rejected value", "garbage-canary-3a")]:
         assert secret not in log, f"the host log contains the {label}"
+
+
+# ---- production deployments must name their audience and issuer (issue 14 item 4) ----
+
+def refused_everywhere(s, why: str):
+    token = rs256(new_tenant(), ["admin"])
+    answers = [requests.get(s.url + "/healthz", timeout=TIMEOUT),
+               requests.get(s.url + "/v1/openapi.json", timeout=TIMEOUT),
+               requests.get(s.url + "/v1/schemes", headers={"authorization": f"Bearer {token}"}, timeout=TIMEOUT),
+               requests.post(s.url + "/v1/protect", json={"scheme": "x", "values": ["v"]},
+                             headers={"authorization": f"Bearer {token}"}, timeout=TIMEOUT),
+               requests.get(s.url + "/v1/api-keys", headers={"x-api-key": "veil_" + "0" * 32 + "." + "A" * 43},
+                            timeout=TIMEOUT)]
+    for r in answers:
+        e = err(r, 500, "misconfigured")
+        assert why in e["message"], e
+
+
+def test_outside_dev_mode_without_audience_every_route_is_misconfigured(start_server):
+    s = start_server("no-audience", dev_mode="false", jwt_audience="")
+    refused_everywhere(s, "jwt_audience must be set outside dev mode")
+    assert "veil: error: jwt_audience is not set and dev_mode is not true" in s.stderr()
+
+
+def test_outside_dev_mode_jwks_keys_need_an_issuer(start_server):
+    s = start_server("no-issuer", dev_mode="false", jwt_issuer="")
+    refused_everywhere(s, "jwt_issuer must be set outside dev mode when JWKS keys are used")
+    assert "veil: error: jwt_issuer is not set while JWKS keys are configured" in s.stderr()
+
+
+def test_outside_dev_mode_audience_and_issuer_are_enforced(start_server):
+    s = start_server("prod-auth", dev_mode="false")
+    assert "veil: error:" not in s.stderr()
+    t = new_tenant()
+    ok(get_schemes(s, rs256(t, ["admin"])))
+    err(get_schemes(s, rs256(t, ["admin"], aud="another-app")), 401, "invalid_credentials")
+    err(get_schemes(s, rs256(t, ["admin"], iss="https://elsewhere.invalid/")), 401, "invalid_credentials")
+    err(get_schemes(s, rs256(t, ["admin"], aud=None)), 401, "invalid_credentials")

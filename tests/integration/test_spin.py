@@ -77,7 +77,7 @@ def test_the_shipped_manifest_declares_every_variable_and_marks_secrets():
     assert component["variables"] == {k: f"{{{{ {k} }}}}" for k in declared if not k.startswith("allow_")}
     secrets = {k for k, v in declared.items() if v.get("secret")}
     assert secrets == {"local_kek", "database_url", "jwt_hs256_secret", "aws_secret_access_key", "aws_session_token",
-                       "azure_client_secret", "azure_identity_header", "dek_cache_key",
+                       "azure_client_secret", "azure_identity_header", "dek_cache_key", "jwt_cache_key",
                        "subject_digest_key", "erasure_signing_key", "job_db", "audit_master_key"}
     assert all("default" in v and not v.get("required") for v in declared.values())
     assert component["allowed_outbound_hosts"] == [

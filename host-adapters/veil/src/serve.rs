@@ -731,6 +731,18 @@ pub fn prepare(args: &ServeArgs, mode: Mode) -> Result<Prepared> {
     } else if dev_mode_value.as_deref().is_some_and(|v| !v.is_empty() && v != "false") {
         eprintln!("veil: WARNING: dev_mode must be true or false; the component answers every request with 500 misconfigured");
     }
+    // The component's rule (src/config.rs, `check_production_auth`): outside dev mode, tokens
+    // must be addressed to this deployment and, with JWKS keys, come from a named issuer.
+    if !dev_mode {
+        let set = |name: &str| {
+            effective(&app, Some(&variables), name).is_some_and(|v| !v.expose().trim().is_empty())
+        };
+        if !set("jwt_audience") {
+            eprintln!("veil: error: jwt_audience is not set and dev_mode is not true: the component refuses to serve (every request is answered 500 misconfigured); see docs/auth.md");
+        } else if (set("jwt_jwks_url") || set("jwt_jwks")) && !set("jwt_issuer") {
+            eprintln!("veil: error: jwt_issuer is not set while JWKS keys are configured and dev_mode is not true: the component refuses to serve (every request is answered 500 misconfigured); see docs/auth.md");
+        }
+    }
     // The component's own limit, as it will read it (an undeclared variable reads as unset).
     let body_limit = body_limit(variables.get("max_body_bytes").ok().map(|v| v.expose()));
 
