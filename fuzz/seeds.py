@@ -20,7 +20,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 # api_body: the first byte picks the route (api::fuzzing::BodyRoute::ALL order)
-CREATE, PROTECT, UNPROTECT, MASK = 0, 1, 2, 3
+CREATE, PROTECT, UNPROTECT, MASK, REWRAP, UPDATE, REKEY = 0, 1, 2, 3, 4, 5, 6
+ERASE_SCHEME, ERASE_TENANT, ERASE_SUBJECTS, JOB, JOB_STEP, JOB_CANCEL = 7, 8, 9, 10, 11, 12
+SNOWFLAKE, SNOWFLAKE_SCHEME, BIGQUERY = 13, 14, 15
 
 
 def b64url(b: bytes) -> str:
@@ -52,8 +54,30 @@ def api_bodies(tokens_: list[bytes]) -> list[bytes]:
         (UNPROTECT, {"values": [token], "subject": "user-1", "context": "orders", "encoding": "utf8"}),
         (UNPROTECT, {"values": [token, "not-a-token"], "encoding": "base64"}),
         (MASK, {"scheme": "pii", "values": ["4111111111111111", "jane.doe@example.com"]}),
+        (UNPROTECT, {"scheme": "pii", "values": [token]}),
+        (REWRAP, {"scheme": "pii", "values": [token], "subject": "user-1", "context": "orders"}),
+        (UPDATE, {"min_decryption_version": 2}),
+        (REKEY, {"kek": {"provider": "aws-kms", "key_id": "alias/veil-2"}}),
+        (ERASE_SCHEME, {"confirm": "pii"}),
+        (ERASE_TENANT, {"confirm": "acme"}),
+        (ERASE_SUBJECTS, {"subjects": ["user-1", "user-2"]}),
+        (JOB, {"scheme": "pii", "database": "app", "table": "customers", "key_column": "id",
+               "token_column": "card", "subject_column": "user_id", "context": "orders",
+               "batch_size": 500, "target_version": 2}),
+        (JOB, {"scheme": "pii", "database": "app", "table": "t", "key_column": "id",
+               "token_column": "card", "batch_size": 500.0}),
+        (JOB_STEP, {}),
+        (JOB_CANCEL, {}),
+        (SNOWFLAKE, {"data": [[0, "4111111111111111"], [1, None], [4294967295, token]]}),
+        (SNOWFLAKE_SCHEME, {"data": [[3.0, "jane.doe@example.com"]], "extra": 1}),
+        (BIGQUERY, {"requestId": "r-1", "caller": "//bigquery.googleapis.com/projects/p/jobs/j",
+                    "sessionUser": "a@example.com", "calls": [["4111111111111111"], [None]],
+                    "userDefinedContext": {"scheme": "pii", "operation": "protect"}}),
+        (BIGQUERY, {"calls": [[token]],
+                    "userDefinedContext": {"scheme": "pii", "operation": "unprotect", "on_error": "fail"}}),
     ]
-    return [bytes([route]) + json.dumps(body).encode() for route, body in bodies]
+    empty = [bytes([r]) for r in (REKEY, ERASE_SCHEME, ERASE_TENANT, JOB_STEP, JOB_CANCEL)]
+    return [bytes([route]) + json.dumps(body).encode() for route, body in bodies] + empty
 
 
 def harness_tokens():

@@ -1,7 +1,9 @@
 //! The JSON body of every route that reads one (`api::fuzzing::parse_body`, the handlers' own
 //! parsing): the first byte picks the route, the rest is the body. Never panics; a refusal is
 //! 400 `invalid_json`, 400 `invalid_request` or 422 `invalid_field` and never echoes a string of
-//! the body; what is accepted is what the body said (values decoded exactly, base64 canonical).
+//! the body; what is accepted is what the body said (values decoded exactly, base64 canonical,
+//! row numbers and job numbers as sent), and only the routes whose body is optional accept an
+//! empty one.
 #![no_main]
 
 use base64::Engine as _;
@@ -17,6 +19,11 @@ const API_VOCABULARY: &[&str] = &[
     include_str!("../../src/api/mod.rs"),
     include_str!("../../src/api/schemes.rs"),
     include_str!("../../src/api/data.rs"),
+    include_str!("../../src/api/subjects.rs"),
+    include_str!("../../src/api/jobs.rs"),
+    include_str!("../../src/api/snowflake.rs"),
+    include_str!("../../src/api/bigquery.rs"),
+    include_str!("../../src/api/rows.rs"),
     include_str!("../../src/scheme/mod.rs"),
     include_str!("../../src/scheme/mask.rs"),
     include_str!("../../src/ids.rs"),
@@ -25,7 +32,9 @@ const API_VOCABULARY: &[&str] = &[
 /// Words an error message may share with a body because the schema itself has them (field and
 /// variant names, type names serde reports as "expected ..."), on top of the OpenAPI document.
 const SCHEMA_WORDS: &str = "struct ProtectBody struct UnprotectBody struct MaskBody \
-    struct CreateSchemeBody struct Policy MaskRuleWire internally tagged enum MaskRuleWire \
+    struct CreateSchemeBody struct Policy struct RewrapBody struct ConfirmBody struct BulkEraseBody \
+    struct CreateBody struct EmptyBody struct Body struct Context a tuple of size 1 a tuple of size 2 \
+    i64 u64 f64 a number a JSON number MaskRuleWire internally tagged enum MaskRuleWire \
     variant identifier field identifier a sequence a string a character u32 integer \
     one of unknown field unknown variant missing field duplicate field invalid type \
     invalid value invalid length expected";
@@ -68,8 +77,15 @@ fuzz_target!(|data: &[u8]| {
         }
         Ok(parsed) => {
             let Some(v) = json else {
-                // only rekey accepts a body that is not JSON: an empty one (no new KEK)
-                assert!(route == BodyRoute::Rekey && body.iter().all(u8::is_ascii_whitespace));
+                // only rekey, the erasures and a job's step or cancel accept a body that is not
+                // JSON: an empty one (no new KEK, no confirm, no fields)
+                let empty_ok = [BodyRoute::Rekey, BodyRoute::EraseScheme, BodyRoute::EraseTenant, BodyRoute::JobStep, BodyRoute::JobCancel];
+                assert!(empty_ok.contains(&route), "{}: accepted a body that is not JSON", route.name());
+                assert!(body.iter().all(u8::is_ascii_whitespace), "{}: accepted a body that is not JSON", route.name());
+                match parsed {
+                    Parsed::Rekey(None) | Parsed::Confirm(None) | Parsed::NoFields => {}
+                    _ => panic!("{}: an empty body parsed to something", route.name()),
+                }
                 return;
             };
             let given = |field: &str| -> Vec<&str> {
@@ -95,7 +111,8 @@ fuzz_target!(|data: &[u8]| {
                         }
                     }
                 }
-                Parsed::Unprotect { values, subject, context, base64 } => {
+                Parsed::Unprotect { scheme, values, subject, context, base64 } => {
+                    assert_eq!(scheme.as_deref(), v["scheme"].as_str());
                     assert_eq!(values, given("values"));
                     assert_eq!(subject.as_deref(), v["subject"].as_str());
                     assert_eq!(context.as_deref(), v["context"].as_str());
@@ -105,10 +122,56 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(Some(scheme.as_str()), v["scheme"].as_str());
                     assert_eq!(values, given("values"));
                 }
-                Parsed::Rewrap { values, subject, context } => {
+                Parsed::Rewrap { scheme, values, subject, context } => {
+                    assert_eq!(scheme.as_deref(), v["scheme"].as_str());
                     assert_eq!(values, given("values"));
                     assert_eq!(subject.as_deref(), v["subject"].as_str());
                     assert_eq!(context.as_deref(), v["context"].as_str());
+                }
+                Parsed::Confirm(confirm) => assert_eq!(confirm.as_deref(), v["confirm"].as_str()),
+                Parsed::EraseSubjects(subjects) => assert_eq!(subjects, given("subjects")),
+                Parsed::Job(j) => {
+                    for (field, got) in [
+                        ("scheme", Some(&j.scheme)),
+                        ("database", Some(&j.database)),
+                        ("table", Some(&j.table)),
+                        ("key_column", Some(&j.key_column)),
+                        ("token_column", Some(&j.token_column)),
+                        ("subject_column", j.subject_column.as_ref()),
+                        ("context", j.context.as_ref()),
+                    ] {
+                        assert_eq!(got.map(String::as_str), v[field].as_str(), "POST /v1/jobs: {field}");
+                    }
+                    for (field, got) in [("batch_size", j.batch_size), ("target_version", j.target_version)] {
+                        // a whole number, also spelled with a zero fraction; nothing else
+                        let sent = v[field].as_i64().or_else(|| v[field].as_f64().map(|f| f as i64));
+                        assert_eq!(got, sent, "POST /v1/jobs: {field}");
+                        if let Some(f) = v[field].as_f64() {
+                            assert_eq!(f.fract(), 0.0, "POST /v1/jobs: {field} with a fraction");
+                        }
+                    }
+                }
+                Parsed::NoFields => assert_eq!(v.as_object().map(|o| o.len()), Some(0)),
+                Parsed::Snowflake(rows) => {
+                    let sent = v["data"].as_array().expect("data");
+                    assert_eq!(rows.len(), sent.len());
+                    for ((number, value), row) in rows.iter().zip(sent) {
+                        assert_eq!(Some(&Value::Number(number.clone())), row.get(0));
+                        assert_eq!(value.as_deref(), row[1].as_str());
+                        let n = number.as_f64().expect("a number");
+                        assert!(n.fract() == 0.0 && (0.0..=4_294_967_295.0).contains(&n), "row number {n}");
+                    }
+                }
+                Parsed::BigQuery { operation, scheme, fail, values } => {
+                    let c = &v["userDefinedContext"];
+                    assert_eq!(Some(operation), c["operation"].as_str());
+                    assert_eq!(Some(scheme.as_str()), c["scheme"].as_str());
+                    assert_eq!(fail, c["on_error"].as_str() == Some("fail"));
+                    let sent = v["calls"].as_array().expect("calls");
+                    assert_eq!(values.len(), sent.len());
+                    for (value, call) in values.iter().zip(sent) {
+                        assert_eq!(value.as_deref(), call[0].as_str());
+                    }
                 }
                 Parsed::UpdateScheme | Parsed::Rekey(_) => {}
             }

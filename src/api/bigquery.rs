@@ -31,7 +31,17 @@ struct Context {
     on_error: Option<String>,
 }
 
-pub(super) fn call(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<ApiResponse, ApiError> {
+/// A BigQuery batch as read from its body: what to run, with which scheme, on which values.
+pub(super) struct Batch {
+    pub(super) op: RowOp,
+    pub(super) scheme: String,
+    pub(super) on_error: OnError,
+    /// Each call's argument (`None` for SQL `NULL`).
+    pub(super) values: Vec<Option<String>>,
+}
+
+/// Reads a BigQuery request body (the operation and `on_error` included).
+pub(super) fn parse_batch(body: &[u8]) -> Result<Batch, ApiError> {
     let b: Body = parse(body)?;
     let c = b.user_defined_context;
     let op = RowOp::parse(&c.operation).ok_or_else(|| {
@@ -43,7 +53,12 @@ pub(super) fn call(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<Ap
     })?;
     let on_error = OnError::parse(c.on_error.as_deref(), "userDefinedContext.on_error")?;
     let values: Vec<Option<String>> = b.calls.into_iter().map(|(v,)| v).collect();
-    let replies = rows::finish(rows::run(ctx, who, op, &c.scheme, &values)?, on_error)?;
+    Ok(Batch { op, scheme: c.scheme, on_error, values })
+}
+
+pub(super) fn call(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<ApiResponse, ApiError> {
+    let b = parse_batch(body)?;
+    let replies = rows::finish(rows::run(ctx, who, b.op, &b.scheme, &b.values)?, b.on_error)?;
     Ok(ApiResponse::json(200, &json!({ "replies": replies })))
 }
 

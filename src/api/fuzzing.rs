@@ -1,12 +1,14 @@
 //! Entry points for the fuzz targets (`fuzz/`, docs/testing.md "Fuzzing"): the body parsing of
 //! every route that takes a JSON body, exactly as its handler runs it (the same functions), and
 //! nothing after it (no authentication, store or key). Compiled only with the `fuzzing` feature,
-//! which nothing but `fuzz/` turns on; it is not part of Veil's interface.
+//! which nothing but `fuzz/` turns on, and for the unit tests (which hold [`BodyRoute::ALL`] to
+//! the OpenAPI document); it is not part of Veil's interface.
 
 use super::data::{self, RewrapBody, UnprotectBody};
 use super::error::ApiError;
-use super::{parse, schemes};
-use crate::ops::NewScheme;
+use super::rows::{OnError, RowOp};
+use super::{bigquery, jobs, parse, schemes, snowflake, subjects};
+use crate::ops::{NewJob, NewScheme};
 use crate::scheme::KekRef;
 
 /// A route that reads a JSON body.
@@ -26,11 +28,31 @@ pub enum BodyRoute {
     UpdateScheme,
     /// `POST /v1/schemes/{name}/rekey`
     Rekey,
+    /// `POST /v1/schemes/{name}/erase`
+    EraseScheme,
+    /// `POST /v1/tenant/erase`
+    EraseTenant,
+    /// `POST /v1/subjects/erase`
+    EraseSubjects,
+    /// `POST /v1/jobs`
+    CreateJob,
+    /// `POST /v1/jobs/{id}/step`
+    JobStep,
+    /// `POST /v1/jobs/{id}/cancel`
+    JobCancel,
+    /// `POST /v1/snowflake/{operation}`
+    Snowflake,
+    /// `POST /v1/snowflake/{operation}/{scheme}` (the same body as [`BodyRoute::Snowflake`])
+    SnowflakeScheme,
+    /// `POST /v1/bigquery`
+    BigQuery,
 }
 
 impl BodyRoute {
-    /// Every route with a JSON body (`rotate` and `versions/{v}/destroy` read none).
-    pub const ALL: [BodyRoute; 7] = [
+    /// Every route with a JSON body (`rotate`, `versions/{v}/destroy` and
+    /// `subjects/{id}/erase` read none); the unit test `fuzzing_covers_every_body_route` holds
+    /// this to src/api/openapi.json. New routes go last, so that a seed's first byte keeps its route.
+    pub const ALL: [BodyRoute; 16] = [
         BodyRoute::CreateScheme,
         BodyRoute::Protect,
         BodyRoute::Unprotect,
@@ -38,6 +60,15 @@ impl BodyRoute {
         BodyRoute::Rewrap,
         BodyRoute::UpdateScheme,
         BodyRoute::Rekey,
+        BodyRoute::EraseScheme,
+        BodyRoute::EraseTenant,
+        BodyRoute::EraseSubjects,
+        BodyRoute::CreateJob,
+        BodyRoute::JobStep,
+        BodyRoute::JobCancel,
+        BodyRoute::Snowflake,
+        BodyRoute::SnowflakeScheme,
+        BodyRoute::BigQuery,
     ];
 
     /// The method and path, as in docs/api.md.
@@ -50,6 +81,15 @@ impl BodyRoute {
             BodyRoute::Rewrap => "POST /v1/rewrap",
             BodyRoute::UpdateScheme => "PATCH /v1/schemes/{name}",
             BodyRoute::Rekey => "POST /v1/schemes/{name}/rekey",
+            BodyRoute::EraseScheme => "POST /v1/schemes/{name}/erase",
+            BodyRoute::EraseTenant => "POST /v1/tenant/erase",
+            BodyRoute::EraseSubjects => "POST /v1/subjects/erase",
+            BodyRoute::CreateJob => "POST /v1/jobs",
+            BodyRoute::JobStep => "POST /v1/jobs/{id}/step",
+            BodyRoute::JobCancel => "POST /v1/jobs/{id}/cancel",
+            BodyRoute::Snowflake => "POST /v1/snowflake/{operation}",
+            BodyRoute::SnowflakeScheme => "POST /v1/snowflake/{operation}/{scheme}",
+            BodyRoute::BigQuery => "POST /v1/bigquery",
         }
     }
 }
@@ -65,6 +105,7 @@ pub enum Parsed {
         context: Option<String>,
     },
     Unprotect {
+        scheme: Option<String>,
         values: Vec<String>,
         subject: Option<String>,
         context: Option<String>,
@@ -75,6 +116,7 @@ pub enum Parsed {
         values: Vec<String>,
     },
     Rewrap {
+        scheme: Option<String>,
         values: Vec<String>,
         subject: Option<String>,
         context: Option<String>,
@@ -82,6 +124,21 @@ pub enum Parsed {
     /// A valid change (what it changes is the operation's business).
     UpdateScheme,
     Rekey(Option<KekRef>),
+    /// The `confirm` of a scheme or tenant erasure (`None`: none given, or an empty body).
+    Confirm(Option<String>),
+    EraseSubjects(Vec<String>),
+    Job(NewJob),
+    /// A job step or cancel: no fields.
+    NoFields,
+    /// Snowflake's rows: each row number as sent and its value (`None` for `NULL`).
+    Snowflake(Vec<(serde_json::Number, Option<String>)>),
+    BigQuery {
+        /// The operation's name as `user_defined_context.operation` spells it.
+        operation: &'static str,
+        scheme: String,
+        fail: bool,
+        values: Vec<Option<String>>,
+    },
 }
 
 /// Parses `body` as `route`'s handler does.
@@ -96,7 +153,13 @@ pub fn parse_body(route: BodyRoute, body: &[u8]) -> Result<Parsed, ApiError> {
         BodyRoute::Unprotect => {
             let b: UnprotectBody = parse(body)?;
             let base64 = b.encoding == data::Encoding::Base64;
-            Parsed::Unprotect { values: b.values, subject: b.subject, context: b.context, base64 }
+            Parsed::Unprotect {
+                scheme: b.scheme,
+                values: b.values,
+                subject: b.subject,
+                context: b.context,
+                base64,
+            }
         }
         BodyRoute::Mask => {
             let b: data::MaskBody = parse(body)?;
@@ -104,12 +167,72 @@ pub fn parse_body(route: BodyRoute, body: &[u8]) -> Result<Parsed, ApiError> {
         }
         BodyRoute::Rewrap => {
             let b: RewrapBody = parse(body)?;
-            Parsed::Rewrap { values: b.values, subject: b.subject, context: b.context }
+            Parsed::Rewrap { scheme: b.scheme, values: b.values, subject: b.subject, context: b.context }
         }
         BodyRoute::UpdateScheme => {
             schemes::parse_change(body)?;
             Parsed::UpdateScheme
         }
         BodyRoute::Rekey => Parsed::Rekey(schemes::rekey_kek(body)?),
+        BodyRoute::EraseScheme | BodyRoute::EraseTenant => Parsed::Confirm(subjects::confirm(body)?),
+        BodyRoute::EraseSubjects => Parsed::EraseSubjects(subjects::bulk_subjects(body)?),
+        BodyRoute::CreateJob => Parsed::Job(jobs::parse_create(body)?),
+        BodyRoute::JobStep | BodyRoute::JobCancel => {
+            jobs::no_fields(body)?;
+            Parsed::NoFields
+        }
+        BodyRoute::Snowflake | BodyRoute::SnowflakeScheme => Parsed::Snowflake(snowflake::parse_rows(body)?),
+        BodyRoute::BigQuery => {
+            let b = bigquery::parse_batch(body)?;
+            let operation = match b.op {
+                RowOp::Protect => "protect",
+                RowOp::Unprotect => "unprotect",
+                RowOp::Rewrap => "rewrap",
+                RowOp::Mask => "mask",
+            };
+            Parsed::BigQuery {
+                operation,
+                scheme: b.scheme,
+                fail: b.on_error == OnError::Fail,
+                values: b.values,
+            }
+        }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BodyRoute;
+    use serde_json::Value;
+    use std::collections::BTreeSet;
+
+    /// Every POST or PATCH of openapi.json that declares a request body is a [`BodyRoute`], and
+    /// every [`BodyRoute`] is a POST or PATCH of the document (step and cancel read an optional
+    /// `{}` that the document does not declare, so they are only held to the second half).
+    #[test]
+    fn fuzzing_covers_every_body_route() {
+        let doc: Value = serde_json::from_str(crate::api::OPENAPI).expect("openapi is JSON");
+        let paths = doc["paths"].as_object().expect("paths");
+        let mut with_body = BTreeSet::new();
+        let mut operations = BTreeSet::new();
+        for (path, item) in paths {
+            for method in ["post", "patch"] {
+                if let Some(op) = item.get(method) {
+                    let name = format!("{} {path}", method.to_uppercase());
+                    if op.get("requestBody").is_some() {
+                        with_body.insert(name.clone());
+                    }
+                    operations.insert(name);
+                }
+            }
+        }
+        let covered: BTreeSet<String> = BodyRoute::ALL.iter().map(|r| r.name().to_owned()).collect();
+        assert_eq!(covered.len(), BodyRoute::ALL.len(), "a route is listed twice");
+        let missing: Vec<&String> = with_body.difference(&covered).collect();
+        assert!(missing.is_empty(), "body routes the fuzz target does not reach: {missing:?}");
+        let unknown: Vec<&String> = covered.difference(&operations).collect();
+        assert!(unknown.is_empty(), "BodyRoute names not in openapi.json: {unknown:?}");
+        // the document's own count, so that an empty reading cannot pass
+        assert_eq!(with_body.len(), 14, "{with_body:?}");
+    }
 }

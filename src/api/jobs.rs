@@ -47,7 +47,7 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D
 #[serde(deny_unknown_fields)]
 struct EmptyBody {}
 
-fn no_fields(body: &[u8]) -> Result<(), ApiError> {
+pub(super) fn no_fields(body: &[u8]) -> Result<(), ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(());
     }
@@ -94,9 +94,10 @@ fn show(v: &JobView) -> Value {
     out
 }
 
-pub(super) fn create(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<ApiResponse, ApiError> {
+/// The body of `POST /v1/jobs` as the job it asks for.
+pub(super) fn parse_create(body: &[u8]) -> Result<NewJob, ApiError> {
     let b: CreateBody = parse(body)?;
-    let new = NewJob {
+    Ok(NewJob {
         scheme: b.scheme,
         database: b.database,
         table: b.table,
@@ -106,7 +107,11 @@ pub(super) fn create(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<
         context: b.context,
         batch_size: b.batch_size,
         target_version: b.target_version,
-    };
+    })
+}
+
+pub(super) fn create(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<ApiResponse, ApiError> {
+    let new = parse_create(body)?;
     let v = ops::create_job(ctx, who, new)?;
     Ok(ApiResponse::json(201, &show(&v)))
 }

@@ -8,7 +8,7 @@ mod audit;
 mod bigquery;
 mod data;
 pub mod error;
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 mod jobs;

@@ -46,6 +46,12 @@ impl TryFrom<serde_json::Number> for RowNumber {
     }
 }
 
+/// The rows of a Snowflake batch: each row number as sent and its value (`None` for `NULL`).
+pub(super) fn parse_rows(body: &[u8]) -> Result<Vec<(serde_json::Number, Option<String>)>, ApiError> {
+    let b: Body = parse(body)?;
+    Ok(b.data.into_iter().map(|(n, v)| (n.0, v)).collect())
+}
+
 pub(super) fn call(
     ctx: &mut Ctx<'_>,
     who: &Principal,
@@ -74,9 +80,9 @@ pub(super) fn call(
         }
     };
     let on_error = OnError::parse(req.header(ON_ERROR_HEADER), ON_ERROR_HEADER)?;
-    let b: Body = parse(req.body)?;
-    let values: Vec<Option<String>> = b.data.iter().map(|(_, v)| v.clone()).collect();
+    let data = parse_rows(req.body)?;
+    let values: Vec<Option<String>> = data.iter().map(|(_, v)| v.clone()).collect();
     let results = rows::finish(rows::run(ctx, who, op, scheme, &values)?, on_error)?;
-    let data: Vec<Value> = b.data.iter().zip(results).map(|((n, _), r)| json!([n.0, r])).collect();
+    let data: Vec<Value> = data.iter().zip(results).map(|((n, _), r)| json!([n, r])).collect();
     Ok(ApiResponse::json(200, &json!({ "data": data })))
 }

@@ -44,7 +44,7 @@ struct ConfirmBody {
 }
 
 /// The `confirm` of a scheme or tenant erasure; an empty body has none.
-fn confirm(body: &[u8]) -> Result<Option<String>, ApiError> {
+pub(super) fn confirm(body: &[u8]) -> Result<Option<String>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -75,9 +75,14 @@ pub(super) fn erase(ctx: &mut Ctx<'_>, who: &Principal, raw_id: &str) -> Result<
     Ok(ApiResponse::json(200, &cert))
 }
 
+/// The subjects of `POST /v1/subjects/erase`.
+pub(super) fn bulk_subjects(body: &[u8]) -> Result<Vec<String>, ApiError> {
+    Ok(parse::<BulkEraseBody>(body)?.subjects)
+}
+
 pub(super) fn erase_bulk(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<ApiResponse, ApiError> {
-    let b: BulkEraseBody = parse(body)?;
-    let results: Vec<Value> = ops::erase_subjects(ctx, who, &b.subjects)?.into_iter().map(item).collect();
+    let subjects = bulk_subjects(body)?;
+    let results: Vec<Value> = ops::erase_subjects(ctx, who, &subjects)?.into_iter().map(item).collect();
     Ok(ApiResponse::json(200, &json!({ "results": results })))
 }
 
