@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 # api_body: the first byte picks the route (api::fuzzing::BodyRoute::ALL order)
 CREATE, PROTECT, UNPROTECT, MASK, REWRAP, UPDATE, REKEY = 0, 1, 2, 3, 4, 5, 6
 ERASE_SCHEME, ERASE_TENANT, ERASE_SUBJECTS, JOB, JOB_STEP, JOB_CANCEL = 7, 8, 9, 10, 11, 12
-SNOWFLAKE, SNOWFLAKE_SCHEME, BIGQUERY = 13, 14, 15
+SNOWFLAKE, SNOWFLAKE_SCHEME, BIGQUERY, API_KEY = 13, 14, 15, 16
 
 
 def b64url(b: bytes) -> str:
@@ -75,6 +75,8 @@ def api_bodies(tokens_: list[bytes]) -> list[bytes]:
                     "userDefinedContext": {"scheme": "pii", "operation": "protect"}}),
         (BIGQUERY, {"calls": [[token]],
                     "userDefinedContext": {"scheme": "pii", "operation": "unprotect", "on_error": "fail"}}),
+        (API_KEY, {"label": "warehouse", "roles": ["app", "analyst"], "expires_at": "2027-01-31T00:00:00Z"}),
+        (API_KEY, {"label": "cron", "roles": []}),
     ]
     empty = [bytes([r]) for r in (REKEY, ERASE_SCHEME, ERASE_TENANT, JOB_STEP, JOB_CANCEL)]
     return [bytes([route]) + json.dumps(body).encode() for route, body in bodies] + empty

@@ -162,6 +162,13 @@ fuzz_target!(|data: &[u8]| {
                         assert!(n.fract() == 0.0 && (0.0..=4_294_967_295.0).contains(&n), "row number {n}");
                     }
                 }
+                Parsed::ApiKey { label, roles, expires_at } => {
+                    assert_eq!(Some(label.as_str()), v["label"].as_str());
+                    let mut sent = given("roles");
+                    sent.sort();
+                    assert_eq!(roles, sent);
+                    assert_eq!(expires_at.is_some(), v["expires_at"].is_string());
+                }
                 Parsed::BigQuery { operation, scheme, fail, values } => {
                     let c = &v["userDefinedContext"];
                     assert_eq!(Some(operation), c["operation"].as_str());

@@ -7,7 +7,7 @@
 use super::data::{self, RewrapBody, UnprotectBody};
 use super::error::ApiError;
 use super::rows::{OnError, RowOp};
-use super::{bigquery, jobs, parse, schemes, snowflake, subjects};
+use super::{bigquery, jobs, keys, parse, schemes, snowflake, subjects};
 use crate::ops::{NewJob, NewScheme};
 use crate::scheme::KekRef;
 
@@ -46,13 +46,15 @@ pub enum BodyRoute {
     SnowflakeScheme,
     /// `POST /v1/bigquery`
     BigQuery,
+    /// `POST /v1/api-keys`
+    CreateApiKey,
 }
 
 impl BodyRoute {
     /// Every route with a JSON body (`rotate`, `versions/{v}/destroy` and
     /// `subjects/{id}/erase` read none); the unit test `fuzzing_covers_every_body_route` holds
     /// this to src/api/openapi.json. New routes go last, so that a seed's first byte keeps its route.
-    pub const ALL: [BodyRoute; 16] = [
+    pub const ALL: [BodyRoute; 17] = [
         BodyRoute::CreateScheme,
         BodyRoute::Protect,
         BodyRoute::Unprotect,
@@ -69,6 +71,7 @@ impl BodyRoute {
         BodyRoute::Snowflake,
         BodyRoute::SnowflakeScheme,
         BodyRoute::BigQuery,
+        BodyRoute::CreateApiKey,
     ];
 
     /// The method and path, as in docs/api.md.
@@ -90,6 +93,7 @@ impl BodyRoute {
             BodyRoute::Snowflake => "POST /v1/snowflake/{operation}",
             BodyRoute::SnowflakeScheme => "POST /v1/snowflake/{operation}/{scheme}",
             BodyRoute::BigQuery => "POST /v1/bigquery",
+            BodyRoute::CreateApiKey => "POST /v1/api-keys",
         }
     }
 }
@@ -132,6 +136,12 @@ pub enum Parsed {
     NoFields,
     /// Snowflake's rows: each row number as sent and its value (`None` for `NULL`).
     Snowflake(Vec<(serde_json::Number, Option<String>)>),
+    /// An API key's label, roles and expiry (Unix seconds).
+    ApiKey {
+        label: String,
+        roles: Vec<String>,
+        expires_at: Option<i64>,
+    },
     BigQuery {
         /// The operation's name as `user_defined_context.operation` spells it.
         operation: &'static str,
@@ -177,6 +187,10 @@ pub fn parse_body(route: BodyRoute, body: &[u8]) -> Result<Parsed, ApiError> {
         BodyRoute::EraseScheme | BodyRoute::EraseTenant => Parsed::Confirm(subjects::confirm(body)?),
         BodyRoute::EraseSubjects => Parsed::EraseSubjects(subjects::bulk_subjects(body)?),
         BodyRoute::CreateJob => Parsed::Job(jobs::parse_create(body)?),
+        BodyRoute::CreateApiKey => {
+            let (label, roles, expires_at) = keys::parse_create(body)?;
+            Parsed::ApiKey { label, roles: roles.into_iter().collect(), expires_at }
+        }
         BodyRoute::JobStep | BodyRoute::JobCancel => {
             jobs::no_fields(body)?;
             Parsed::NoFields
@@ -233,6 +247,6 @@ mod tests {
         let unknown: Vec<&String> = covered.difference(&operations).collect();
         assert!(unknown.is_empty(), "BodyRoute names not in openapi.json: {unknown:?}");
         // the document's own count, so that an empty reading cannot pass
-        assert_eq!(with_body.len(), 14, "{with_body:?}");
+        assert_eq!(with_body.len(), 15, "{with_body:?}");
     }
 }

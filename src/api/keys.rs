@@ -21,8 +21,12 @@ struct CreateApiKeyBody {
     expires_at: Option<String>,
 }
 
-/// `POST /v1/api-keys` → 201 with the key, shown only here.
-pub(super) fn create(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<ApiResponse, ApiError> {
+/// A create body as the operation takes it: the label, the roles (each at most once) and the
+/// expiry (Unix seconds), if any.
+pub(super) type NewKeyBody = (String, BTreeSet<String>, Option<i64>);
+
+/// Parses a `POST /v1/api-keys` body (shared with the fuzz target).
+pub(super) fn parse_create(body: &[u8]) -> Result<NewKeyBody, ApiError> {
     let b: CreateApiKeyBody = parse(body)?;
     let expires_at = b
         .expires_at
@@ -38,7 +42,13 @@ pub(super) fn create(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<
     if roles.len() != n {
         return Err(ApiError::invalid_field("roles: each role at most once"));
     }
-    let new = ops::create_api_key(ctx, who, &b.label, roles, expires_at)?;
+    Ok((b.label, roles, expires_at))
+}
+
+/// `POST /v1/api-keys` → 201 with the key, shown only here.
+pub(super) fn create(ctx: &mut Ctx<'_>, who: &Principal, body: &[u8]) -> Result<ApiResponse, ApiError> {
+    let (label, roles, expires_at) = parse_create(body)?;
+    let new = ops::create_api_key(ctx, who, &label, roles, expires_at)?;
     let mut view = key_view(&new.record);
     if let Some(obj) = view.as_object_mut() {
         obj.insert("key".into(), json!(new.key.as_str()));

@@ -138,7 +138,8 @@ pub fn unprotect_in(
     context: Option<&str>,
 ) -> Result<Vec<Result<Plaintext, ItemError>>, OpError> {
     let only = scheme.map(parse_scheme_name).transpose()?;
-    let opened = open_batch(ctx, who, only.as_ref(), tokens, subject, context, Operation::Unprotect, false)?;
+    let opened =
+        open_batch(ctx, who, Open::new(Operation::Unprotect, only.as_ref()), tokens, subject, context)?;
     Ok(opened.items.into_iter().map(|r| r.map(|(_, pt)| pt)).collect())
 }
 
@@ -162,7 +163,14 @@ pub fn unprotect_or_mask(
     context: Option<&str>,
 ) -> Result<Vec<Result<Unprotected, ItemError>>, OpError> {
     let only = scheme.map(parse_scheme_name).transpose()?;
-    let opened = open_batch(ctx, who, only.as_ref(), tokens, subject, context, Operation::Unprotect, true)?;
+    let opened = open_batch(
+        ctx,
+        who,
+        Open { mask_on_deny: true, ..Open::new(Operation::Unprotect, only.as_ref()) },
+        tokens,
+        subject,
+        context,
+    )?;
     let mut mask_keys: HashMap<SchemeName, crate::crypto::secret::SecretKey> = HashMap::new();
     let mut out = Vec::with_capacity(opened.items.len());
     for item in opened.items {
@@ -222,7 +230,8 @@ pub fn rewrap_in(
     context: Option<&str>,
 ) -> Result<Vec<Result<String, ItemError>>, OpError> {
     let only = scheme.map(parse_scheme_name).transpose()?;
-    let mut opened = open_batch(ctx, who, only.as_ref(), tokens, subject, context, Operation::Rewrap, false)?;
+    let mut opened =
+        open_batch(ctx, who, Open::new(Operation::Rewrap, only.as_ref()), tokens, subject, context)?;
     let items = std::mem::take(&mut opened.items);
     let mut out = Vec::with_capacity(items.len());
     for (item, token) in items.into_iter().zip(tokens) {
@@ -275,6 +284,21 @@ struct Opened {
     masked: HashSet<SchemeName>,
 }
 
+/// What [`open_batch`] opens for: the operation, the scheme the caller expects (`only`) and
+/// whether `mask_on_deny` schemes may be opened for masking.
+#[derive(Clone, Copy)]
+struct Open<'s> {
+    op: Operation,
+    only: Option<&'s SchemeName>,
+    mask_on_deny: bool,
+}
+
+impl<'s> Open<'s> {
+    fn new(op: Operation, only: Option<&'s SchemeName>) -> Self {
+        Open { op, only, mask_on_deny: false }
+    }
+}
+
 /// Opens each token, after checking that the caller may do `op` with every scheme the batch names.
 /// With `only`, a token of any other scheme is `scheme_mismatch` and its scheme is not read.
 /// With `mask_on_deny`, a scheme that has it on and that the caller may mask with (but not `op`)
@@ -282,13 +306,12 @@ struct Opened {
 fn open_batch(
     ctx: &mut Ctx<'_>,
     who: &Principal,
-    only: Option<&SchemeName>,
+    how: Open<'_>,
     tokens: &[&str],
     subject: Option<&str>,
     context: Option<&str>,
-    op: Operation,
-    mask_on_deny: bool,
 ) -> Result<Opened, OpError> {
+    let Open { op, only, mask_on_deny } = how;
     let mut masked = HashSet::new();
     check_batch(ctx.config, tokens.len())?;
     let mut subject_id = check_binding(subject, context)?;

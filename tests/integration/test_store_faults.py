@@ -22,17 +22,24 @@ def test_a_locked_store_fails_writes_in_time_and_keeps_reading(tmp_path):
     lock_ms = 1500
     with serving(tmp_path / "busy", *lock_flags(lock_ms)) as s:
         t = s.tenant()
-        name = t.create_scheme()["name"]
+        # `audit: none`: this scheme's unprotects write nothing (no audit entry), so they are reads
+        name = t.create_scheme(audit="none")["name"]
+        audited = t.create_scheme()["name"]  # audit `all` (the default)
         before = t.protect(name, ["before"])
+        before_audited = t.protect(audited, ["before"])
         with write_lock(s):
             protect = lambda: t.app.post("/v1/protect", {"scheme": name, "values": ["during"]})  # noqa: E731
             attempts = [lambda: t.admin.post("/v1/schemes", t.scheme_body()),
                         lambda: t.admin.post(f"/v1/schemes/{name}/rotate")]
             # protect is a write too: it counts the values its key version seals (key_seals,
-            # issue 19 item 6) before sealing any. SQLite's lock holds the whole database; the
-            # PostgreSQL lock here holds `tenants` and `schemes` only, so protect goes on there.
+            # issue 19 item 6) before sealing any; so is every audited request (its audit entry,
+            # docs/audit.md: an entry that cannot be written withholds the answer), which on
+            # SQLite, whose lock holds the whole database, means every administrative request and
+            # every data request on a scheme with `audit: all`. The PostgreSQL lock here holds
+            # `tenants` and `schemes` only, so protect and the audit entries go on there.
             if store.STORE == "sqlite":
-                attempts.append(protect)
+                attempts += [protect, lambda: t.support.post("/v1/unprotect", {"values": before_audited}),
+                             lambda: t.admin.get("/v1/schemes")]
             for attempt in attempts:
                 begun = time.monotonic()
                 err(attempt(), 503, "store_unavailable")
@@ -40,15 +47,18 @@ def test_a_locked_store_fails_writes_in_time_and_keeps_reading(tmp_path):
             during = [] if store.STORE == "sqlite" else [r["value"] for r in ok(protect())["results"]]
             # reads go on beside the lock (SQLite's WAL; PostgreSQL's EXCLUSIVE lets readers in)
             assert t.unprotect(before) == ["before"]
-            assert [x["name"] for x in ok(t.admin.get("/v1/schemes"))["schemes"]] == [name]
+            if store.STORE == "postgres":
+                assert t.unprotect(before_audited) == ["before"]
+                assert sorted(x["name"] for x in ok(t.admin.get("/v1/schemes"))["schemes"]) == sorted([name, audited])
         # released: everything works again, and the refused writes left nothing behind
         created = t.create_scheme()["name"]
         assert ok(t.admin.post(f"/v1/schemes/{name}/rotate"))["current_version"] == 2
         assert t.unprotect(before + during + t.protect(name, ["after"])) == ["before"] + ["during"] * len(during) + ["after"]
+        assert t.unprotect(before_audited) == ["before"]
         listed = ok(t.admin.get("/v1/schemes"))["schemes"]
-        assert sorted(x["name"] for x in listed) == sorted([name, created])
+        assert sorted(x["name"] for x in listed) == sorted([name, audited, created])
         keys = [r for r in store.tables(s.state_dir)["data_keys"] if r[0] == t.id]
-        assert sorted((r[1], int(r[2])) for r in keys) == sorted([(name, 1), (name, 2), (created, 1)])
+        assert sorted((r[1], int(r[2])) for r in keys) == sorted([(name, 1), (name, 2), (audited, 1), (created, 1)])
 
 
 @contextlib.contextmanager

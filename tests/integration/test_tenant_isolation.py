@@ -43,12 +43,13 @@ class World:
         self.job_body = {"scheme": self.scheme, "database": "job_db", "table": self.table, "key_column": "id",
                          "token_column": "tok"}
         self.job = ok(self.a.admin.post("/v1/jobs", self.job_body), 201)["id"]
+        self.api_key = ok(self.a.admin.post("/v1/api-keys", {"label": "a-key", "roles": ["app"]}), 201)
         self.verdict = ok(self.a.as_("auditor").get("/v1/audit/verify"))
         self.b_api = self.b.as_(*ROLES)
         # Anything of A that must never show in an answer to B.
         self.needles = [self.a.id, *self.values, *self.tokens, *self.subject_tokens, self.cert["certificate_id"],
                         self.cert["signature"], self.cert["subject_digest"], self.verdict["head"], self.job,
-                        self.table]
+                        self.table, self.api_key["id"], self.api_key["key"]]
 
 
 def call(w: World, method: str, path: str, body=None) -> requests.Response:
@@ -77,6 +78,11 @@ def only_own(r: requests.Response, w: World):
 
 def own_schemes(r: requests.Response, w: World):
     assert r.status_code == 200 and r.json()["schemes"] == [], r.text
+
+
+def own_api_keys(r: requests.Response, w: World):
+    assert r.status_code == 200, r.text
+    assert all(k["label"] != "a-key" for k in r.json()["api_keys"]), r.text
 
 
 def own_audit(r: requests.Response, w: World):
@@ -135,6 +141,10 @@ CASES = {
     "bigqueryCall": lambda w: ("POST", "/v1/bigquery",
                                {"calls": [["x"]], "userDefinedContext": {"scheme": w.scheme, "operation": "protect"}},
                                refused(404, "scheme_not_found")),
+    # B's own key (capped by B's roles), beside A's; B's list shows only B's keys.
+    "createApiKey": lambda w: ("POST", "/v1/api-keys", {"label": "b-key", "roles": ["app"]}, only_own),
+    "listApiKeys": lambda w: ("GET", "/v1/api-keys", None, own_api_keys),
+    "revokeApiKey": lambda w: ("DELETE", f"/v1/api-keys/{w.api_key['id']}", None, refused(404, "api_key_not_found")),
     "listAudit": lambda w: ("GET", "/v1/audit", None, own_audit),
     "verifyAudit": lambda w: ("GET", "/v1/audit/verify", None, own_audit),
 }
