@@ -43,7 +43,7 @@ class World:
         self.job_body = {"scheme": self.scheme, "database": "job_db", "table": self.table, "key_column": "id",
                          "token_column": "tok"}
         self.job = ok(self.a.admin.post("/v1/jobs", self.job_body), 201)["id"]
-        self.api_key = ok(self.a.admin.post("/v1/api-keys", {"label": "a-key", "roles": ["app"]}), 201)
+        self.api_key = ok(self.a.as_("admin", "app").post("/v1/api-keys", {"label": "a-key", "roles": ["app"]}), 201)
         self.verdict = ok(self.a.as_("auditor").get("/v1/audit/verify"))
         self.b_api = self.b.as_(*ROLES)
         # Anything of A that must never show in an answer to B.
