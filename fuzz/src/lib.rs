@@ -187,14 +187,13 @@ pub fn long_bodies(replies: &[Reply]) -> Vec<Vec<u8>> {
 
 /// Panics when `text` contains any of `inputs` (as bytes): an error that echoes its input. The
 /// fuzzer learns the code's own fixed texts (from comparisons) and feeds them back, so a hit is
-/// not counted when every byte of it lies inside a run of `text` of at least `PIECE` bytes that
-/// is written in `vocabulary` (the source of the code under test) or is a digit (a count or an
-/// index a message names): a message put together from fixed pieces ("authentication
-/// misconfigured: " + "jwt_jwks: " + "key #" + "1" + ": malformed JWK") spells such an input
-/// without echoing anything. An input of 24 bytes or more of key material (base64, hex) is not
-/// spelled by runs of 4 bytes of Rust source, so a real echo is still caught.
+/// not counted when every byte of it lies in a run of `PIECE` bytes of `text` that is written in
+/// `vocabulary` (the source of the code under test) or is a digit (a count or an index a message
+/// names): a message put together from fixed pieces ("authentication misconfigured: " +
+/// "jwt_jwks: " + "key #" + "1" + ": malformed JWK") spells such an input without echoing
+/// anything. An input of 24 bytes or more of key material (base64, hex) is not spelled by runs of
+/// 4 bytes of Rust source, so a real echo is still caught.
 pub fn assert_no_echo(what: &str, text: &str, inputs: &[Vec<u8>], vocabulary: &[&str]) {
-    const PIECE: usize = 4;
     let bytes = text.as_bytes();
     for input in inputs {
         // A short input can be spelled by a message built from fixed pieces ("key #0: malformed
@@ -205,30 +204,46 @@ pub fn assert_no_echo(what: &str, text: &str, inputs: &[Vec<u8>], vocabulary: &[
         let Some(at) = bytes.windows(input.len()).position(|w| w == input.as_slice()) else {
             continue;
         };
-        let fixed = fixed_bytes(text, vocabulary, PIECE);
-        let known = (at..at + input.len()).all(|i| fixed[i] || bytes[i].is_ascii_digit());
+        let known = with_pieces(vocabulary, |pieces| {
+            // byte i lies in a vocabulary run of PIECE bytes iff one of the PIECE windows that
+            // contain it is a piece of the vocabulary
+            let fixed = |i: usize| {
+                (i.saturating_sub(PIECE - 1)..=i)
+                    .filter(|&j| j + PIECE <= bytes.len())
+                    .any(|j| pieces(&bytes[j..j + PIECE]))
+            };
+            (at..at + input.len()).all(|i| bytes[i].is_ascii_digit() || fixed(i))
+        });
         assert!(known, "{what} echoes its input: {text:?}");
     }
 }
 
-/// For each byte of `text`: whether it lies inside a run of at least `piece` bytes of `text` that
-/// occurs in one of `vocabulary`.
-fn fixed_bytes(text: &str, vocabulary: &[&str], piece: usize) -> Vec<bool> {
-    let mut fixed = vec![false; text.len()];
-    let found = |run: &str| vocabulary.iter().any(|v| v.contains(run));
-    for (start, _) in text.char_indices() {
-        // the longest run from `start` that the vocabulary holds (it holds every shorter one too)
-        let mut end = start;
-        for (next, c) in text[start..].char_indices() {
-            let stop = start + next + c.len_utf8();
-            if !found(&text[start..stop]) {
-                break;
-            }
-            end = stop;
-        }
-        if end - start >= piece {
-            fixed[start..end].iter_mut().for_each(|f| *f = true);
-        }
-    }
-    fixed
+/// The length of a fixed piece of text (see [`assert_no_echo`]).
+const PIECE: usize = 4;
+
+thread_local! {
+    /// Every `PIECE`-byte window of each vocabulary, by the vocabulary's address (each target
+    /// passes one `const` slice): built once, so that a check costs a few set lookups.
+    static PIECES: RefCell<std::collections::HashMap<usize, std::rc::Rc<std::collections::HashSet<[u8; PIECE]>>>> =
+        RefCell::default();
+}
+
+fn with_pieces<T>(vocabulary: &[&str], f: impl FnOnce(&dyn Fn(&[u8]) -> bool) -> T) -> T {
+    let key = vocabulary.as_ptr() as usize;
+    let set = PIECES.with(|cache| {
+        cache
+            .borrow_mut()
+            .entry(key)
+            .or_insert_with(|| {
+                let mut set = std::collections::HashSet::new();
+                for v in vocabulary {
+                    for w in v.as_bytes().windows(PIECE) {
+                        set.insert([w[0], w[1], w[2], w[3]]);
+                    }
+                }
+                std::rc::Rc::new(set)
+            })
+            .clone()
+    });
+    f(&|w: &[u8]| <[u8; PIECE]>::try_from(w).is_ok_and(|w| set.contains(&w)))
 }
