@@ -163,13 +163,20 @@ pub(super) fn parse_change(body: &[u8]) -> Result<SchemeChange, ApiError> {
     let min_decryption_version = match b.min_decryption_version {
         None => None,
         Some(v) => Some(
-            v.as_u64().and_then(|n| u32::try_from(n).ok()).and_then(|n| KeyVersion::new(n).ok()).ok_or_else(
-                || {
+            // JSON Schema's `integer` also admits a whole number written with a fraction (`2.0`)
+            v.as_u64()
+                .or_else(|| {
+                    v.as_f64()
+                        .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= f64::from(u32::MAX))
+                        .map(|f| f as u64)
+                })
+                .and_then(|n| u32::try_from(n).ok())
+                .and_then(|n| KeyVersion::new(n).ok())
+                .ok_or_else(|| {
                     ApiError::invalid_field(
                         "min_decryption_version must be a whole number from 1 to the current version",
                     )
-                },
-            )?,
+                })?,
         ),
     };
     let rotation_period = match b.rotation_period {
