@@ -38,7 +38,7 @@ const SCHEMA_WORDS: &str = "struct ProtectBody struct UnprotectBody struct MaskB
     i64 u64 f64 a number a JSON number MaskRuleWire internally tagged enum MaskRuleWire \
     variant identifier field identifier a sequence a string a character u32 integer \
     one of unknown field unknown variant missing field duplicate field invalid type \
-    invalid value invalid length expected";
+    invalid value invalid length expected fewer elements in array expected more elements";
 
 /// The strings of a JSON document (keys and values), long enough to count as an echo.
 fn strings(v: &Value, out: &mut Vec<String>) {
