@@ -748,7 +748,8 @@ fn version_lifecycle_through_the_routes() {
     // a whole number written with a fraction is that number (JSON Schema's integer); others are not
     let (s, v) = w.call("PATCH", "/v1/schemes/pii", Some(&admin), json!({"min_decryption_version": 1.0}));
     assert_eq!((s, v["error"]["code"].as_str()), (409, Some("key_version_destroyed")));
-    let (s, v) = w.call("PATCH", "/v1/schemes/pii", Some(&admin), json!({"min_decryption_version": 524288.0}));
+    let (s, v) =
+        w.call("PATCH", "/v1/schemes/pii", Some(&admin), json!({"min_decryption_version": 524288.0}));
     assert_eq!((s, v["error"]["code"].as_str()), (404, Some("key_version_not_found")));
     for bad in [json!(1.5), json!(-1.0), json!(0.0), json!(1e300)] {
         let (s, v) = w.call("PATCH", "/v1/schemes/pii", Some(&admin), json!({"min_decryption_version": bad}));
