@@ -188,11 +188,12 @@ pub fn long_bodies(replies: &[Reply]) -> Vec<Vec<u8>> {
 /// Panics when `text` contains any of `inputs` (as bytes): an error that echoes its input. The
 /// fuzzer learns the code's own fixed texts (from comparisons) and feeds them back, so a hit is
 /// not counted when every byte of it lies in a run of `PIECE` bytes of `text` that is written in
-/// `vocabulary` (the source of the code under test) or is a digit (a count or an index a message
-/// names): a message put together from fixed pieces ("authentication misconfigured: " +
-/// "jwt_jwks: " + "key #" + "1" + ": malformed JWK") spells such an input without echoing
-/// anything. An input of 24 bytes or more of key material (base64, hex) is not spelled by runs of
-/// 4 bytes of Rust source, so a real echo is still caught.
+/// `vocabulary` (the source of the code under test), or belongs to a count or an index that a
+/// message names (digits and brackets: `key #1`, `data[1][0]`). A message put together from
+/// fixed pieces ("authentication misconfigured: " + "jwt_jwks: " + "key #" + "1" + ": malformed
+/// JWK") spells such an input without echoing anything; an input of 24 bytes or more of key
+/// material (base64, hex) is not spelled by runs of 4 bytes of Rust source, so a real echo is
+/// still caught.
 pub fn assert_no_echo(what: &str, text: &str, inputs: &[Vec<u8>], vocabulary: &[&str]) {
     let bytes = text.as_bytes();
     for input in inputs {
@@ -212,10 +213,15 @@ pub fn assert_no_echo(what: &str, text: &str, inputs: &[Vec<u8>], vocabulary: &[
                     .filter(|&j| j + PIECE <= bytes.len())
                     .any(|j| pieces(&bytes[j..j + PIECE]))
             };
-            (at..at + input.len()).all(|i| bytes[i].is_ascii_digit() || fixed(i))
+            (at..at + input.len()).all(|i| index_byte(bytes[i]) || fixed(i))
         });
         assert!(known, "{what} echoes its input: {text:?}");
     }
+}
+
+/// A byte of an index or a count a message names (`data[1][0]`, `key #3`): digits and brackets.
+fn index_byte(b: u8) -> bool {
+    b.is_ascii_digit() || b == b'[' || b == b']'
 }
 
 /// The length of a fixed piece of text (see [`assert_no_echo`]).
