@@ -128,6 +128,21 @@ impl Config {
             tenant_claim: vars.get("jwt_tenant_claim").unwrap_or_else(|| "tenant".into()),
             roles_claim: vars.get("jwt_roles_claim").unwrap_or_else(|| "roles".into()),
             leeway_secs,
+            max_lifetime_secs: match vars.get("jwt_max_lifetime_secs").filter(|v| !v.trim().is_empty()) {
+                None => None,
+                Some(v) => Some(
+                    v.trim()
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|n| (1..=crate::auth::MAX_TOKEN_LIFETIME_CEILING_SECS).contains(n))
+                        .ok_or_else(|| {
+                            ConfigError(format!(
+                                "variable jwt_max_lifetime_secs must be a whole number from 1 to {}",
+                                crate::auth::MAX_TOKEN_LIFETIME_CEILING_SECS
+                            ))
+                        })?,
+                ),
+            },
             token_cache_max_age_secs: match vars.get("jwt_cache_max_age_secs") {
                 None => AuthConfig::default().token_cache_max_age_secs,
                 Some(v) => v.trim().parse::<u64>().ok().filter(|n| *n <= 3600).ok_or_else(|| {
@@ -276,6 +291,24 @@ pub(crate) mod tests {
         let dev =
             Config::load(&MapVars::default().with("dev_mode", "true").with("local_kek", &kek)).expect("dev");
         assert!(dev.auth.token_cache_key.is_some(), "dev mode derives one from local_kek");
+    }
+
+    #[test]
+    fn max_lifetime_is_optional_and_bounded() {
+        assert_eq!(Config::load(&MapVars::default()).expect("config").auth.max_lifetime_secs, None);
+        let c = Config::load(&MapVars::default().with("jwt_max_lifetime_secs", " 3600 ")).expect("config");
+        assert_eq!(c.auth.max_lifetime_secs, Some(3600));
+        assert_eq!(
+            Config::load(&MapVars::default().with("jwt_max_lifetime_secs", "86400"))
+                .expect("ceiling")
+                .auth
+                .max_lifetime_secs,
+            Some(86_400)
+        );
+        for bad in ["0", "86401", "-1", "1h", "1.5"] {
+            let e = Config::load(&MapVars::default().with("jwt_max_lifetime_secs", bad)).expect_err(bad);
+            assert!(e.0.contains("jwt_max_lifetime_secs must be a whole number from 1 to 86400"), "{e}");
+        }
     }
 
     #[test]

@@ -32,6 +32,9 @@ use keys::Alg;
 const MIN_HS256_SECRET_BYTES: usize = 32;
 /// Largest clock leeway accepted in configuration.
 const MAX_LEEWAY_SECS: u64 = 3600;
+/// Largest `jwt_max_lifetime_secs` accepted (one day: the longest access-token lifetime the
+/// identity providers of docs/auth.md allow).
+pub const MAX_TOKEN_LIFETIME_CEILING_SECS: u64 = 86_400;
 
 /// Authentication settings, from the Spin variables of DESIGN §12.
 pub struct AuthConfig {
@@ -56,6 +59,9 @@ pub struct AuthConfig {
     pub roles_claim: String,
     /// Clock leeway for `exp`, `nbf` and `iat`, in seconds.
     pub leeway_secs: u64,
+    /// `jwt_max_lifetime_secs`: when set, a token must carry `iat` and `exp - iat` must be at
+    /// most this (1..=[`MAX_TOKEN_LIFETIME_CEILING_SECS`]).
+    pub max_lifetime_secs: Option<u64>,
     /// `jwt_cache_max_age_secs`: how long a verified token is reused from the host key-value
     /// store (never past its `exp`); 0 turns the cache off.
     pub token_cache_max_age_secs: u64,
@@ -77,6 +83,7 @@ impl Default for AuthConfig {
             tenant_claim: "tenant".to_owned(),
             roles_claim: "roles".to_owned(),
             leeway_secs: 60,
+            max_lifetime_secs: None,
             token_cache_max_age_secs: 60,
             token_cache_key: None,
         }
@@ -97,6 +104,7 @@ impl fmt::Debug for AuthConfig {
             .field("tenant_claim", &self.tenant_claim)
             .field("roles_claim", &self.roles_claim)
             .field("leeway_secs", &self.leeway_secs)
+            .field("max_lifetime_secs", &self.max_lifetime_secs)
             .finish()
     }
 }
@@ -318,6 +326,7 @@ pub struct Authenticator {
     tenant_claim: String,
     roles_claim: String,
     leeway_secs: u64,
+    max_lifetime_secs: Option<u64>,
     /// SHA-256 of every setting that decides whether a token verifies: a cached verification
     /// is only reused by an authenticator with the same fingerprint. Computed on first use
     /// (hashing an inline JWKS is not free inside wasm, and HS256 requests never need it).
@@ -401,6 +410,11 @@ impl Authenticator {
         if cfg.leeway_secs > MAX_LEEWAY_SECS {
             return Err(AuthError::Config(format!("JWT leeway must be at most {MAX_LEEWAY_SECS} seconds")));
         }
+        if cfg.max_lifetime_secs.is_some_and(|m| !(1..=MAX_TOKEN_LIFETIME_CEILING_SECS).contains(&m)) {
+            return Err(AuthError::Config(format!(
+                "jwt_max_lifetime_secs must be from 1 to {MAX_TOKEN_LIFETIME_CEILING_SECS}"
+            )));
+        }
         for (name, value) in [("jwt_tenant_claim", &cfg.tenant_claim), ("jwt_roles_claim", &cfg.roles_claim)]
         {
             if value.is_empty() {
@@ -418,6 +432,7 @@ impl Authenticator {
             tenant_claim: cfg.tenant_claim,
             roles_claim: cfg.roles_claim,
             leeway_secs: cfg.leeway_secs,
+            max_lifetime_secs: cfg.max_lifetime_secs,
             fingerprint: OnceLock::new(),
             token_cache: None,
         })
@@ -608,6 +623,7 @@ impl Authenticator {
             tenant_claim: &self.tenant_claim,
             roles_claim: &self.roles_claim,
             leeway_secs: self.leeway_secs,
+            max_lifetime_secs: self.max_lifetime_secs,
             now_secs: now,
         };
         if t.alg == Alg::Hs256 {
@@ -682,6 +698,7 @@ fn settings_fingerprint(a: &Authenticator) -> [u8; 32] {
     field(a.tenant_claim.as_bytes());
     field(a.roles_claim.as_bytes());
     field(&a.leeway_secs.to_be_bytes());
+    field(&a.max_lifetime_secs.map_or([0xff; 8], u64::to_be_bytes));
     h.finalize().into()
 }
 

@@ -264,6 +264,22 @@ fn leeway_applies_to_exp_and_nbf() {
 }
 
 #[test]
+fn max_lifetime_refuses_long_lived_tokens_and_tokens_without_iat() {
+    let authn = auth(AuthConfig { max_lifetime_secs: Some(600), ..dev_config() });
+    assert!(check(&authn, &hs256(payload())).is_ok(), "exp - iat = 600 is the limit itself");
+    let long = with(payload(), "exp", json!(NOW + 601));
+    assert_invalid!(check(&authn, &hs256(long.clone())), "token lifetime too long");
+    assert_invalid!(check(&authn, &hs256(without(payload(), "iat"))), "missing iat claim");
+    // Without the setting, both are fine.
+    assert!(check(&auth(dev_config()), &hs256(long)).is_ok());
+    assert!(check(&auth(dev_config()), &hs256(without(payload(), "iat"))).is_ok());
+    for bad in [0, MAX_TOKEN_LIFETIME_CEILING_SECS + 1] {
+        let cfg = AuthConfig { max_lifetime_secs: Some(bad), ..dev_config() };
+        assert!(matches!(Authenticator::new(cfg), Err(AuthError::Config(_))), "{bad}");
+    }
+}
+
+#[test]
 fn a_custom_tenant_claim_and_no_subject() {
     let authn = auth(AuthConfig { tenant_claim: "org".to_owned(), ..dev_config() });
     let p = without(with(without(payload(), "tenant"), "org", json!("Org-7.eu_1")), "sub");
