@@ -35,6 +35,10 @@ const MAX_LEEWAY_SECS: u64 = 3600;
 /// Largest `jwt_max_lifetime_secs` accepted (one day: the longest access-token lifetime the
 /// identity providers of docs/auth.md allow).
 pub const MAX_TOKEN_LIFETIME_CEILING_SECS: u64 = 86_400;
+/// Default `jwt_jwks_cache_secs`: how long a fetched JWKS document is used.
+pub const DEFAULT_JWKS_CACHE_SECS: u64 = 300;
+/// Default `jwt_jwks_refetch_secs`: at most one JWKS fetch per this many seconds.
+pub const DEFAULT_JWKS_REFETCH_SECS: u64 = 60;
 
 /// Authentication settings, from the Spin variables of DESIGN §12.
 pub struct AuthConfig {
@@ -62,6 +66,12 @@ pub struct AuthConfig {
     /// `jwt_max_lifetime_secs`: when set, a token must carry `iat` and `exp - iat` must be at
     /// most this (1..=[`MAX_TOKEN_LIFETIME_CEILING_SECS`]).
     pub max_lifetime_secs: Option<u64>,
+    /// `jwt_jwks_cache_secs`: how long a JWKS document fetched from `jwks_url` is reused from the
+    /// host key-value store.
+    pub jwks_cache_secs: u64,
+    /// `jwt_jwks_refetch_secs`: at most one fetch of `jwks_url` per this many seconds (an unknown
+    /// `kid` does not refetch sooner).
+    pub jwks_refetch_secs: u64,
     /// `jwt_cache_max_age_secs`: how long a verified token is reused from the host key-value
     /// store (never past its `exp`); 0 turns the cache off.
     pub token_cache_max_age_secs: u64,
@@ -84,6 +94,8 @@ impl Default for AuthConfig {
             roles_claim: "roles".to_owned(),
             leeway_secs: 60,
             max_lifetime_secs: None,
+            jwks_cache_secs: DEFAULT_JWKS_CACHE_SECS,
+            jwks_refetch_secs: DEFAULT_JWKS_REFETCH_SECS,
             token_cache_max_age_secs: 60,
             token_cache_key: None,
         }
@@ -319,8 +331,13 @@ pub struct Authenticator {
     static_docs: (Option<String>, Option<String>),
     static_keys: OnceLock<Result<KeySet, AuthError>>,
     jwks_url: Option<String>,
-    /// The JWKS URL's keys, once fetched; `Err` if that failed (not retried by this instance).
+    /// Without a [`jwks::UrlCache`]: the JWKS URL's keys, once fetched; `Err` if that failed
+    /// (not retried by this instance).
     fetched: OnceLock<Result<KeySet, ()>>,
+    /// The JWKS document shared through the host key-value store (`with_jwks_cache`).
+    jwks_cache: Option<jwks::UrlCache>,
+    jwks_cache_secs: u64,
+    jwks_refetch_secs: u64,
     issuer: Option<String>,
     audience: Option<String>,
     tenant_claim: String,
@@ -427,6 +444,9 @@ impl Authenticator {
             static_keys: OnceLock::new(),
             jwks_url,
             fetched: OnceLock::new(),
+            jwks_cache: None,
+            jwks_cache_secs: cfg.jwks_cache_secs,
+            jwks_refetch_secs: cfg.jwks_refetch_secs,
             issuer: cfg.issuer,
             audience: cfg.audience,
             tenant_claim: cfg.tenant_claim,
@@ -497,6 +517,68 @@ impl Authenticator {
             });
         }
         self
+    }
+
+    /// Shares the JWKS URL's document across requests and instances through the host key-value
+    /// store, sealed under a key derived from `secret` (`jwt_cache_key`), for `jwks_cache_secs`,
+    /// with at most one fetch per `jwks_refetch_secs`; `rng` draws the seals' nonces.
+    pub fn with_jwks_cache(
+        mut self,
+        kv: Box<dyn crate::kv::KeyValue>,
+        secret: &SecretKey,
+        rng: Csprng,
+    ) -> Self {
+        if self.jwks_url.is_some() {
+            self.jwks_cache =
+                Some(jwks::UrlCache::new(kv, secret, rng, self.jwks_cache_secs, self.jwks_refetch_secs));
+        }
+        self
+    }
+
+    /// The keys of the JWKS URL for token `t`. With the key-value cache: the cached document while
+    /// it is fresh and has a key for `t`; otherwise one fetch, unless one was attempted within
+    /// `jwks_refetch_secs` (then the fresh document, if any, answers: an unknown `kid` is refused).
+    fn url_keys(
+        &self,
+        url: &str,
+        t: &UnverifiedToken<'_>,
+        fetcher: &dyn JwksFetcher,
+        now: u64,
+    ) -> Result<std::borrow::Cow<'_, KeySet>, AuthError> {
+        use std::borrow::Cow;
+        let Some(cache) = &self.jwks_cache else {
+            let fetched = self
+                .fetched
+                .get_or_init(|| {
+                    let doc = fetcher.fetch_jwks(url).map_err(drop)?;
+                    jwks::parse_jwks(&doc, Strictness::Lenient).map_err(drop)
+                })
+                .as_ref()
+                .map_err(|()| AuthError::JwksUnavailable)?;
+            return Ok(Cow::Borrowed(fetched));
+        };
+        let cached =
+            cache.document(url, now).and_then(|doc| jwks::parse_jwks(&doc, Strictness::Lenient).ok());
+        if let Some(set) = &cached {
+            if !matches!(set.select(t.alg, t.kid.as_deref()), Selection::NotFound) {
+                return Ok(Cow::Owned(cached.unwrap_or_default()));
+            }
+        }
+        if cache.attempted_recently(url, now) {
+            return cached.map(Cow::Owned).ok_or(AuthError::JwksUnavailable);
+        }
+        cache.record_attempt(url, now);
+        let fresh = fetcher
+            .fetch_jwks(url)
+            .ok()
+            .and_then(|doc| jwks::parse_jwks(&doc, Strictness::Lenient).ok().map(|set| (doc, set)));
+        match fresh {
+            Some((doc, set)) => {
+                cache.store_document(url, now, &doc);
+                Ok(Cow::Owned(set))
+            }
+            None => cached.map(Cow::Owned).ok_or(AuthError::JwksUnavailable),
+        }
     }
 
     /// Authenticates the raw `Authorization` header value, if any.
@@ -638,14 +720,7 @@ impl Authenticator {
         let Some(url) = &self.jwks_url else {
             return Err(AuthError::Invalid("no key for this token"));
         };
-        let fetched = self
-            .fetched
-            .get_or_init(|| {
-                let doc = fetcher.fetch_jwks(url).map_err(drop)?;
-                jwks::parse_jwks(&doc, Strictness::Lenient).map_err(drop)
-            })
-            .as_ref()
-            .map_err(|()| AuthError::JwksUnavailable)?;
+        let fetched = self.url_keys(url, &t, fetcher, now)?;
         match fetched.select(t.alg, t.kid.as_deref()) {
             Selection::Found(keys) => try_keys(&t, &keys, &rules),
             Selection::WrongAlgorithm => Err(AuthError::Invalid("algorithm does not match key")),
