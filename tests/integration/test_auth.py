@@ -178,3 +178,9 @@ def test_max_lifetime_refuses_long_lived_tokens_and_tokens_without_iat(start_ser
     # The same long-lived token is accepted by a deployment without the setting.
     other = start_server("no-max-lifetime", dev_mode="false")
     ok(get_schemes(other, rs256(t, ["admin"], iat=now, exp=now + 601)))
+
+
+def test_outside_dev_mode_the_jwks_url_must_be_https(start_server):
+    s = start_server("jwks-http", dev_mode="false", jwt_jwks_url="http://127.0.0.1:9/keys.json")
+    refused_everywhere(s, "jwt_jwks_url must be an https:// URL outside dev mode")
+    assert "veil: error: jwt_jwks_url is not an https:// URL" in s.stderr()
