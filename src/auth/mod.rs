@@ -50,8 +50,9 @@ pub struct AuthConfig {
     pub jwks_inline: Option<String>,
     /// `jwt_public_key_pem`: one static public key (RSA → RS256, P-256 → ES256, Ed25519 → EdDSA).
     pub public_key_pem: Option<String>,
-    /// `jwt_jwks_url`: fetched at most once per [`Authenticator`], when a token needs a key the
-    /// static keys do not have.
+    /// `jwt_jwks_url`: fetched when a token needs a key the static keys do not have; shared
+    /// through the host key-value store when [`Authenticator::with_jwks_cache`] is used (at most
+    /// one fetch per `jwks_refetch_secs`), else fetched at most once per [`Authenticator`].
     pub jwks_url: Option<String>,
     /// `jwt_issuer`: the required `iss`, when set.
     pub issuer: Option<String>,
