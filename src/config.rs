@@ -128,6 +128,35 @@ impl Config {
             tenant_claim: vars.get("jwt_tenant_claim").unwrap_or_else(|| "tenant".into()),
             roles_claim: vars.get("jwt_roles_claim").unwrap_or_else(|| "roles".into()),
             leeway_secs,
+            max_lifetime_secs: match vars.get("jwt_max_lifetime_secs").filter(|v| !v.trim().is_empty()) {
+                None => None,
+                Some(v) => Some(
+                    v.trim()
+                        .parse::<u64>()
+                        .ok()
+                        .filter(|n| (1..=crate::auth::MAX_TOKEN_LIFETIME_CEILING_SECS).contains(n))
+                        .ok_or_else(|| {
+                            ConfigError(format!(
+                                "variable jwt_max_lifetime_secs must be a whole number from 1 to {}",
+                                crate::auth::MAX_TOKEN_LIFETIME_CEILING_SECS
+                            ))
+                        })?,
+                ),
+            },
+            jwks_cache_secs: parse_secs(
+                vars,
+                "jwt_jwks_cache_secs",
+                crate::auth::DEFAULT_JWKS_CACHE_SECS,
+                1,
+                86_400,
+            )?,
+            jwks_refetch_secs: parse_secs(
+                vars,
+                "jwt_jwks_refetch_secs",
+                crate::auth::DEFAULT_JWKS_REFETCH_SECS,
+                5,
+                3600,
+            )?,
             token_cache_max_age_secs: match vars.get("jwt_cache_max_age_secs") {
                 None => AuthConfig::default().token_cache_max_age_secs,
                 Some(v) => v.trim().parse::<u64>().ok().filter(|n| *n <= 3600).ok_or_else(|| {
@@ -177,6 +206,22 @@ impl Config {
     }
 }
 
+/// A whole number of seconds from `min` to `max`; unset or empty: `default`.
+fn parse_secs(
+    vars: &dyn Variables,
+    name: &str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    match vars.get(name).filter(|v| !v.trim().is_empty()) {
+        None => Ok(default),
+        Some(v) => v.trim().parse::<u64>().ok().filter(|n| (min..=max).contains(n)).ok_or_else(|| {
+            ConfigError(format!("variable {name} must be a whole number from {min} to {max}"))
+        }),
+    }
+}
+
 /// Outside dev mode a token must be addressed to this deployment (`jwt_audience`) and, when its
 /// key comes from a JWKS (`jwt_jwks_url`, `jwt_jwks`), issued by a named issuer (`jwt_issuer`):
 /// otherwise any token the identity provider signs for any application would do. A deployment
@@ -194,6 +239,20 @@ fn check_production_auth(auth: &AuthConfig) -> Result<(), ConfigError> {
         return Err(ConfigError(
             "jwt_issuer must be set outside dev mode when JWKS keys are used (docs/auth.md)".into(),
         ));
+    }
+    if let Some(url) = auth.jwks_url.as_deref().filter(|u| !u.trim().is_empty()) {
+        if !url.trim_start().starts_with("https://") {
+            return Err(ConfigError(
+                "jwt_jwks_url must be an https:// URL outside dev mode (docs/auth.md)".into(),
+            ));
+        }
+        if auth.token_cache_key.is_none() {
+            return Err(ConfigError(
+                "jwt_cache_key must be set outside dev mode when jwt_jwks_url is used: it seals the cached \
+                 JWKS document (docs/auth.md)"
+                    .into(),
+            ));
+        }
     }
     Ok(())
 }
@@ -276,6 +335,55 @@ pub(crate) mod tests {
         let dev =
             Config::load(&MapVars::default().with("dev_mode", "true").with("local_kek", &kek)).expect("dev");
         assert!(dev.auth.token_cache_key.is_some(), "dev mode derives one from local_kek");
+    }
+
+    #[test]
+    fn max_lifetime_is_optional_and_bounded() {
+        assert_eq!(Config::load(&MapVars::default()).expect("config").auth.max_lifetime_secs, None);
+        let c = Config::load(&MapVars::default().with("jwt_max_lifetime_secs", " 3600 ")).expect("config");
+        assert_eq!(c.auth.max_lifetime_secs, Some(3600));
+        assert_eq!(
+            Config::load(&MapVars::default().with("jwt_max_lifetime_secs", "86400"))
+                .expect("ceiling")
+                .auth
+                .max_lifetime_secs,
+            Some(86_400)
+        );
+        for bad in ["0", "86401", "-1", "1h", "1.5"] {
+            let e = Config::load(&MapVars::default().with("jwt_max_lifetime_secs", bad)).expect_err(bad);
+            assert!(e.0.contains("jwt_max_lifetime_secs must be a whole number from 1 to 86400"), "{e}");
+        }
+    }
+
+    #[test]
+    fn jwks_url_outside_dev_mode_is_https_with_a_cache_key() {
+        use base64::Engine as _;
+        let key = base64::engine::general_purpose::STANDARD.encode([5u8; 32]);
+        let base =
+            || MapVars::default().with("jwt_issuer", "https://idp.example/").with("jwt_cache_key", &key);
+        let c = Config::load(&base().with("jwt_jwks_url", "https://idp.example/jwks")).expect("https");
+        assert_eq!((c.auth.jwks_cache_secs, c.auth.jwks_refetch_secs), (300, 60));
+        let e = Config::load(&base().with("jwt_jwks_url", "http://idp.example/jwks")).expect_err("http");
+        assert!(e.0.contains("jwt_jwks_url must be an https:// URL outside dev mode"), "{e}");
+        let no_key =
+            MapVars::default().with("jwt_issuer", "i").with("jwt_jwks_url", "https://idp.example/jwks");
+        let e = Config::load(&no_key).expect_err("no cache key");
+        assert!(e.0.contains("jwt_cache_key must be set outside dev mode"), "{e}");
+        let dev = MapVars::default().with("dev_mode", "true").with("jwt_jwks_url", "http://127.0.0.1:1/jwks");
+        assert!(Config::load(&dev).is_ok(), "dev mode may use http");
+        let c = Config::load(&base().with("jwt_jwks_cache_secs", "600").with("jwt_jwks_refetch_secs", "5"))
+            .expect("settings");
+        assert_eq!((c.auth.jwks_cache_secs, c.auth.jwks_refetch_secs), (600, 5));
+        for (name, bad) in [
+            ("jwt_jwks_cache_secs", "0"),
+            ("jwt_jwks_cache_secs", "86401"),
+            ("jwt_jwks_refetch_secs", "4"),
+            ("jwt_jwks_refetch_secs", "3601"),
+            ("jwt_jwks_refetch_secs", "x"),
+        ] {
+            let e = Config::load(&base().with(name, bad)).expect_err(bad);
+            assert!(e.0.contains(&format!("variable {name} must be a whole number from")), "{e}");
+        }
     }
 
     #[test]

@@ -215,6 +215,124 @@ pub(crate) fn parse_pem(pem: &str) -> Result<VerificationKey, String> {
     Ok(VerificationKey { kid: None, key })
 }
 
+/// Labels that derive the JWKS cache's keys from `jwt_cache_key` (HMAC-SHA256(secret, label)).
+const URL_CACHE_SLOT_LABEL: &[u8] = b"veil/v1/jwks-cache/slot";
+const URL_CACHE_SEAL_LABEL: &[u8] = b"veil/v1/jwks-cache/seal";
+const URL_CACHE_AAD_LABEL: &[u8] = b"veil/v1/jwks-cache/entry";
+const URL_CACHE_PREFIX: &str = "veil/jwks/v1/";
+
+/// The JWKS URL's document and the time of the last fetch attempt, kept in the host key-value
+/// store (docs/auth.md § JWKS URL). The store is untrusted: both entries are named by
+/// HMAC-SHA256 of the URL and sealed (XChaCha20-Poly1305) with their name and time as AAD, under
+/// keys derived from `jwt_cache_key`; an entry that does not open is treated as absent.
+pub(crate) struct UrlCache {
+    kv: Box<dyn crate::kv::KeyValue>,
+    slot_key: zeroize::Zeroizing<[u8; 32]>,
+    seal: crate::crypto::aead::AeadKey,
+    rng: std::cell::RefCell<crate::crypto::rng::Csprng>,
+    /// How long a fetched document is used (`jwt_jwks_cache_secs`).
+    pub(crate) ttl_secs: u64,
+    /// At most one fetch is attempted per this many seconds (`jwt_jwks_refetch_secs`).
+    pub(crate) refetch_secs: u64,
+}
+
+/// Which of the two entries of a URL.
+#[derive(Clone, Copy)]
+enum Entry {
+    Document,
+    Attempt,
+}
+
+impl Entry {
+    fn name(self) -> &'static str {
+        match self {
+            Entry::Document => "doc",
+            Entry::Attempt => "attempt",
+        }
+    }
+}
+
+impl UrlCache {
+    pub(crate) fn new(
+        kv: Box<dyn crate::kv::KeyValue>,
+        secret: &crate::crypto::secret::SecretKey,
+        rng: crate::crypto::rng::Csprng,
+        ttl_secs: u64,
+        refetch_secs: u64,
+    ) -> Self {
+        use crate::crypto::secret::SecretKey;
+        let seal = SecretKey::from_bytes(super::hmac_sha256(secret.expose_secret(), &[URL_CACHE_SEAL_LABEL]));
+        Self {
+            kv,
+            slot_key: zeroize::Zeroizing::new(super::hmac_sha256(
+                secret.expose_secret(),
+                &[URL_CACHE_SLOT_LABEL],
+            )),
+            seal: crate::crypto::aead::AeadKey::new(crate::crypto::aead::Algorithm::XChaCha20Poly1305, &seal),
+            rng: std::cell::RefCell::new(rng),
+            ttl_secs,
+            refetch_secs,
+        }
+    }
+
+    fn slot(&self, entry: Entry, url: &str) -> String {
+        let mac = super::hmac_sha256(&self.slot_key[..], &[url.as_bytes()]);
+        format!("{URL_CACHE_PREFIX}{}/{}", entry.name(), super::hex32(&mac))
+    }
+
+    fn aad(slot: &str, url: &str, at: u64) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(URL_CACHE_AAD_LABEL.len() + slot.len() + url.len() + 24);
+        aad.extend_from_slice(URL_CACHE_AAD_LABEL);
+        for part in [slot.as_bytes(), url.as_bytes()] {
+            aad.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            aad.extend_from_slice(part);
+        }
+        aad.extend_from_slice(&at.to_be_bytes());
+        aad
+    }
+
+    /// An entry's time and contents, if it opens and is not from the future.
+    fn read(&self, entry: Entry, url: &str, now: u64) -> Option<(u64, zeroize::Zeroizing<Vec<u8>>)> {
+        let slot = self.slot(entry, url);
+        let bytes = self.kv.get(&slot).ok()??;
+        let (at, sealed) = bytes.split_first_chunk::<8>()?;
+        let at = u64::from_be_bytes(*at);
+        let plain = self.seal.open(&Self::aad(&slot, url, at), sealed).ok()?;
+        (at <= now).then_some((at, plain))
+    }
+
+    fn write(&self, entry: Entry, url: &str, at: u64, plain: &[u8]) {
+        let slot = self.slot(entry, url);
+        let sealed = self.seal.seal(&mut self.rng.borrow_mut(), &Self::aad(&slot, url, at), plain);
+        let mut record = Vec::with_capacity(8 + sealed.len());
+        record.extend_from_slice(&at.to_be_bytes());
+        record.extend_from_slice(&sealed);
+        let _ = self.kv.set(&slot, &record);
+    }
+
+    /// The document fetched less than `ttl_secs` ago, if any.
+    pub(crate) fn document(&self, url: &str, now: u64) -> Option<String> {
+        let (at, plain) = self.read(Entry::Document, url, now)?;
+        if now.saturating_sub(at) >= self.ttl_secs {
+            return None;
+        }
+        String::from_utf8(plain.to_vec()).ok()
+    }
+
+    pub(crate) fn store_document(&self, url: &str, now: u64, doc: &str) {
+        self.write(Entry::Document, url, now, doc.as_bytes());
+    }
+
+    /// Whether a fetch was attempted less than `refetch_secs` ago (the negative cache).
+    pub(crate) fn attempted_recently(&self, url: &str, now: u64) -> bool {
+        self.read(Entry::Attempt, url, now).is_some_and(|(at, _)| now.saturating_sub(at) < self.refetch_secs)
+    }
+
+    pub(crate) fn record_attempt(&self, url: &str, now: u64) {
+        self.write(Entry::Attempt, url, now, b"");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

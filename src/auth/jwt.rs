@@ -63,6 +63,8 @@ pub(crate) struct ClaimRules<'a> {
     pub(crate) tenant_claim: &'a str,
     pub(crate) roles_claim: &'a str,
     pub(crate) leeway_secs: u64,
+    /// `jwt_max_lifetime_secs`: the longest `exp - iat` accepted; `iat` is then required.
+    pub(crate) max_lifetime_secs: Option<u64>,
     pub(crate) now_secs: u64,
 }
 
@@ -161,11 +163,16 @@ fn extract(
         None | Some(Value::Null) => return Err(AuthError::Invalid("missing exp claim")),
         Some(v) => timestamp(v).ok_or(AuthError::Invalid("invalid exp claim"))?,
     };
+    let mut iat = None;
     for name in ["nbf", "iat"] {
         if let Some(v) = payload.get(name).filter(|v| !v.is_null()) {
-            timestamp(v).ok_or(AuthError::Invalid("invalid time claim"))?;
+            let at = timestamp(v).ok_or(AuthError::Invalid("invalid time claim"))?;
+            if name == "iat" {
+                iat = Some(at);
+            }
         }
     }
+    check_lifetime(iat, exp, rules.max_lifetime_secs)?;
     // Belt and braces: jwt-simple has checked exp with the leeway; check our reading agrees.
     if exp.saturating_add(rules.leeway_secs) < rules.now_secs {
         return Err(AuthError::Invalid("token expired"));
@@ -178,6 +185,16 @@ fn extract(
         .ok_or(AuthError::Invalid("missing or invalid tenant claim"))?;
     let roles = roles(payload.get(rules.roles_claim))?;
     Ok(VerifiedClaims { tenant, roles, subject: claims.subject.clone().unwrap_or_default(), exp })
+}
+
+/// `jwt_max_lifetime_secs`: a token must say when it was issued, and live no longer than that.
+fn check_lifetime(iat: Option<u64>, exp: u64, max: Option<u64>) -> Result<(), AuthError> {
+    let Some(max) = max else { return Ok(()) };
+    let iat = iat.ok_or(AuthError::Invalid("missing iat claim"))?;
+    if exp.saturating_sub(iat) > max {
+        return Err(AuthError::Invalid("token lifetime too long"));
+    }
+    Ok(())
 }
 
 /// A NumericDate (RFC 7519 §2): a non-negative number of seconds; fractions are dropped.
@@ -215,6 +232,21 @@ mod tests {
         assert_eq!(timestamp(&json!(-1)), None);
         assert_eq!(timestamp(&json!(-0.5)), None);
         assert_eq!(timestamp(&json!("17")), None);
+    }
+
+    #[test]
+    fn lifetime_is_checked_only_when_set() {
+        assert!(check_lifetime(None, 5000, None).is_ok());
+        assert!(check_lifetime(Some(1000), 1000 + 3600, Some(3600)).is_ok());
+        assert!(check_lifetime(Some(1000), 900, Some(1)).is_ok(), "exp before iat is no lifetime");
+        assert!(matches!(
+            check_lifetime(Some(1000), 1000 + 3601, Some(3600)),
+            Err(AuthError::Invalid("token lifetime too long"))
+        ));
+        assert!(matches!(
+            check_lifetime(None, 5000, Some(3600)),
+            Err(AuthError::Invalid("missing iat claim"))
+        ));
     }
 
     #[test]

@@ -32,6 +32,13 @@ use keys::Alg;
 const MIN_HS256_SECRET_BYTES: usize = 32;
 /// Largest clock leeway accepted in configuration.
 const MAX_LEEWAY_SECS: u64 = 3600;
+/// Largest `jwt_max_lifetime_secs` accepted (one day: the longest access-token lifetime the
+/// identity providers of docs/auth.md allow).
+pub const MAX_TOKEN_LIFETIME_CEILING_SECS: u64 = 86_400;
+/// Default `jwt_jwks_cache_secs`: how long a fetched JWKS document is used.
+pub const DEFAULT_JWKS_CACHE_SECS: u64 = 300;
+/// Default `jwt_jwks_refetch_secs`: at most one JWKS fetch per this many seconds.
+pub const DEFAULT_JWKS_REFETCH_SECS: u64 = 60;
 
 /// Authentication settings, from the Spin variables of DESIGN §12.
 pub struct AuthConfig {
@@ -43,8 +50,9 @@ pub struct AuthConfig {
     pub jwks_inline: Option<String>,
     /// `jwt_public_key_pem`: one static public key (RSA → RS256, P-256 → ES256, Ed25519 → EdDSA).
     pub public_key_pem: Option<String>,
-    /// `jwt_jwks_url`: fetched at most once per [`Authenticator`], when a token needs a key the
-    /// static keys do not have.
+    /// `jwt_jwks_url`: fetched when a token needs a key the static keys do not have; shared
+    /// through the host key-value store when [`Authenticator::with_jwks_cache`] is used (at most
+    /// one fetch per `jwks_refetch_secs`), else fetched at most once per [`Authenticator`].
     pub jwks_url: Option<String>,
     /// `jwt_issuer`: the required `iss`, when set.
     pub issuer: Option<String>,
@@ -56,6 +64,15 @@ pub struct AuthConfig {
     pub roles_claim: String,
     /// Clock leeway for `exp`, `nbf` and `iat`, in seconds.
     pub leeway_secs: u64,
+    /// `jwt_max_lifetime_secs`: when set, a token must carry `iat` and `exp - iat` must be at
+    /// most this (1..=[`MAX_TOKEN_LIFETIME_CEILING_SECS`]).
+    pub max_lifetime_secs: Option<u64>,
+    /// `jwt_jwks_cache_secs`: how long a JWKS document fetched from `jwks_url` is reused from the
+    /// host key-value store.
+    pub jwks_cache_secs: u64,
+    /// `jwt_jwks_refetch_secs`: at most one fetch of `jwks_url` per this many seconds (an unknown
+    /// `kid` does not refetch sooner).
+    pub jwks_refetch_secs: u64,
     /// `jwt_cache_max_age_secs`: how long a verified token is reused from the host key-value
     /// store (never past its `exp`); 0 turns the cache off.
     pub token_cache_max_age_secs: u64,
@@ -77,6 +94,9 @@ impl Default for AuthConfig {
             tenant_claim: "tenant".to_owned(),
             roles_claim: "roles".to_owned(),
             leeway_secs: 60,
+            max_lifetime_secs: None,
+            jwks_cache_secs: DEFAULT_JWKS_CACHE_SECS,
+            jwks_refetch_secs: DEFAULT_JWKS_REFETCH_SECS,
             token_cache_max_age_secs: 60,
             token_cache_key: None,
         }
@@ -97,6 +117,7 @@ impl fmt::Debug for AuthConfig {
             .field("tenant_claim", &self.tenant_claim)
             .field("roles_claim", &self.roles_claim)
             .field("leeway_secs", &self.leeway_secs)
+            .field("max_lifetime_secs", &self.max_lifetime_secs)
             .finish()
     }
 }
@@ -311,13 +332,19 @@ pub struct Authenticator {
     static_docs: (Option<String>, Option<String>),
     static_keys: OnceLock<Result<KeySet, AuthError>>,
     jwks_url: Option<String>,
-    /// The JWKS URL's keys, once fetched; `Err` if that failed (not retried by this instance).
+    /// Without a [`jwks::UrlCache`]: the JWKS URL's keys, once fetched; `Err` if that failed
+    /// (not retried by this instance).
     fetched: OnceLock<Result<KeySet, ()>>,
+    /// The JWKS document shared through the host key-value store (`with_jwks_cache`).
+    jwks_cache: Option<jwks::UrlCache>,
+    jwks_cache_secs: u64,
+    jwks_refetch_secs: u64,
     issuer: Option<String>,
     audience: Option<String>,
     tenant_claim: String,
     roles_claim: String,
     leeway_secs: u64,
+    max_lifetime_secs: Option<u64>,
     /// SHA-256 of every setting that decides whether a token verifies: a cached verification
     /// is only reused by an authenticator with the same fingerprint. Computed on first use
     /// (hashing an inline JWKS is not free inside wasm, and HS256 requests never need it).
@@ -401,6 +428,11 @@ impl Authenticator {
         if cfg.leeway_secs > MAX_LEEWAY_SECS {
             return Err(AuthError::Config(format!("JWT leeway must be at most {MAX_LEEWAY_SECS} seconds")));
         }
+        if cfg.max_lifetime_secs.is_some_and(|m| !(1..=MAX_TOKEN_LIFETIME_CEILING_SECS).contains(&m)) {
+            return Err(AuthError::Config(format!(
+                "jwt_max_lifetime_secs must be from 1 to {MAX_TOKEN_LIFETIME_CEILING_SECS}"
+            )));
+        }
         for (name, value) in [("jwt_tenant_claim", &cfg.tenant_claim), ("jwt_roles_claim", &cfg.roles_claim)]
         {
             if value.is_empty() {
@@ -413,11 +445,15 @@ impl Authenticator {
             static_keys: OnceLock::new(),
             jwks_url,
             fetched: OnceLock::new(),
+            jwks_cache: None,
+            jwks_cache_secs: cfg.jwks_cache_secs,
+            jwks_refetch_secs: cfg.jwks_refetch_secs,
             issuer: cfg.issuer,
             audience: cfg.audience,
             tenant_claim: cfg.tenant_claim,
             roles_claim: cfg.roles_claim,
             leeway_secs: cfg.leeway_secs,
+            max_lifetime_secs: cfg.max_lifetime_secs,
             fingerprint: OnceLock::new(),
             token_cache: None,
         })
@@ -482,6 +518,68 @@ impl Authenticator {
             });
         }
         self
+    }
+
+    /// Shares the JWKS URL's document across requests and instances through the host key-value
+    /// store, sealed under a key derived from `secret` (`jwt_cache_key`), for `jwks_cache_secs`,
+    /// with at most one fetch per `jwks_refetch_secs`; `rng` draws the seals' nonces.
+    pub fn with_jwks_cache(
+        mut self,
+        kv: Box<dyn crate::kv::KeyValue>,
+        secret: &SecretKey,
+        rng: Csprng,
+    ) -> Self {
+        if self.jwks_url.is_some() {
+            self.jwks_cache =
+                Some(jwks::UrlCache::new(kv, secret, rng, self.jwks_cache_secs, self.jwks_refetch_secs));
+        }
+        self
+    }
+
+    /// The keys of the JWKS URL for token `t`. With the key-value cache: the cached document while
+    /// it is fresh and has a key for `t`; otherwise one fetch, unless one was attempted within
+    /// `jwks_refetch_secs` (then the fresh document, if any, answers: an unknown `kid` is refused).
+    fn url_keys(
+        &self,
+        url: &str,
+        t: &UnverifiedToken<'_>,
+        fetcher: &dyn JwksFetcher,
+        now: u64,
+    ) -> Result<std::borrow::Cow<'_, KeySet>, AuthError> {
+        use std::borrow::Cow;
+        let Some(cache) = &self.jwks_cache else {
+            let fetched = self
+                .fetched
+                .get_or_init(|| {
+                    let doc = fetcher.fetch_jwks(url).map_err(drop)?;
+                    jwks::parse_jwks(&doc, Strictness::Lenient).map_err(drop)
+                })
+                .as_ref()
+                .map_err(|()| AuthError::JwksUnavailable)?;
+            return Ok(Cow::Borrowed(fetched));
+        };
+        let cached =
+            cache.document(url, now).and_then(|doc| jwks::parse_jwks(&doc, Strictness::Lenient).ok());
+        if let Some(set) = &cached {
+            if !matches!(set.select(t.alg, t.kid.as_deref()), Selection::NotFound) {
+                return Ok(Cow::Owned(cached.unwrap_or_default()));
+            }
+        }
+        if cache.attempted_recently(url, now) {
+            return cached.map(Cow::Owned).ok_or(AuthError::JwksUnavailable);
+        }
+        cache.record_attempt(url, now);
+        let fresh = fetcher
+            .fetch_jwks(url)
+            .ok()
+            .and_then(|doc| jwks::parse_jwks(&doc, Strictness::Lenient).ok().map(|set| (doc, set)));
+        match fresh {
+            Some((doc, set)) => {
+                cache.store_document(url, now, &doc);
+                Ok(Cow::Owned(set))
+            }
+            None => cached.map(Cow::Owned).ok_or(AuthError::JwksUnavailable),
+        }
     }
 
     /// Authenticates the raw `Authorization` header value, if any.
@@ -608,6 +706,7 @@ impl Authenticator {
             tenant_claim: &self.tenant_claim,
             roles_claim: &self.roles_claim,
             leeway_secs: self.leeway_secs,
+            max_lifetime_secs: self.max_lifetime_secs,
             now_secs: now,
         };
         if t.alg == Alg::Hs256 {
@@ -622,14 +721,7 @@ impl Authenticator {
         let Some(url) = &self.jwks_url else {
             return Err(AuthError::Invalid("no key for this token"));
         };
-        let fetched = self
-            .fetched
-            .get_or_init(|| {
-                let doc = fetcher.fetch_jwks(url).map_err(drop)?;
-                jwks::parse_jwks(&doc, Strictness::Lenient).map_err(drop)
-            })
-            .as_ref()
-            .map_err(|()| AuthError::JwksUnavailable)?;
+        let fetched = self.url_keys(url, &t, fetcher, now)?;
         match fetched.select(t.alg, t.kid.as_deref()) {
             Selection::Found(keys) => try_keys(&t, &keys, &rules),
             Selection::WrongAlgorithm => Err(AuthError::Invalid("algorithm does not match key")),
@@ -682,6 +774,7 @@ fn settings_fingerprint(a: &Authenticator) -> [u8; 32] {
     field(a.tenant_claim.as_bytes());
     field(a.roles_claim.as_bytes());
     field(&a.leeway_secs.to_be_bytes());
+    field(&a.max_lifetime_secs.map_or([0xff; 8], u64::to_be_bytes));
     h.finalize().into()
 }
 

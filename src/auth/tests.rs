@@ -264,6 +264,22 @@ fn leeway_applies_to_exp_and_nbf() {
 }
 
 #[test]
+fn max_lifetime_refuses_long_lived_tokens_and_tokens_without_iat() {
+    let authn = auth(AuthConfig { max_lifetime_secs: Some(600), ..dev_config() });
+    assert!(check(&authn, &hs256(payload())).is_ok(), "exp - iat = 600 is the limit itself");
+    let long = with(payload(), "exp", json!(NOW + 601));
+    assert_invalid!(check(&authn, &hs256(long.clone())), "token lifetime too long");
+    assert_invalid!(check(&authn, &hs256(without(payload(), "iat"))), "missing iat claim");
+    // Without the setting, both are fine.
+    assert!(check(&auth(dev_config()), &hs256(long)).is_ok());
+    assert!(check(&auth(dev_config()), &hs256(without(payload(), "iat"))).is_ok());
+    for bad in [0, MAX_TOKEN_LIFETIME_CEILING_SECS + 1] {
+        let cfg = AuthConfig { max_lifetime_secs: Some(bad), ..dev_config() };
+        assert!(matches!(Authenticator::new(cfg), Err(AuthError::Config(_))), "{bad}");
+    }
+}
+
+#[test]
 fn a_custom_tenant_claim_and_no_subject() {
     let authn = auth(AuthConfig { tenant_claim: "org".to_owned(), ..dev_config() });
     let p = without(with(without(payload(), "tenant"), "org", json!("Org-7.eu_1")), "sub");
@@ -817,5 +833,133 @@ mod token_cache {
         assert_eq!((who.tenant.as_str(), who.roles.len()), ("evil", 1));
         // the victim's own entry, where it belongs, still serves
         assert!(auth.cached(&victim, NOW + 1).is_some());
+    }
+}
+
+mod jwks_cache {
+    use std::cell::RefCell;
+
+    use super::*;
+    use crate::kv::mem::MemKv;
+
+    /// A JWKS URL whose document the test changes (key rotation) or breaks, counting fetches.
+    struct Idp {
+        doc: RefCell<Result<String, String>>,
+        calls: Cell<usize>,
+    }
+    impl JwksFetcher for Idp {
+        fn fetch_jwks(&self, url: &str) -> Result<String, String> {
+            assert_eq!(url, "https://idp.example/jwks");
+            self.calls.set(self.calls.get() + 1);
+            self.doc.borrow().clone()
+        }
+    }
+
+    /// A fresh authenticator per request, as the component builds them, sharing `kv`.
+    fn authn(kv: &MemKv, secret: [u8; 32]) -> Authenticator {
+        auth(AuthConfig { jwks_url: Some("https://idp.example/jwks".into()), ..config() }).with_jwks_cache(
+            Box::new(kv.clone()),
+            &SecretKey::from_bytes(secret),
+            Csprng::from_seed([3; 32]),
+        )
+    }
+
+    fn verify(kv: &MemKv, idp: &Idp, token: &str, now: u64) -> Result<Principal, AuthError> {
+        authn(kv, [9; 32]).authenticate_at(Some(&bearer(token)), idp, now)
+    }
+
+    fn signed(kp: &Ed25519KeyPair, now: u64) -> String {
+        kp.sign(claims(with(with(payload(), "iat", json!(now)), "exp", json!(now + 600)))).unwrap()
+    }
+
+    #[test]
+    fn one_fetch_serves_every_instance_until_the_ttl() {
+        let kp = Ed25519KeyPair::generate().with_key_id("k1");
+        let idp = Idp { doc: RefCell::new(Ok(jwks(&[ed25519_jwk(&kp, "k1")]))), calls: Cell::new(0) };
+        let kv = MemKv::default();
+        for i in 0..10 {
+            verify(&kv, &idp, &signed(&kp, NOW + i), NOW + i).unwrap();
+        }
+        assert_eq!(idp.calls.get(), 1);
+        let later = NOW + DEFAULT_JWKS_CACHE_SECS;
+        verify(&kv, &idp, &signed(&kp, later), later).unwrap();
+        assert_eq!(idp.calls.get(), 2, "refetched once the document is older than the TTL");
+    }
+
+    #[test]
+    fn unknown_kids_refetch_at_most_once_per_interval_and_rotation_is_picked_up() {
+        let old = Ed25519KeyPair::generate().with_key_id("old");
+        let new = Ed25519KeyPair::generate().with_key_id("new");
+        let idp = Idp { doc: RefCell::new(Ok(jwks(&[ed25519_jwk(&old, "old")]))), calls: Cell::new(0) };
+        let kv = MemKv::default();
+        verify(&kv, &idp, &signed(&old, NOW), NOW).unwrap();
+        // The IdP rotates; a flood of random kids, and the new kid, within the interval: no fetch.
+        *idp.doc.borrow_mut() = Ok(jwks(&[ed25519_jwk(&old, "old"), ed25519_jwk(&new, "new")]));
+        for i in 0..100 {
+            let stranger = Ed25519KeyPair::generate().with_key_id(&format!("random-{i}"));
+            assert_invalid!(verify(&kv, &idp, &signed(&stranger, NOW), NOW + 1), "no key for this token");
+        }
+        assert_invalid!(verify(&kv, &idp, &signed(&new, NOW), NOW + 59), "no key for this token");
+        assert_eq!(idp.calls.get(), 1);
+        // Once the interval has passed, the new kid causes one refetch and is accepted from then on.
+        let at = NOW + DEFAULT_JWKS_REFETCH_SECS;
+        verify(&kv, &idp, &signed(&new, at), at).unwrap();
+        verify(&kv, &idp, &signed(&new, at + 1), at + 1).unwrap();
+        assert_eq!(idp.calls.get(), 2);
+        // A random kid now: one refetch (the interval has passed since none), then none again.
+        for i in 0..50 {
+            let stranger = Ed25519KeyPair::generate().with_key_id(&format!("later-{i}"));
+            assert_invalid!(verify(&kv, &idp, &signed(&stranger, at), at + 61), "no key for this token");
+        }
+        assert_eq!(idp.calls.get(), 3);
+    }
+
+    #[test]
+    fn a_failed_fetch_is_not_retried_within_the_interval() {
+        let kp = Ed25519KeyPair::generate().with_key_id("k1");
+        let idp = Idp { doc: RefCell::new(Err("down".into())), calls: Cell::new(0) };
+        let kv = MemKv::default();
+        for i in 0..20 {
+            assert!(matches!(verify(&kv, &idp, &signed(&kp, NOW), NOW + i), Err(AuthError::JwksUnavailable)));
+        }
+        assert_eq!(idp.calls.get(), 1);
+        *idp.doc.borrow_mut() = Ok(jwks(&[ed25519_jwk(&kp, "k1")]));
+        let at = NOW + DEFAULT_JWKS_REFETCH_SECS;
+        verify(&kv, &idp, &signed(&kp, at), at).unwrap();
+        assert_eq!(idp.calls.get(), 2);
+    }
+
+    #[test]
+    fn forged_or_foreign_entries_are_ignored() {
+        let kp = Ed25519KeyPair::generate().with_key_id("k1");
+        let evil = Ed25519KeyPair::generate().with_key_id("k1");
+        let idp = Idp { doc: RefCell::new(Ok(jwks(&[ed25519_jwk(&kp, "k1")]))), calls: Cell::new(0) };
+        // Another deployment (another jwt_cache_key) caches the attacker's key in the same store.
+        let kv = MemKv::default();
+        let foreign = Idp { doc: RefCell::new(Ok(jwks(&[ed25519_jwk(&evil, "k1")]))), calls: Cell::new(0) };
+        authn(&kv, [1; 32]).authenticate_at(Some(&bearer(&signed(&evil, NOW))), &foreign, NOW).unwrap();
+        // Every entry is overwritten with a plain document and a fresh time.
+        let entries: Vec<String> = kv.0.borrow().keys().cloned().collect();
+        assert_eq!(entries.len(), 2, "{entries:?}");
+        for key in &entries {
+            let mut forged = (NOW).to_be_bytes().to_vec();
+            forged.extend_from_slice(jwks(&[ed25519_jwk(&evil, "k1")]).as_bytes());
+            kv.0.borrow_mut().insert(key.clone(), forged);
+        }
+        // Ours: the foreign entries are other slots and the forged ones do not open; we fetch.
+        assert_invalid!(verify(&kv, &idp, &signed(&evil, NOW), NOW + 1), "signature does not verify");
+        assert_eq!(idp.calls.get(), 1);
+        verify(&kv, &idp, &signed(&kp, NOW), NOW + 2).unwrap();
+        assert_eq!(idp.calls.get(), 1);
+        // A copy of our document entry into our attempt slot does not open there either.
+        let ours: Vec<String> = kv.0.borrow().keys().filter(|k| !entries.contains(k)).cloned().collect();
+        assert_eq!(ours.len(), 2, "{ours:?}");
+        let doc_slot = ours.iter().find(|k| k.contains("/doc/")).unwrap().clone();
+        let attempt_slot = ours.iter().find(|k| k.contains("/attempt/")).unwrap().clone();
+        let copy = kv.0.borrow()[&doc_slot].clone();
+        kv.0.borrow_mut().insert(attempt_slot, copy);
+        kv.0.borrow_mut().remove(&doc_slot);
+        verify(&kv, &idp, &signed(&kp, NOW), NOW + 3).unwrap();
+        assert_eq!(idp.calls.get(), 2, "the copied entry is no attempt marker: a fetch follows");
     }
 }

@@ -106,6 +106,7 @@ pub(crate) fn with_request<T>(
     let keks = Keks::new(config.kek_settings(), Rc::new(outbound::Outbound), Rc::new(SystemClock))
         .with_shared_store(kv.clone());
     let auth_rng = rng.fork();
+    let jwks_rng = rng.fork();
     let mut ctx = Ctx::with_keks(config, conn.as_ref(), rng, crate::clock::now_unix(), keks);
     ctx.job_databases = Some(&JOB_DATABASES);
     if let Some(settings) = &config.dek_cache {
@@ -115,7 +116,12 @@ pub(crate) fn with_request<T>(
     let token_cache_key = auth_config.token_cache_key.take();
     let auth = Authenticator::new(auth_config)
         .map(|a| match &token_cache_key {
-            Some(key) => a.with_token_cache(Box::new(kv), token_cache_age, key, auth_rng),
+            Some(key) => a.with_jwks_cache(Box::new(kv.clone()), key, jwks_rng).with_token_cache(
+                Box::new(kv),
+                token_cache_age,
+                key,
+                auth_rng,
+            ),
             None => a,
         })
         .map_err(OpError::from);

@@ -166,3 +166,21 @@ def test_outside_dev_mode_audience_and_issuer_are_enforced(start_server):
     err(get_schemes(s, rs256(t, ["admin"], aud="another-app")), 401, "invalid_credentials")
     err(get_schemes(s, rs256(t, ["admin"], iss="https://elsewhere.invalid/")), 401, "invalid_credentials")
     err(get_schemes(s, rs256(t, ["admin"], aud=None)), 401, "invalid_credentials")
+
+
+def test_max_lifetime_refuses_long_lived_tokens_and_tokens_without_iat(start_server):
+    s = start_server("max-lifetime", dev_mode="false", jwt_max_lifetime_secs="600")
+    t = new_tenant()
+    now = int(time.time())
+    ok(get_schemes(s, rs256(t, ["admin"], iat=now, exp=now + 600)))
+    err(get_schemes(s, rs256(t, ["admin"], iat=now, exp=now + 601)), 401, "invalid_credentials")
+    err(get_schemes(s, rs256(t, ["admin"], iat=None)), 401, "invalid_credentials")
+    # The same long-lived token is accepted by a deployment without the setting.
+    other = start_server("no-max-lifetime", dev_mode="false")
+    ok(get_schemes(other, rs256(t, ["admin"], iat=now, exp=now + 601)))
+
+
+def test_outside_dev_mode_the_jwks_url_must_be_https(start_server):
+    s = start_server("jwks-http", dev_mode="false", jwt_jwks_url="http://127.0.0.1:9/keys.json")
+    refused_everywhere(s, "jwt_jwks_url must be an https:// URL outside dev mode")
+    assert "veil: error: jwt_jwks_url is not an https:// URL" in s.stderr()

@@ -741,6 +741,14 @@ pub fn prepare(args: &ServeArgs, mode: Mode) -> Result<Prepared> {
             eprintln!("veil: error: jwt_audience is not set and dev_mode is not true: the component refuses to serve (every request is answered 500 misconfigured); see docs/auth.md");
         } else if (set("jwt_jwks_url") || set("jwt_jwks")) && !set("jwt_issuer") {
             eprintln!("veil: error: jwt_issuer is not set while JWKS keys are configured and dev_mode is not true: the component refuses to serve (every request is answered 500 misconfigured); see docs/auth.md");
+        } else if set("jwt_jwks_url") {
+            let url =
+                effective(&app, Some(&variables), "jwt_jwks_url").map(|v| v.expose().trim().to_string());
+            if !url.is_some_and(|u| u.starts_with("https://")) {
+                eprintln!("veil: error: jwt_jwks_url is not an https:// URL and dev_mode is not true: the component refuses to serve (every request is answered 500 misconfigured); see docs/auth.md");
+            } else if !set("jwt_cache_key") {
+                eprintln!("veil: error: jwt_jwks_url is set without jwt_cache_key and dev_mode is not true: the component refuses to serve (every request is answered 500 misconfigured); see docs/auth.md");
+            }
         }
     }
     // The component's own limit, as it will read it (an undeclared variable reads as unset).
