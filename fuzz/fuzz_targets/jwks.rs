@@ -30,16 +30,20 @@ impl JwksFetcher for Doc<'_> {
     }
 }
 
-/// Key material in a JWK Set: every string member of a key but its `kid` (which errors name).
+/// Key material in a JWK Set: every string member of a key but its `kid` (which errors name),
+/// and but a string that some `kid` of the set contains (an error naming that kid shows it).
 fn material(doc: &str) -> Vec<Vec<u8>> {
     let Ok(v) = serde_json::from_str::<Value>(doc) else {
         return Vec::new();
     };
+    let keys: Vec<&serde_json::Map<String, Value>> =
+        v["keys"].as_array().into_iter().flatten().filter_map(Value::as_object).collect();
+    let kids: Vec<&str> = keys.iter().filter_map(|k| k.get("kid").and_then(Value::as_str)).collect();
     let mut out = Vec::new();
-    for key in v["keys"].as_array().into_iter().flatten() {
-        for (name, member) in key.as_object().into_iter().flatten() {
+    for key in keys {
+        for (name, member) in key {
             if let (false, Some(s)) = (name == "kid", member.as_str()) {
-                if s.len() >= 12 {
+                if s.len() >= 12 && !kids.iter().any(|kid| kid.contains(s)) {
                     out.push(s.as_bytes().to_vec());
                 }
             }
