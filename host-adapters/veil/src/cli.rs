@@ -96,9 +96,6 @@ pub struct JobRun {
     /// How many steps run at once.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub parallel: u32,
-    /// A bearer token with the tenant role `admin` [default: $VEIL_TOKEN].
-    #[arg(long)]
-    pub token: Option<String>,
     #[command(flatten)]
     pub serve: ServeArgs,
 }

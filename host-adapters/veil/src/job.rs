@@ -183,9 +183,11 @@ pub fn run(args: JobRunArgs) -> Result<()> {
     if !valid_job_id(&args.id) {
         config_bail!("`{}` is not a job id (letters, digits, `-`, `_`)", "<id>");
     }
-    let token = match args.token.clone().or_else(|| std::env::var("VEIL_TOKEN").ok()) {
+    // only from the environment, never the command line (where other users can read it), as for
+    // `veil rekey`
+    let token = match std::env::var("VEIL_TOKEN").ok() {
         Some(t) if !t.trim().is_empty() => Arc::new(t.trim().to_string()),
-        _ => config_bail!("give a bearer token with tenant role admin: --token or VEIL_TOKEN"),
+        _ => config_bail!("set VEIL_TOKEN to a bearer token with the tenant role admin"),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
