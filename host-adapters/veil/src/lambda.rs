@@ -104,6 +104,17 @@ impl RuntimeApi {
         Ok(())
     }
 
+    /// Reports invocation `id` as failed with `error_type` and `message`.
+    async fn invocation_error(&self, id: &str, error_type: &str, message: &str) -> Result<()> {
+        let body = error_body(error_type, message);
+        self.post(
+            &format!("{API}/invocation/{id}/error"),
+            &[("lambda-runtime-function-error-type", error_type)],
+            body,
+        )
+        .await
+    }
+
     async fn init_error(&self, error_type: &str, message: &str) -> Result<()> {
         let body = error_body(error_type, message);
         self.post(&format!("{API}/init/error"), &[("lambda-runtime-function-error-type", error_type)], body)
@@ -464,12 +475,10 @@ async fn invoke(api: &RuntimeApi, server: &Arc<Server>, next: ApiAnswer, verbose
                 }
                 Err(e) => {
                     eprintln!("veil: invocation {id}: rekey: {e:#}");
-                    let error_type = "Runtime.ResponseError";
-                    let body = error_body(error_type, "the component's answer could not be read");
-                    api.post(
-                        &format!("{API}/invocation/{id}/error"),
-                        &[("lambda-runtime-function-error-type", error_type)],
-                        body,
+                    api.invocation_error(
+                        &id,
+                        "Runtime.ResponseError",
+                        "the component's answer could not be read",
                     )
                     .await
                 }
@@ -477,15 +486,7 @@ async fn invoke(api: &RuntimeApi, server: &Arc<Server>, next: ApiAnswer, verbose
         }
         Err(InvalidEvent(why)) => {
             eprintln!("veil: invocation {id}: invalid event: {why}");
-            let path = format!("{API}/invocation/{id}/error");
-            let error_type = "Runtime.InvalidEvent";
-            return api
-                .post(
-                    &path,
-                    &[("lambda-runtime-function-error-type", error_type)],
-                    error_body(error_type, why),
-                )
-                .await;
+            return api.invocation_error(&id, "Runtime.InvalidEvent", why).await;
         }
     };
     let label = format!("{} {}", translated.request.method(), translated.request.uri().path());
@@ -504,14 +505,8 @@ async fn invoke(api: &RuntimeApi, server: &Arc<Server>, next: ApiAnswer, verbose
         }
         Err(e) => {
             eprintln!("veil: invocation {id}: {label}: {e:#}");
-            let error_type = "Runtime.ResponseError";
-            let body = error_body(error_type, "the component's answer could not be read");
-            api.post(
-                &format!("{API}/invocation/{id}/error"),
-                &[("lambda-runtime-function-error-type", error_type)],
-                body,
-            )
-            .await
+            api.invocation_error(&id, "Runtime.ResponseError", "the component's answer could not be read")
+                .await
         }
     }
 }
