@@ -297,6 +297,19 @@ impl<'s> Open<'s> {
     fn new(op: Operation, only: Option<&'s SchemeName>) -> Self {
         Open { op, only, mask_on_deny: false }
     }
+
+    /// May `who` open tokens of `s`: `Ok(false)` to do `op` with them, `Ok(true)` only to mask
+    /// them (`mask_on_deny`), otherwise `forbidden`.
+    fn admit(&self, who: &Principal, s: &Scheme) -> Result<bool, OpError> {
+        if policy::allows(who, &s.policy, self.op) {
+            Ok(false)
+        } else if self.mask_on_deny && s.mask_on_deny && policy::allows(who, &s.policy, Operation::Mask) {
+            Ok(true)
+        } else {
+            let verb = if self.op == Operation::Rewrap { "rewrapping" } else { "unprotecting" };
+            Err(OpError::forbidden(format!("{verb} with scheme \"{}\"", s.name)))
+        }
+    }
 }
 
 /// Opens each token, after checking that the caller may do `op` with every scheme the batch names.
@@ -311,7 +324,7 @@ fn open_batch(
     subject: Option<&str>,
     context: Option<&str>,
 ) -> Result<Opened, OpError> {
-    let Open { op, only, mask_on_deny } = how;
+    let only = how.only;
     let mut masked = HashSet::new();
     check_batch(ctx.config, tokens.len())?;
     let mut subject_id = check_binding(subject, context)?;
@@ -345,13 +358,8 @@ fn open_batch(
         });
         if let Some(s) = &found {
             ctx.audit.scheme(s);
-            let may_mask =
-                || mask_on_deny && s.mask_on_deny && policy::allows(who, &s.policy, Operation::Mask);
-            if !policy::allows(who, &s.policy, op) && may_mask() {
+            if how.admit(who, s)? {
                 masked.insert(s.name.clone());
-            } else if !policy::allows(who, &s.policy, op) {
-                let verb = if op == Operation::Rewrap { "rewrapping" } else { "unprotecting" };
-                return Err(OpError::forbidden(format!("{verb} with scheme \"{}\"", s.name)));
             }
         }
         schemes.insert(p.scheme.clone(), found);
@@ -363,12 +371,7 @@ fn open_batch(
             None => {
                 let found = ctx.store.get_scheme(&who.tenant, name)?;
                 if let Some(s) = &found {
-                    let may_mask =
-                        mask_on_deny && s.mask_on_deny && policy::allows(who, &s.policy, Operation::Mask);
-                    if !policy::allows(who, &s.policy, op) && !may_mask {
-                        let verb = if op == Operation::Rewrap { "rewrapping" } else { "unprotecting" };
-                        return Err(OpError::forbidden(format!("{verb} with scheme \"{}\"", s.name)));
-                    }
+                    how.admit(who, s)?;
                 }
                 found.is_some()
             }
