@@ -5,8 +5,9 @@
 #   3. unit tests   cargo test on the workspace, PostgreSQL included, then the live KMS tests
 #                   (the Rust providers against moto and the Key Vault emulator)
 #   4. wasm build   the component for wasm32-wasip2 and the `veil` host (scripts/build.sh)
-#   5. integration  the fixtures' own tests, then the suite on SQLite and on PostgreSQL: the real
-#                   component through the real host over HTTP (pytest: tests/pytest.ini)
+#   5. integration  the fixtures' own tests, then the suite on SQLite (lean entry) and on PostgreSQL
+#                   (wasi-http entry): the real component through the real host over HTTP
+#                   (pytest: tests/pytest.ini)
 #   6. dependencies cargo deny: licenses, bans, sources (deny.toml); advisories where a local
 #                   copy of the advisory database exists (VEIL_ADVISORY_DB_PATH; README, Tests)
 #   7. fuzz smoke   fuzz/run.sh --smoke: one build of the fuzz workspace, every target for a few
@@ -88,9 +89,13 @@ scripts/build.sh
 
 gate "5. integration: the fixtures' own tests (tests/fixtures)"
 "${pytest[@]}" -q tests/fixtures
+# Each store through one of the component's HTTP doors (docs/testing.md, "The two HTTP doors"):
+# SQLite through the lean veil:gateway/http export, PostgreSQL through wasi:http/incoming-handler.
 for store in sqlite postgres; do
-  gate "5. integration on $store (component + veil host over HTTP)"
-  VEIL_STORE=$store "${pytest[@]}" -q tests/integration "$@"
+  entry=lean
+  [ "$store" = postgres ] && entry=wasi-http
+  gate "5. integration on $store through the $entry entry (component + veil host over HTTP)"
+  VEIL_ENTRY=$entry VEIL_STORE=$store "${pytest[@]}" -q tests/integration "$@"
 done
 
 gate "6. dependencies (cargo deny)"

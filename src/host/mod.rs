@@ -20,12 +20,34 @@ use crate::ops::{Ctx, OpError};
 use crate::store::sql::SqlConn;
 use crate::vars::Variables;
 
-/// Spin component variables; empty values count as unset.
+/// Spin component variables; empty values count as unset. Every variable is read with one host
+/// call (`wasi:config/store.get-all`) the first time an instance needs one, and kept for the
+/// instance's life: the deployment's variables are the same for every request and tenant, and a
+/// host resolves them when it starts (our host) or per component instance (Spin), so nothing of a
+/// request is kept. Where `get-all` fails, each variable is read on its own (`variables.get`).
 pub(crate) struct SpinVariables;
+
+/// The instance's variables, read on first use; `None` when the host could not list them.
+static ALL_VARIABLES: std::sync::OnceLock<Option<VariableMap>> = std::sync::OnceLock::new();
+
+type VariableMap = std::collections::BTreeMap<String, zeroize::Zeroizing<String>>;
+
+fn all_variables() -> Option<&'static VariableMap> {
+    ALL_VARIABLES
+        .get_or_init(|| match spin_sdk::wit::wasi::config::store::get_all() {
+            Ok(pairs) => Some(pairs.into_iter().map(|(k, v)| (k, zeroize::Zeroizing::new(v))).collect()),
+            Err(_) => None,
+        })
+        .as_ref()
+}
 
 impl Variables for SpinVariables {
     fn get(&self, name: &str) -> Option<String> {
-        spin_sdk::variables::get(name).ok().filter(|v| !v.trim().is_empty())
+        let value = match all_variables() {
+            Some(all) => all.get(name).map(|v| v.as_str().to_string()),
+            None => spin_sdk::variables::get(name).ok(),
+        };
+        value.filter(|v| !v.trim().is_empty())
     }
 }
 

@@ -1,4 +1,5 @@
-//! The exported `veil:gateway/protection` interface: the same operations and policy as HTTP.
+//! The exported `veil:gateway/protection` interface: the same operations and policy as HTTP;
+//! and `veil:gateway/http`, the lean HTTP door for Veil's own host (`http_entry`).
 
 use super::{with_request, SpinVariables};
 use crate::config::Config;
@@ -13,6 +14,7 @@ mod bindings {
     });
 }
 
+use bindings::exports::veil::gateway::http::{Request as HttpRequest, Response as HttpResponse};
 use bindings::exports::veil::gateway::protection::{Error, Guest};
 
 struct Veil;
@@ -106,6 +108,15 @@ impl Guest for Veil {
             let results = ops::mask(ctx, who, &scheme, &values)?;
             Ok(results.into_iter().map(|r| r.map_err(item)).collect())
         })
+    }
+}
+
+impl bindings::exports::veil::gateway::http::Guest for Veil {
+    fn handle(request: HttpRequest) -> HttpResponse {
+        let HttpRequest { method, path, query, headers, body } = request;
+        let (status, headers, body) =
+            super::http_entry::handle_lean(method, path, query, headers, &body).into_parts();
+        HttpResponse { status, headers, body }
     }
 }
 

@@ -177,6 +177,19 @@ pub struct ServeArgs {
     /// after another: read "Instance reuse" in docs/architecture.md before turning it on.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub reuse_instances: u32,
+    /// Which export of the component answers HTTP requests: `lean` (`veil:gateway/http`, plain
+    /// bytes in and out; a component without it is served through `wasi-http`) or `wasi-http`
+    /// (`wasi:http/incoming-handler`, as Spin calls it). Both give the same answers.
+    #[arg(long, env = "VEIL_ENTRY", value_enum, default_value = "lean")]
+    pub entry: crate::lean::Entry,
+    /// Add `veil-debug-variable-reads: N` to every answer: how many variable reads (host calls)
+    /// the component made for that request (tests and benchmarks; also `VEIL_DEBUG_HOST_CALLS=1`).
+    #[arg(long, hide = true)]
+    pub debug_host_calls: bool,
+    /// Refuse `wasi:config/store.get-all`, so that the component reads its variables one by one
+    /// (`variables.get`), as it did before it batched them (the benchmark's A/B of that lever).
+    #[arg(long, hide = true)]
+    pub debug_variables_one_by_one: bool,
     /// Do not cache compiled code under `<state-dir>/cache`.
     #[arg(long)]
     pub no_cache: bool,

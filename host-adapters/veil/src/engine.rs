@@ -1,6 +1,7 @@
 //! The wasmtime side: engine and pooling allocator, the linker, per-instance state, the pre-instance.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -145,6 +146,8 @@ pub fn instance_capacity(component: &Component, max_instances: u32) -> Result<u3
 /// Everything an instance of the served component shares with the others.
 pub struct HostServices {
     pub variables: ComponentVariables,
+    /// Whether `wasi:config/store.get-all` answers (`--debug-variables-one-by-one` turns it off).
+    pub variables_get_all: bool,
     pub databases: Databases,
     pub postgres: Pools,
     pub key_value: spin::key_value::KeyValueStores,
@@ -159,6 +162,43 @@ pub struct InstanceState {
     hooks: OutboundHttp,
     table: ResourceTable,
     services: Arc<HostServices>,
+    /// What the guest did during the current request (`--debug-host-calls`); the server swaps in
+    /// fresh counts for each request.
+    pub counts: Arc<DebugCounts>,
+}
+
+/// Per-request counts for `--debug-host-calls`: variable reads (host calls) and growths of the
+/// guest's linear memory.
+#[derive(Debug, Default)]
+pub struct DebugCounts {
+    pub variable_reads: AtomicU32,
+    pub memory_grows: AtomicU32,
+}
+
+/// Counts growths of linear memory (only set on a store with `--debug-host-calls`); every growth
+/// is allowed here, the pooling allocator enforces `--max-memory-mib`.
+impl wasmtime::ResourceLimiter for InstanceState {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        // The first call is the instance's initial memory, not a growth.
+        if current > 0 {
+            self.counts.memory_grows.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(true)
+    }
 }
 
 impl InstanceState {
@@ -172,6 +212,7 @@ impl InstanceState {
             hooks: OutboundHttp::new(services.allowed_hosts.clone()),
             table: ResourceTable::new(),
             services: services.clone(),
+            counts: Arc::default(),
         }
     }
 }
@@ -209,7 +250,11 @@ impl SpinView for InstanceState {
     }
 
     fn variables(&mut self) -> spin::variables::VariablesView<'_> {
-        spin::variables::VariablesView { variables: &self.services.variables }
+        spin::variables::VariablesView {
+            variables: &self.services.variables,
+            get_all: self.services.variables_get_all,
+            reads: &self.counts.variable_reads,
+        }
     }
 
     fn key_value(&mut self) -> spin::key_value::KeyValueView<'_> {

@@ -8,6 +8,7 @@ mod engine;
 mod imports;
 mod job;
 mod lambda;
+mod lean;
 mod manifest;
 mod outbound;
 mod rekey;

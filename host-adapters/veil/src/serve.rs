@@ -25,12 +25,13 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
-use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyPre};
+use wasmtime_wasi_http::p2::bindings::{Proxy, ProxyIndices, ProxyPre};
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::WasiHttpView;
 
 use crate::cli::ServeArgs;
 use crate::engine::{self, EngineSettings, HostServices, InstanceState};
+use crate::lean::{self, bindings::Veil, bindings::VeilIndices, Entry};
 use crate::manifest::Manifest;
 use crate::outbound::AllowedHosts;
 use crate::spin::postgres::{PgSettings, Pools};
@@ -94,16 +95,28 @@ enum Outcome {
     Failed,
 }
 
+/// The export an instance answers HTTP requests through.
+enum Door {
+    WasiHttp(Proxy),
+    Lean(Veil),
+}
+
 /// An instance with its store, kept between requests when reuse is on.
 struct Warm {
     store: Store<InstanceState>,
-    proxy: Proxy,
+    door: Door,
     /// Requests this instance has completed.
     served: u32,
 }
 
 pub(crate) struct Server {
     pre: ProxyPre<InstanceState>,
+    /// The component's `wasi:http/incoming-handler` export.
+    proxy_indices: ProxyIndices,
+    /// Its `veil:gateway/http` export, when requests go through the lean door.
+    lean_indices: Option<VeilIndices>,
+    /// `--debug-host-calls`: each answer says how many variable reads its request made.
+    debug_host_calls: bool,
     /// The component's `max_body_bytes`: the most body the host reads for it.
     body_limit: usize,
     /// How long the headers, then the whole body, of a request may take to arrive.
@@ -172,7 +185,7 @@ fn not_found() -> Response<HyperOutgoingBody> {
     response
 }
 
-fn body(bytes: impl Into<Bytes>) -> HyperOutgoingBody {
+pub(crate) fn body(bytes: impl Into<Bytes>) -> HyperOutgoingBody {
     Full::new(bytes.into()).map_err(|never: Infallible| match never {}).boxed_unsync()
 }
 
@@ -302,12 +315,19 @@ impl Server {
         }
     }
 
-    /// A fresh instance in a fresh store.
+    /// A fresh instance in a fresh store, with the export requests go through.
     async fn instantiate(&self, deadline: Instant) -> wasmtime::Result<Warm> {
         let mut store = Store::new(self.pre.engine(), InstanceState::new(&self.services));
         arm_deadline(&mut store, deadline);
-        let proxy = self.pre.instantiate_async(&mut store).await?;
-        Ok(Warm { store, proxy, served: 0 })
+        if self.debug_host_calls {
+            store.limiter(|state| state);
+        }
+        let instance = self.pre.instance_pre().instantiate_async(&mut store).await?;
+        let door = match &self.lean_indices {
+            Some(indices) => Door::Lean(indices.load(&mut store, &instance)?),
+            None => Door::WasiHttp(self.proxy_indices.load(&mut store, &instance)?),
+        };
+        Ok(Warm { store, door, served: 0 })
     }
 
     fn take_idle(&self) -> Option<Warm> {
@@ -433,6 +453,8 @@ impl Server {
         let server = self.clone();
         let timeout = deadline.saturating_duration_since(Instant::now());
         let label = format!("{method} {path}");
+        let counts = Arc::new(engine::DebugCounts::default());
+        let request_counts = counts.clone();
         let task = tokio::spawn(async move {
             let _permit = permit;
             let run = async {
@@ -443,16 +465,33 @@ impl Server {
                     }
                     None => server.instantiate(deadline).await?,
                 };
-                let (request, outparam) = {
-                    let mut http = warm.store.data_mut().http();
-                    let req = req.map(|b| b.map_err(|never: Infallible| -> hyper::Error { match never {} }));
-                    let request = http.new_incoming_request(Scheme::Http, req)?;
-                    (request, http.new_response_outparam(sender)?)
-                };
-                warm.proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut warm.store, request, outparam)
-                    .await?;
+                warm.store.data_mut().counts = request_counts;
+                match &warm.door {
+                    Door::WasiHttp(proxy) => {
+                        let (request, outparam) = {
+                            let mut http = warm.store.data_mut().http();
+                            let req = req
+                                .map(|b| b.map_err(|never: Infallible| -> hyper::Error { match never {} }));
+                            let request = http.new_incoming_request(Scheme::Http, req)?;
+                            (request, http.new_response_outparam(sender)?)
+                        };
+                        proxy
+                            .wasi_http_incoming_handler()
+                            .call_handle(&mut warm.store, request, outparam)
+                            .await?;
+                    }
+                    Door::Lean(veil) => {
+                        let request = lean::request(req).await;
+                        let answer = veil.veil_gateway_http().call_handle(&mut warm.store, &request).await?;
+                        drop(request);
+                        match lean::response(answer) {
+                            Some(response) => {
+                                let _ = sender.send(Ok(response));
+                            }
+                            None => eprintln!("veil: {label}: the component answered with an invalid status"),
+                        }
+                    }
+                }
                 warm.served += 1;
                 if server.verbose && server.reuse_limit > 1 {
                     eprintln!(
@@ -484,7 +523,18 @@ impl Server {
         });
 
         match receiver.await {
-            Ok(Ok(response)) => response,
+            Ok(Ok(mut response)) => {
+                if self.debug_host_calls {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    let h = response.headers_mut();
+                    h.insert(
+                        "veil-debug-variable-reads",
+                        HeaderValue::from(counts.variable_reads.load(Relaxed)),
+                    );
+                    h.insert("veil-debug-memory-grows", HeaderValue::from(counts.memory_grows.load(Relaxed)));
+                }
+                response
+            }
             Ok(Err(code)) => {
                 eprintln!("veil: {method} {path}: the component responded with error {code:?}");
                 self.internal_error()
@@ -623,6 +673,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
 /// The host, ready to take requests: everything but where they come from.
 pub struct Prepared {
     pre: ProxyPre<InstanceState>,
+    proxy_indices: ProxyIndices,
+    lean_indices: Option<VeilIndices>,
     body_limit: usize,
     dev_mode: bool,
     services: Arc<HostServices>,
@@ -640,8 +692,13 @@ impl Prepared {
 
     /// The server for requests arriving at `local_addr` (the `Host` of a request without one).
     pub(crate) fn server(self, args: &ServeArgs, local_addr: SocketAddr) -> Arc<Server> {
+        let debug_host_calls =
+            args.debug_host_calls || std::env::var("VEIL_DEBUG_HOST_CALLS").is_ok_and(|v| v.trim() == "1");
         Arc::new(Server {
             pre: self.pre,
+            proxy_indices: self.proxy_indices,
+            lean_indices: self.lean_indices,
+            debug_host_calls,
             body_limit: self.body_limit,
             body_read_timeout: Duration::from_millis(args.body_read_timeout_ms),
             queue_timeout: Duration::from_millis(args.queue_timeout_ms),
@@ -770,9 +827,25 @@ pub fn prepare(args: &ServeArgs, mode: Mode) -> Result<Prepared> {
         eprintln!("veil: warning: import `{import}` is not provided by veil; calling it traps");
     }
     engine::start_epoch_ticker(&engine);
+    let proxy_indices = ProxyIndices::new(pre.instance_pre()).map_err(engine::wasmtime_err)?;
+    let lean_indices = match args.entry {
+        Entry::WasiHttp => None,
+        Entry::Lean => {
+            match VeilIndices::new(pre.instance_pre()) {
+                Ok(indices) => Some(indices),
+                Err(e) => {
+                    eprintln!("veil: the component does not export veil:gateway/http ({e}); serving through wasi:http");
+                    None
+                }
+            }
+        }
+    };
+    let entry = if lean_indices.is_some() { Entry::Lean } else { Entry::WasiHttp };
+    eprintln!("veil: HTTP entry: {}", entry.name());
 
     let services = Arc::new(HostServices {
         variables,
+        variables_get_all: !args.debug_variables_one_by_one,
         databases,
         key_value,
         postgres: Pools::new(PgSettings {
@@ -786,7 +859,18 @@ pub fn prepare(args: &ServeArgs, mode: Mode) -> Result<Prepared> {
     });
     let route = Route::parse(&trigger.route);
 
-    Ok(Prepared { pre, body_limit, dev_mode, services, route, capacity, verbose, mode })
+    Ok(Prepared {
+        pre,
+        proxy_indices,
+        lean_indices,
+        body_limit,
+        dev_mode,
+        services,
+        route,
+        capacity,
+        verbose,
+        mode,
+    })
 }
 
 /// The address to listen on: `--listen`, or for Azure Functions `127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT`.

@@ -195,6 +195,11 @@ impl ComponentVariables {
         Ok(ComponentVariables { values })
     }
 
+    /// Every variable that has a value, in name order (`wasi:config/store.get-all`).
+    pub fn all(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.values.iter().filter_map(|(name, value)| Some((name.as_str(), value.as_ref()?)))
+    }
+
     /// The guest-facing lookup: invalid names and missing values are errors, as in Spin.
     pub fn get(&self, name: &str) -> Result<&Value, GetError> {
         let mut chars = name.chars();

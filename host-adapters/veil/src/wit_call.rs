@@ -24,15 +24,7 @@ use crate::cli::{ServeArgs, WitCallArgs};
 use crate::engine::{HostServices, InstanceState};
 use crate::serve::{self, Mode};
 
-/// Host bindings of Veil's own world (wit/veil.wit): the `protection` export.
-mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../../wit/veil.wit",
-        world: "veil",
-        exports: { default: async },
-    });
-}
-
+use crate::lean::bindings;
 use bindings::exports::veil::gateway::protection::Error as WitError;
 
 /// How long one call may run.
