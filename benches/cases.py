@@ -52,6 +52,10 @@ VALUE = "4111111111111111"  # 16 bytes: a card number, the typical protected fie
 BATCH = 100
 CONCURRENCY = (1, 8, 32)
 REUSE = 1000  # `veil serve --reuse-instances` for the instance-reuse rows
+# Issue 20's A/B servers, each the default `sqlite` server but for one lever turned back:
+# requests through `wasi:http/incoming-handler` instead of the lean `veil:gateway/http` export, and
+# variables read one by one (`variables.get`) instead of in one `wasi:config/store.get-all` call.
+LEVERS = {"sqlite-wasi-http": ["--entry", "wasi-http"], "sqlite-vars-each": ["--debug-variables-one-by-one"]}
 CHACHA = "ChaCha20-Poly1305 scheme"  # the auth-column suffix of rows on a chacha20-poly1305 scheme
 TOKEN_TTL = 3 * 3600  # the load tests' tokens outlive the longest run
 JOB_ROWS = 1_000_000  # the re-encryption job benchmark's table (benches section 9)
@@ -284,6 +288,7 @@ class Bench:
         self.bao_sessions: dict[str, tuple[str, requests.Session]] = {}  # by server name
         self.kms_requests = 0
         self.memory: dict[str, tuple[int, int]] = {}
+        self.variable_reads: dict[str, int] = {}  # by LEVERS store (and "sqlite"): reads per fresh protect
         self.versions: dict[str, str] = {}
         self.profiles: list[tuple[str, dict]] = []
         self.profile_note = ""
@@ -467,6 +472,8 @@ class Bench:
             v = start_veil(self.tmp, "veil-sqlite")
         elif store == "sqlite-reuse":
             v = start_veil(self.tmp, "veil-sqlite-reuse", extra_args=["--reuse-instances", REUSE])
+        elif store in LEVERS:
+            v = start_veil(self.tmp, f"veil-{store}", extra_args=LEVERS[store])
         else:
             url = self.postgres_url()
             v = start_veil(self.tmp, "veil-postgres", raw_env={"SPIN_VARIABLE_DATABASE_URL": url},
@@ -504,11 +511,12 @@ class Bench:
             ("unprotect", 1): {"values": [tok1]},
             ("unprotect", BATCH): {"values": toks},
         }
-        # The instance-reuse server is measured at c=32 only: the rows the targets are about.
-        conc = (32,) if store == "sqlite-reuse" else CONCURRENCY
+        # The instance-reuse server is measured at c=32 only: the rows the targets are about; the
+        # levers' servers at c=32 on protect only: the A/B beside the same rows of `sqlite`.
+        conc = (32,) if store == "sqlite-reuse" or store in LEVERS else CONCURRENCY
         cells = [cell("HS256", op, n, c, body, f"veil-{store}-{op}-{n}")
-                 for (op, n), body in bodies.items() for c in conc]
-        if store != "postgres":  # the AEAD does not depend on the store
+                 for (op, n), body in bodies.items() for c in conc if store not in LEVERS or op == "protect"]
+        if store != "postgres" and store not in LEVERS:  # the AEAD does not depend on the store
             cells += [cell(f"HS256, {CHACHA}", op, BATCH, 32, body, f"veil-{store}-{op}-{BATCH}-chacha")
                       for op, body in (("protect", {"scheme": SCHEME_CHACHA, "values": values}),
                                        ("unprotect", {"values": toks_cc}))]
@@ -519,7 +527,7 @@ class Bench:
             one = bodies[("protect", 1)]
             cells += [cell("RS256 warm", "protect", 1, c, one, "veil-sqlite-rs256", rs) for c in CONCURRENCY]
             cells.append(cell("RS256 cold", "protect", 1, 32, one, "veil-sqlite-rs256-cold", None))
-        healthz = [1, 32] if store == "sqlite" else [32] if store == "sqlite-reuse" else []
+        healthz = [1, 32] if store == "sqlite" else [32] if store == "sqlite-reuse" or store in LEVERS else []
         cells += [Cell("Veil", store, "none", "healthz", 0, c, f"{v.url}/healthz", {"BENCH_METHOD": "GET"},
                        self.duration, f"veil-{store}-healthz") for c in healthz]
         return cells
@@ -626,7 +634,7 @@ class Bench:
         self.versions["veil"] = run([veil, "--version"]).stdout.strip()
         self.versions["wrk"] = (run(["wrk", "--version"]).stdout.strip().splitlines() or ["?"])[0]
         cells: list[Cell] = []
-        for store in ("sqlite", "postgres", "sqlite-reuse"):
+        for store in ("sqlite", "postgres", "sqlite-reuse", *LEVERS):
             try:
                 log(f"starting veil serve on {store}")
                 v = self.start_veil_for_load(store)
@@ -643,6 +651,10 @@ class Bench:
         except Exception as e:  # noqa: BLE001
             self.fail("OpenBao", e)
         self.cells = cells
+        try:
+            self.count_variable_reads()
+        except Exception as e:  # noqa: BLE001
+            self.fail("variable reads per request", e)
 
         # Warm-up: one short wrk run per group (at c=32), excluded from the figures (not in smoke mode).
         warmed = set()
@@ -682,6 +694,21 @@ class Bench:
 
         for store, v in self.veils.items():
             self.memory[store] = (v.vm("VmHWM"), v.vm("VmRSS"))
+
+    def count_variable_reads(self) -> None:
+        """Host calls for variables in one protect on a fresh instance, with get-all (the default)
+        and one by one, counted by the host (`VEIL_DEBUG_HOST_CALLS=1`)."""
+        for store, extra in (("sqlite", []), ("sqlite-vars-each", LEVERS["sqlite-vars-each"])):
+            v = start_veil(self.tmp, f"veil-count-{store}", raw_env={"VEIL_DEBUG_HOST_CALLS": "1"},
+                           extra_args=extra)
+            try:
+                v.wait_healthy()
+                t = set_up_schemes(v)
+                r = t.app.post("/v1/protect", {"scheme": SCHEME, "values": [VALUE]})
+                ok(r)
+                self.variable_reads[store] = int(r.headers["veil-debug-variable-reads"])
+            finally:
+                v.stop(check=False)
 
     def prepare_cold(self, cell: Cell, n: int) -> None:
         t = time.monotonic()

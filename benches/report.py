@@ -131,7 +131,7 @@ class Report:
             lines += ["**Failed benchmarks** (this run exited non-zero; the whole messages are in its log):", ""]
             lines += [f"- {f.splitlines()[0]}" for f in b.failures] + [""]
         body = [self.core_section(), self.wasm_section(), self.http_section(), self.ratio_section(),
-                self.audit_section(), self.cold_section(), self.kms_section(), self.memory_section(),
+                self.audit_section(), self.levers_section(), self.cold_section(), self.kms_section(), self.memory_section(),
                 self.profile_section(), self.jobs_section()]
         self.compute_targets()
         lines += ["## Targets", "",
@@ -291,6 +291,37 @@ class Report:
             md_table(["operation", "unit", "Veil audit all", "Veil audit none", "Veil all ÷ none",
                       "OpenBao file audit", "OpenBao no audit", "OpenBao audit ÷ none",
                       "(Veil ÷ OpenBao, audit on) ÷ (audit off)"], rows), ""])
+
+    def levers_section(self) -> str:
+        """Issue 20's levers, each A/B in this run: the default `sqlite` server beside one with the
+        lever turned back (cases.LEVERS)."""
+        rows = []
+        for lever, before, store in (("HTTP entry", "wasi:http/incoming-handler", "sqlite-wasi-http"),
+                                     ("variables", "read one by one (variables.get)", "sqlite-vars-each")):
+            after = "lean veil:gateway/http" if lever == "HTTP entry" else "one wasi:config/store.get-all"
+            for auth, op, n, metric in (("HS256", "protect", 1, "rps"), ("HS256", "protect", BATCH, "vps"),
+                                        ("none", "healthz", 0, "rps")):
+                a, z = self.cell("Veil", store, auth, op, n, 32), self.cell("Veil", "sqlite", auth, op, n, 32)
+                unit = "req/s" if metric == "rps" else "values/s"
+                what = f"{op} ×{n}" if n else op
+                if a and z:
+                    am, zm = a.stat(metric).med, z.stat(metric).med
+                    rows.append([lever, what, unit, f"{before}: {num(am)}", f"{after}: {num(zm)}",
+                                 f"**{zm / am:.2f}×**"])
+                else:
+                    rows.append([lever, what, unit, "–", "–", "–"])
+        reads = self.b.variable_reads
+        note = (f"Variable reads (host calls) in one protect on a fresh instance, counted by the host "
+                f"(`VEIL_DEBUG_HOST_CALLS=1`): one by one {reads.get('sqlite-vars-each', '?')}, with get-all "
+                f"{reads.get('sqlite', '?')}; with `--reuse-instances` a reused instance reads none "
+                "(tests/integration/test_entries.py).")
+        return "\n".join([
+            "## 4c. Issue 20 levers (A/B, same run, medians, c=32, SQLite)", "",
+            "Each lever beside the default `veil serve` (rows `sqlite` above: the lean entry, variables in one "
+            "call), measured in the same run, interleaved: a server with only that lever turned back "
+            "(`--entry wasi-http`; `--debug-variables-one-by-one`, which makes the host refuse get-all so that "
+            "the component reads each variable with its own call, as before). Ratio = with the lever ÷ without.",
+            "", md_table(["lever", "operation", "unit", "without", "with", "with ÷ without"], rows), "", note, ""])
 
     def cold_section(self) -> str:
         b = self.b
@@ -544,6 +575,24 @@ class Report:
             "request also takes the database's write lock once; single-value requests feel that most. Grouping "
             "concurrent requests' entries into one commit in the host is the next step if the ratio stays below "
             "target (docs/audit.md, \"Blocking, durability\").",
+            "- **Pre-initialisation** (issue 20, lever 2b: a snapshot of the initialised memory, as wizer does): "
+            "possible for a component, not done, because Veil's guest has nothing to snapshot. `wasmtime-wizer` "
+            "48.0.8 (crates.io, the same wasmtime pin) has a `component-model` feature: `Wizer::run_component` "
+            "instruments the component (exports each core module's memories and globals), instantiates it, calls an "
+            "exported init function, and rewrites the component with the resulting memory as data segments; the "
+            "result imports what it did, so Spin could run it too. But a snapshot keeps only what the init function "
+            "did, and that function may call no import. The guest does no start-up work of its own beyond wasi-libc's "
+            "and Rust's constructors (no lazy statics; no tables: the software AES is bit-sliced; the route table is "
+            "a `match`), and everything a request builds depends on the host or on the request: the variables come "
+            "from a host call and hold secrets that must never be written into a build artefact; the CSPRNG must be "
+            "seeded per instance from `wasi:random` (a snapshotted seed would repeat nonces across instances, fatal "
+            "for AES-GCM); keys are per tenant and scheme. What a fresh instance costs is the host's (a pool slot, "
+            "the component instance, its resource table: `healthz` fresh against `--reuse-instances` in section 3). "
+            "The one effect of a snapshot that would matter here, a larger initial linear memory, is had directly: "
+            "build.rs links the component with 4 MiB of initial memory (wasm-ld `--initial-memory`), in which "
+            "wasi-libc's allocator starts, so that a request of up to 1000 short values never grows the memory "
+            "(with 1.4 MiB, a 100-value protect grew it twice: an `mprotect` per growth in the pool slot, and another "
+            "when the slot is reset; tests/integration/test_entries.py counts growths with `--debug-host-calls`).",
             "- **Ratios** are medians ÷ medians from this run; batch rows compare values/s.",
             "- **Noise**: the load generator (wrk, 2 threads) runs on the same cores as the server; on a shared "
             "machine every figure moves with the load average above.",
