@@ -80,6 +80,9 @@ def bench(spark: SparkSession, args) -> dict:
     def identity(batches):
         yield from batches
 
+    # a small pass first, so that both timed passes find the Python workers started
+    warm = spark.range(1000, numPartitions=args.partitions)
+    warm.mapInPandas(identity, warm.schema).write.format("noop").mode("overwrite").save()
     out = {"rows": args.rows, "partitions": args.partitions}
     for label, frame in (("identity_seconds", df.mapInPandas(identity, df.schema)),
                          ("protect_seconds", protect_column(df, "card", scheme=args.scheme, client=veil))):
