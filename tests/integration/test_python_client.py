@@ -134,3 +134,14 @@ def test_a_real_overloaded_answer_is_retried_after_retry_after(tmp_path):
         assert tokens[0].startswith(f"veil.1.{name}.1.")
         assert waits and all(w >= 1.0 for w in waits), waits  # each wait at least the host's Retry-After: 1
         assert out["res"].requests_sent == len(waits) + 1
+
+
+def test_a_smaller_body_limit_than_the_client_was_told_is_met_by_halving(start_server):
+    s = start_server("client-body", max_body_bytes="4096")
+    t = s.tenant()
+    name = admin_client(s, t.id).create_scheme("body", kek={"provider": "local"}, policy=POLICY)["name"]
+    veil = VeilClient(s.url, token=hs256(t.id, ["app", "support"]), max_batch=1000)  # told the 1 MiB default
+    values = [f"{i:05d}" + "x" * 95 for i in range(200)]  # ~21 KB in one body
+    tokens = veil.protect(name, values).values()
+    assert veil.max_body_bytes <= 4096
+    assert veil.unprotect(tokens, scheme=name).values() == values
