@@ -18,6 +18,9 @@ Called by benches/run.sh, which builds the binaries and provides wrk, the Python
                        5. KMS calls       per 1,000 protect requests against moto's AWS KMS
                        6. memory          peak RSS of each `veil serve`
                        8. profile         where a request's CPU goes (benches/profile.py, perf)
+                       9. jobs            re-encryption jobs beside a psycopg + OpenBao loop
+                      10. spark           PySpark rows/s protecting a column through Veil
+                                          (clients/python/examples/spark_protect_column.py)
   benches/report.py  BENCHMARKS.md from the figures
 
 Every benchmark produces its rows or the run fails: it exits 1, and the file, still written,
@@ -79,7 +82,7 @@ def main() -> int:
     ap.add_argument("--core-ms", type=int, default=300, help="ms per veil-bench-core measurement (full mode)")
     ap.add_argument("--max-cold-tokens", type=int, default=20000, help="cap on distinct RS256 tokens per run")
     ap.add_argument("--only", default="", help="comma-separated steps to run (development; the others count "
-                    "as not run): core, openssl, wasm, cold, HTTP, KMS, profile")
+                    "as not run): core, openssl, wasm, cold, HTTP, KMS, jobs, spark, profile")
     args = ap.parse_args()
     if not args.smoke and args.runs < 3:
         ap.error("--runs must be at least 3 (use --smoke for a single run)")

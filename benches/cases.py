@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import importlib.metadata
 import importlib.util
 import json
 import math
@@ -67,6 +68,10 @@ OPENBAO_BATCH = 500  # rows the scripted OpenBao loop reads and writes back per 
 # each 500-row batch as two calls.
 OPENBAO_ITEMS = 250
 JOB_SCHEME = "pii_jobs"
+SPARK_ROWS = 1_000_000  # the PySpark benchmark's column (benches section 10)
+SPARK_ROWS_SMOKE = 20_000
+SPARK_PARTITIONS = 4  # tasks over local[2]: two run at once, so two requests are in flight
+SPARK_EXAMPLE = REPO / "clients/python/examples/spark_protect_column.py"
 CORE_ROWS = 36  # veil-bench-core: 4 cases × 3 algorithms × 3 sizes
 # The in-wasm core benchmark is built twice: as the component is (.cargo/config.toml turns on
 # SIMD128) and without SIMD, so that section 2 measures what SIMD128 gives in the same run.
@@ -284,6 +289,7 @@ class Bench:
         self.failed_stores: dict[str, str] = {}
         self.kms: dict[str, dict] = {}
         self.jobs: dict[str, float] = {}
+        self.spark: dict = {}
         self.bao_procs: list = []  # every OpenBao server of the run, stopped at the end
         self.bao_sessions: dict[str, tuple[str, requests.Session]] = {}  # by server name
         self.kms_requests = 0
@@ -870,6 +876,36 @@ class Bench:
         self.jobs = {"rows": n, "veil_s": veil_s, "veil_rps": n / veil_s, "veil_job_rps": done["rows_per_second"],
                      "bao_s": bao_s, "bao_rps": n / bao_s}
 
+    # ---- 10. PySpark
+    def bench_spark(self) -> None:
+        """Rows/s protecting a column of SPARK_ROWS card numbers with PySpark (local[2], on the
+        same 2 cores as Veil) through veil_client.spark (mapInPandas), into Spark's noop sink: the
+        example job clients/python/examples/spark_protect_column.py --bench, run as a user runs it,
+        one JVM per run. Beside it, the same pass through an identity mapInPandas (Spark without Veil)."""
+        n = SPARK_ROWS_SMOKE if self.smoke else SPARK_ROWS
+        v = start_veil(self.tmp, "veil-spark")
+        v.wait_healthy()
+        self.veils["spark"] = v
+        set_up_schemes(v)
+        env = {**os.environ, "PYTHONPATH": str(REPO / "clients/python/src"), "PYSPARK_PYTHON": sys.executable,
+               "PYSPARK_DRIVER_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1",
+               "VEIL_TOKEN": run_token(["app"])}
+        env.pop("VEIL_API_KEY", None)
+        got: dict[str, list[float]] = {}
+        for i in range(self.runs):
+            log(f"spark: protect {n:,} rows ({SPARK_PARTITIONS} partitions, local[2]), run {i + 1}/{self.runs}")
+            r = run([sys.executable, SPARK_EXAMPLE, "--bench", "--url", v.url, "--scheme", SCHEME, "--rows", str(n),
+                     "--partitions", str(SPARK_PARTITIONS)], env=env, timeout=3600, cwd=self.tmp)
+            if r.returncode != 0:
+                raise BenchError(f"{SPARK_EXAMPLE.name} --bench exited {r.returncode}: {r.stderr[-1500:]}")
+            out = json.loads(r.stdout.strip().splitlines()[-1])
+            if out.get("rows") != n:
+                raise BenchError(f"{SPARK_EXAMPLE.name} --bench: unexpected output {out}")
+            for k in ("rows_per_second", "protect_seconds", "identity_seconds"):
+                got.setdefault(k, []).append(float(out[k]))
+        self.versions["pyspark"] = importlib.metadata.version("pyspark")
+        self.spark = {"rows": n, "partitions": SPARK_PARTITIONS, **{k: Stat(x) for k, x in got.items()}}
+
     def steps(self):
         return [
             ("core native (veil-bench-core)", self.bench_core),
@@ -879,6 +915,7 @@ class Bench:
             ("HTTP", self.bench_http),
             ("KMS calls", self.bench_kms),
             ("jobs", self.bench_jobs),
+            ("spark", self.bench_spark),
             ("profile", self.bench_profile),
         ]
 

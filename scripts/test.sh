@@ -5,15 +5,18 @@
 #   3. unit tests   cargo test on the workspace, PostgreSQL included, then the live KMS tests
 #                   (the Rust providers against moto and the Key Vault emulator)
 #   4. wasm build   the component for wasm32-wasip2 and the `veil` host (scripts/build.sh)
-#   5. integration  the fixtures' own tests, then the suite on SQLite (lean entry) and on PostgreSQL
-#                   (wasi-http entry): the real component through the real host over HTTP
-#                   (pytest: tests/pytest.ini)
+#   5. integration  the fixtures' own tests and the Python client's (clients/python/tests), then
+#                   the suite on SQLite (lean entry) and on PostgreSQL (wasi-http entry): the real
+#                   component through the real host over HTTP (pytest: tests/pytest.ini); then
+#                   tests/spark once, on SQLite: a local PySpark job through Veil
+#                   (scripts/ensure-spark.sh installs Java and pyspark)
 #   6. dependencies cargo deny: licenses, bans, sources (deny.toml); advisories where a local
 #                   copy of the advisory database exists (VEIL_ADVISORY_DB_PATH; README, Tests)
 #   7. fuzz smoke   fuzz/run.sh --smoke: one build of the fuzz workspace, every target for a few
 #                   seconds (libFuzzer on stable Rust; a crash fails the run)
 #   8. benchmarks   benches/run.sh --smoke: every benchmark produces its rows or the run fails
-# Installs what it needs (wasm target, rustfmt, cargo-deny, PostgreSQL, the Python venv, wrk).
+# Installs what it needs (wasm target, rustfmt, cargo-deny, PostgreSQL, the Python venv, wrk, a
+# Java runtime and pyspark).
 # Arguments go to the integration runs' pytest (e.g. -k PATTERN). VEIL_TEST_NO_BENCH=1 skips
 # step 8 (local runs only; CI never sets it).
 set -euo pipefail
@@ -87,8 +90,9 @@ cargo test --release --locked --workspace
 gate "4. wasm build (component and host: scripts/build.sh)"
 scripts/build.sh
 
-gate "5. integration: the fixtures' own tests (tests/fixtures)"
+gate "5. integration: the fixtures' own tests (tests/fixtures), the Python client's (clients/python/tests)"
 "${pytest[@]}" -q tests/fixtures
+"$py" -m pytest -q clients/python/tests  # its own settings: clients/python/pyproject.toml
 # Each store through one of the component's HTTP doors (docs/testing.md, "The two HTTP doors"):
 # SQLite through the lean veil:gateway/http export, PostgreSQL through wasi:http/incoming-handler.
 for store in sqlite postgres; do
@@ -97,6 +101,11 @@ for store in sqlite postgres; do
   gate "5. integration on $store through the $entry entry (component + veil host over HTTP)"
   VEIL_ENTRY=$entry VEIL_STORE=$store "${pytest[@]}" -q tests/integration "$@"
 done
+# Once, not per store: what Spark sends does not depend on the metadata store, and pyspark (a
+# ~450 MB download, cached by pip) and Java are installed for this gate and the benchmark only.
+gate "5. PySpark (tests/spark: a 100,000-row column through Veil; docs/databricks.md as written)"
+scripts/ensure-spark.sh .venv
+VEIL_STORE=sqlite "${pytest[@]}" -q tests/spark
 
 gate "6. dependencies (cargo deny)"
 if ! cargo deny --version 2>/dev/null | grep -qx "cargo-deny $CARGO_DENY_VERSION"; then
@@ -125,7 +134,7 @@ if [ "${VEIL_TEST_NO_BENCH:-}" != 1 ]; then
   # every section of BENCHMARKS.md is there, and no row says it failed
   for section in "## Targets" "## 1. Core, native" "## 2. Core, inside wasm" "## 3. HTTP" \
                  "## 4. Veil ÷ OpenBao" "## 5. Cold start" "## 6. KMS calls" "## 7. Memory" \
-                 "## 8. Where the time goes" "## Why the missed targets are missed" "## Notes"; do
+                 "## 8. Where the time goes" "## 10. PySpark" "## Why the missed targets are missed" "## Notes"; do
     grep -q "^$section" "$smoke" || { echo "smoke report $smoke: no '$section'" >&2; exit 1; }
   done
   if grep -n "FAILED\|no figure" "$smoke" >&2; then
