@@ -260,13 +260,15 @@ fn query_flag(query: &str, name: &str) -> bool {
 // `key=value` arguments), and Transit ignores fields it does not know (with a warning); so a
 // body is read as a JSON object and each field taken from it by name.
 
-/// A request body as a JSON object (an empty body is `{}`).
+/// A request body as a JSON object (an empty body, or `null`, is `{}`).
 pub(super) fn body_map(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(m)) => Ok(m),
+        // `bao write -f` sends `null` for "no data"
+        Ok(Value::Null) => Ok(Map::new()),
         Ok(_) => Err(ApiError::new(400, "invalid_request", "the request body must be a JSON object")),
         Err(e) => Err(ApiError::new(
             400,
