@@ -261,11 +261,11 @@ fn dispatch(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> Result<ApiResponse, Api
             "method_not_allowed",
             format!("{} is not allowed here; allowed: {allow}", req.method),
         );
-        let mut r = match route {
-            Route::Transit(_) => transit::error_response(&e),
-            _ => ApiResponse::error(&e),
+        let (mut r, allow) = match route {
+            Route::Transit(_) => (transit::error_response(&e), transit::documented_methods(allow)),
+            _ => (ApiResponse::error(&e), allow.to_string()),
         };
-        r.headers.push(("allow", allow.to_string()));
+        r.headers.push(("allow", allow));
         return Ok(r);
     }
     match route {
@@ -285,7 +285,7 @@ fn dispatch(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> Result<ApiResponse, Api
     let vault_token = match route {
         Route::Transit(_) => {
             transit::check_headers(req)?;
-            transit::authorization(req)
+            transit::authorization(req)?
         }
         _ => None,
     };

@@ -97,6 +97,12 @@ pub(super) fn route<'p>(config: &Config, path: &'p str) -> Result<Option<(Op<'p>
     Ok(Some(r))
 }
 
+/// The `Allow` header of a Transit route: the methods the OpenAPI document lists, without
+/// Transit's aliases `PUT` (for `POST`) and `LIST` (for `GET ?list=true`), which are accepted too.
+pub(super) fn documented_methods(allow: &str) -> String {
+    allow.split(", ").filter(|m| !matches!(*m, "PUT" | "LIST")).collect::<Vec<_>>().join(", ")
+}
+
 /// True when `path` lies under the Transit mount (false when the mount is off or unreadable).
 pub(super) fn under_mount(config: &Config, path: &str) -> bool {
     config.transit.get().is_ok_and(|s| s.mount.as_deref().is_some_and(|m| path.starts_with(m)))
@@ -169,13 +175,20 @@ pub(super) fn check_headers(req: &ApiRequest<'_>) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The credential: `Authorization` as everywhere in Veil, else `X-Vault-Token` read as a bearer
-/// token (a Veil API key or JWT).
-pub(super) fn authorization(req: &ApiRequest<'_>) -> Option<String> {
-    if let Some(a) = req.authorization {
-        return Some(a.to_owned());
+/// The credential: `X-Vault-Token` read as a bearer token (a Veil API key or JWT), or
+/// `Authorization` as everywhere in Veil (`None`: use that). Both at once are refused, as two
+/// credentials are everywhere in Veil: which one decides would be a guess.
+pub(super) fn authorization(req: &ApiRequest<'_>) -> Result<Option<String>, ApiError> {
+    let Some(token) = req.header("x-vault-token") else {
+        return Ok(None);
+    };
+    if req.authorization.is_some() || req.api_key.is_some() {
+        return Err(crate::auth::AuthError::Invalid(
+            "send one credential: X-Vault-Token or Authorization, not both",
+        )
+        .into());
     }
-    req.header("x-vault-token").map(|t| format!("Bearer {}", t.trim()))
+    Ok(Some(format!("Bearer {}", token.trim())))
 }
 
 /// A failure as Transit renders it: `{"errors": [message]}` (`{"errors": []}` for a missing

@@ -243,6 +243,9 @@ def test_headers_tokens_and_refusals(tenant, transit):
     path = f"/v1/transit/encrypt/{key}"
     # Authorization: Bearer works as X-Vault-Token does; a namespace and response wrapping are refused
     assert raw(tenant, "POST", path, body, Authorization=f"Bearer {token}").status_code == 200
+    # two credentials at once are refused, whichever is good
+    r = raw(tenant, "POST", path, body, Authorization=f"Bearer {token}", **{"X-Vault-Token": "not-a-token"})
+    assert (r.status_code, list(r.json())) == (403, ["errors"])
     r = raw(tenant, "POST", path, body, **{"X-Vault-Token": token, "X-Vault-Namespace": "ns1"})
     assert (r.status_code, len(r.json()["errors"])) == (400, 1) and "ns1" not in r.text
     r = raw(tenant, "POST", path, body, **{"X-Vault-Token": token, "X-Vault-Wrap-TTL": "60s"})
