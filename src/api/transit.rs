@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 use sha2::Digest;
 use zeroize::Zeroizing;
@@ -21,7 +22,7 @@ use crate::config::Config;
 use crate::crypto::aead::Algorithm;
 use crate::crypto::transit as format;
 use crate::ids::{KeyVersion, SchemeName};
-use crate::ops::{self, Ctx, ItemError, NewScheme, OpError, VerifyItem};
+use crate::ops::{self, Ctx, ItemError, NewScheme, OpError, Spelling, VerifyItem};
 use crate::scheme::{mask::MaskRule, AuditMode, RotationPeriod, Scheme};
 use crate::store::{KeyState, KeyVersionRecord, SchemeChange};
 
@@ -200,28 +201,40 @@ pub(super) fn error_response(e: &ApiError) -> ApiResponse {
 }
 
 /// Transit's response envelope around `data`.
-fn envelope(ctx: &mut Ctx<'_>, status: u16, data: Value, warnings: &[String]) -> ApiResponse {
+fn envelope<T: Serialize>(ctx: &mut Ctx<'_>, status: u16, data: &T, warnings: &[String]) -> ApiResponse {
     let mut id = [0u8; 16];
     ctx.rng.fill(&mut id);
     // an RFC 9562 version-4 layout, as Vault's request ids are
     id[6] = (id[6] & 0x0f) | 0x40;
     id[8] = (id[8] & 0x3f) | 0x80;
-    let h: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let h = to_hex(&id);
     let request_id = format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]);
-    let warnings = if warnings.is_empty() { Value::Null } else { json!(warnings) };
     ApiResponse::json(
         status,
-        &json!({
-            "request_id": request_id,
-            "lease_id": "",
-            "renewable": false,
-            "lease_duration": 0,
-            "data": data,
-            "wrap_info": null,
-            "warnings": warnings,
-            "auth": null,
-        }),
+        &Envelope {
+            request_id,
+            lease_id: "",
+            renewable: false,
+            lease_duration: 0,
+            data,
+            wrap_info: None,
+            warnings: (!warnings.is_empty()).then_some(warnings),
+            auth: None,
+        },
     )
+}
+
+/// Transit's envelope, serialised directly (no intermediate JSON tree: batches are the hot path).
+#[derive(Serialize)]
+struct Envelope<'a, T: Serialize> {
+    request_id: String,
+    lease_id: &'static str,
+    renewable: bool,
+    lease_duration: u32,
+    data: &'a T,
+    wrap_info: Option<()>,
+    warnings: Option<&'a [String]>,
+    auth: Option<()>,
 }
 
 /// Answers one Transit request (authenticated; its audit entry is written by `dispatch`).
@@ -429,14 +442,6 @@ pub(super) fn parse_items(body: &[u8], known: &[&str], single: &str) -> Result<I
     Ok(Items { batch: false, items, warnings, partial_status })
 }
 
-/// The `reference` of an item, echoed in its result as Transit does (`""` when none).
-fn reference(m: &Map<String, Value>) -> Value {
-    match m.get("reference") {
-        Some(Value::String(s)) => json!(s),
-        _ => json!(""),
-    }
-}
-
 /// The answer of a data route: a single item's fields (or its error as a 400), or every item's
 /// result in `batch_results` with `status`: 200 when every item succeeded (or `always_ok`, as
 /// Transit answers rewrap, hmac and verify batches), else 400, or `partial_failure_response_code`
@@ -444,44 +449,73 @@ fn reference(m: &Map<String, Value>) -> Value {
 fn answer(
     ctx: &mut Ctx<'_>,
     items: &Items,
-    results: Vec<Result<Map<String, Value>, String>>,
-    error_extra: &[(&str, Value)],
+    results: Vec<Result<Out, String>>,
+    empty_plaintext_on_error: bool,
     always_ok: bool,
 ) -> Result<ApiResponse, ApiError> {
     let failed = results.iter().filter(|r| r.is_err()).count();
     ctx.audit.items(results.len(), failed);
     if !items.batch {
         return match results.into_iter().next() {
-            Some(Ok(data)) => Ok(envelope(ctx, 200, Value::Object(data), &items.warnings)),
+            Some(Ok(data)) => Ok(envelope(ctx, 200, &data, &items.warnings)),
             Some(Err(message)) => Err(ApiError::new(400, "item_failed", message)),
             None => Err(ApiError::internal()),
         };
     }
-    let batch_results: Vec<Value> = results
+    let n = results.len();
+    let batch_results: Vec<BatchItem<'_>> = results
         .into_iter()
         .zip(&items.items)
         .map(|(r, item)| {
-            let mut out = match r {
-                Ok(fields) => fields,
-                Err(message) => {
-                    let mut o = Map::new();
-                    for (k, v) in error_extra {
-                        o.insert((*k).to_owned(), v.clone());
-                    }
-                    o.insert("error".into(), json!(message));
-                    o
-                }
+            let reference = match item.get("reference") {
+                Some(Value::String(s)) => s.as_str(),
+                _ => "",
             };
-            out.insert("reference".into(), reference(item));
-            Value::Object(out)
+            match r {
+                Ok(out) => BatchItem { out: Some(out), plaintext: None, error: None, reference },
+                Err(message) => BatchItem {
+                    out: None,
+                    plaintext: empty_plaintext_on_error.then_some(""),
+                    error: Some(message),
+                    reference,
+                },
+            }
         })
         .collect();
     let status = match (failed, always_ok) {
         (0, _) | (_, true) => 200,
-        (f, _) if f == batch_results.len() => 400,
+        (f, _) if f == n => 400,
         _ => items.partial_status.unwrap_or(400),
     };
-    Ok(envelope(ctx, status, json!({ "batch_results": batch_results }), &items.warnings))
+    Ok(envelope(ctx, status, &Batch { batch_results }, &items.warnings))
+}
+
+/// What one item of a data route answers.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Out {
+    Cipher { ciphertext: String, key_version: u32 },
+    Plain { plaintext: String },
+    Hmac { hmac: String },
+    Valid { valid: bool },
+}
+
+/// One entry of `batch_results`: the item's answer or its `error` (decrypt also sends an empty
+/// `plaintext` then, as Transit does), and its `reference` echoed.
+#[derive(Serialize)]
+struct BatchItem<'a> {
+    #[serde(flatten)]
+    out: Option<Out>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plaintext: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    reference: &'a str,
+}
+
+#[derive(Serialize)]
+struct Batch<'a> {
+    batch_results: Vec<BatchItem<'a>>,
 }
 
 /// An item's failure as Transit shows it: the message only.
@@ -566,27 +600,26 @@ fn encrypt(ctx: &mut Ctx<'_>, who: &Principal, name: &str, body: &[u8]) -> Resul
         .collect();
     let contexts: Vec<Result<Option<String>, ItemError>> = items.items.iter().map(context_of).collect();
     let results = by_context(ctx, items.items.len(), &contexts, |ctx, members, c| {
+        // one context for the whole batch (the usual case): no copy of the plaintexts
+        let spelled = |ctx: &mut Ctx<'_>, values: &[Result<Vec<u8>, ItemError>]| {
+            let (v, cts) = ops::protect_spelled(ctx, who, name, values, None, c, Spelling::Transit)?;
+            Ok(cts.into_iter().map(|r| r.map(|ct| (ct, v))).collect())
+        };
+        if members.len() == plaintexts.len() {
+            return spelled(ctx, &plaintexts);
+        }
         let values: Vec<Result<Vec<u8>, ItemError>> =
             members.iter().map(|i| plaintexts[*i].clone()).collect();
-        let (_, tokens) = ops::protect(ctx, who, name, &values, None, c)?;
-        Ok(tokens)
+        spelled(ctx, &values)
     })?;
     let results = results
         .into_iter()
         .map(|r| match r {
-            Ok(token) => match format::from_token(&token) {
-                Some((ct, v)) => {
-                    let mut o = Map::new();
-                    o.insert("ciphertext".into(), json!(ct));
-                    o.insert("key_version".into(), json!(v.get()));
-                    Ok(o)
-                }
-                None => Err(item_message(&ItemError::DECRYPTION_FAILED)),
-            },
+            Ok((ciphertext, v)) => Ok(Out::Cipher { ciphertext, key_version: v.get() }),
             Err(e) => Err(item_message(&e)),
         })
         .collect();
-    answer(ctx, &items, results, &[], false)
+    answer(ctx, &items, results, false, false)
 }
 
 /// The Veil token of each item's `ciphertext` field under key `name`.
@@ -632,15 +665,11 @@ fn decrypt(ctx: &mut Ctx<'_>, who: &Principal, name: &str, body: &[u8]) -> Resul
     let results = results
         .into_iter()
         .map(|r| match r {
-            Ok(pt) => {
-                let mut o = Map::new();
-                o.insert("plaintext".into(), json!(STANDARD.encode(&pt[..])));
-                Ok(o)
-            }
+            Ok(pt) => Ok(Out::Plain { plaintext: STANDARD.encode(&pt[..]) }),
             Err(e) => Err(item_message(&e)),
         })
         .collect();
-    answer(ctx, &items, results, &[("plaintext", json!(""))], false)
+    answer(ctx, &items, results, true, false)
 }
 
 pub(super) const REWRAP_FIELDS: &[&str] = &["ciphertext", "context", "key_version", "nonce", "reference"];
@@ -657,18 +686,13 @@ fn rewrap(ctx: &mut Ctx<'_>, who: &Principal, name: &str, body: &[u8]) -> Result
     let results = results
         .into_iter()
         .map(|r| match r.map(|t| format::from_token(&t)) {
-            Ok(Some((ct, v))) => {
-                let mut o = Map::new();
-                o.insert("ciphertext".into(), json!(ct));
-                o.insert("key_version".into(), json!(v.get()));
-                Ok(o)
-            }
+            Ok(Some((ciphertext, v))) => Ok(Out::Cipher { ciphertext, key_version: v.get() }),
             Ok(None) => Err(item_message(&ItemError::DECRYPTION_FAILED)),
             Err(e) => Err(item_message(&e)),
         })
         .collect();
     // Transit answers a rewrap batch with 200 whatever its items did.
-    answer(ctx, &items, results, &[], true)
+    answer(ctx, &items, results, false, true)
 }
 
 /// What `POST datakey/{type}/{name}` parsed to.
@@ -713,10 +737,11 @@ fn datakey(
     }
     let mut key = Zeroizing::new(vec![0u8; (bits / 8) as usize]);
     ctx.rng.fill(&mut key);
-    let values = [Ok(key.to_vec())];
-    let (version, tokens) =
-        ops::protect(ctx, who, name, &values, None, context.as_deref()).map_err(not_found_is_400)?;
-    drop(values);
+    let mut values = [Ok(key.to_vec())];
+    let protected = ops::protect(ctx, who, name, &values, None, context.as_deref());
+    // the copy handed to protect is key material too
+    values.iter_mut().flatten().for_each(zeroize::Zeroize::zeroize);
+    let (version, tokens) = protected.map_err(not_found_is_400)?;
     ctx.audit.items(1, 0);
     let token = tokens
         .into_iter()
@@ -728,7 +753,7 @@ fn datakey(
     if with_plaintext {
         data["plaintext"] = json!(STANDARD.encode(&key[..]));
     }
-    Ok(envelope(ctx, 200, data, &warnings))
+    Ok(envelope(ctx, 200, &data, &warnings))
 }
 
 /// The HMAC algorithm of a route: only `sha2-256` (Transit's default).
@@ -765,15 +790,11 @@ fn hmac(
     let results = macs
         .into_iter()
         .map(|r| match r {
-            Ok(mac) => {
-                let mut o = Map::new();
-                o.insert("hmac".into(), json!(format::encode(version, &mac)));
-                Ok(o)
-            }
+            Ok(mac) => Ok(Out::Hmac { hmac: format::encode(version, &mac) }),
             Err(e) => Err(item_message(&e)),
         })
         .collect();
-    answer(ctx, &items, results, &[], true)
+    answer(ctx, &items, results, false, true)
 }
 
 pub(super) const VERIFY_FIELDS: &[&str] =
@@ -808,15 +829,11 @@ fn verify(
     let results = valid
         .into_iter()
         .map(|r| match r {
-            Ok(v) => {
-                let mut o = Map::new();
-                o.insert("valid".into(), json!(v));
-                Ok(o)
-            }
+            Ok(valid) => Ok(Out::Valid { valid }),
             Err(e) => Err(item_message(&e)),
         })
         .collect();
-    answer(ctx, &items, results, &[], true)
+    answer(ctx, &items, results, false, true)
 }
 
 /// The most random bytes one call returns.
@@ -860,7 +877,7 @@ fn random(
     let mut bytes = Zeroizing::new(vec![0u8; n as usize]);
     ctx.rng.fill(&mut bytes);
     let out = if hex { to_hex(&bytes) } else { STANDARD.encode(&bytes[..]) };
-    Ok(envelope(ctx, 200, json!({ "random_bytes": out }), &warnings))
+    Ok(envelope(ctx, 200, &json!({ "random_bytes": out }), &warnings))
 }
 
 /// `format`: `base64` (default; `hex` when `hex_default`) or `hex`. True for hex.
@@ -878,7 +895,13 @@ fn output_format(m: &Map<String, Value>) -> Result<bool, ApiError> {
 }
 
 fn to_hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        s.push(char::from(DIGITS[usize::from(x >> 4)]));
+        s.push(char::from(DIGITS[usize::from(x & 15)]));
+    }
+    s
 }
 
 /// Computes `hash[/{algorithm}]` of its body: the digest as sent back, and the warnings (no key
@@ -920,7 +943,7 @@ pub(super) fn parse_hash(
 
 fn hash(ctx: &mut Ctx<'_>, path_alg: Option<&str>, body: &[u8]) -> Result<ApiResponse, ApiError> {
     let (sum, warnings) = parse_hash(path_alg, body, ctx.config.limits.max_value_bytes)?;
-    Ok(envelope(ctx, 200, json!({ "sum": sum }), &warnings))
+    Ok(envelope(ctx, 200, &json!({ "sum": sum }), &warnings))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1144,7 +1167,7 @@ fn list_keys(ctx: &mut Ctx<'_>, who: &Principal) -> Result<ApiResponse, ApiError
     if names.is_empty() {
         return Err(ApiError::new(404, "not_found", "no keys"));
     }
-    Ok(envelope(ctx, 200, json!({ "keys": names }), &[]))
+    Ok(envelope(ctx, 200, &json!({ "keys": names }), &[]))
 }
 
 fn read_key(
@@ -1157,7 +1180,7 @@ fn read_key(
     if scheme.erased_at.is_some() {
         return Err(OpError::SchemeNotFound(scheme.name).into());
     }
-    Ok(envelope(ctx, 200, key_view(&scheme, &versions), &warnings))
+    Ok(envelope(ctx, 200, &key_view(&scheme, &versions), &warnings))
 }
 
 /// A scheme as Transit shows a key. `keys` lists the versions that still decrypt (from

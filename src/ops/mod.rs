@@ -18,7 +18,8 @@ mod transit;
 
 pub use api_keys::{authenticate, create_api_key, list_api_keys, revoke_api_key, NewApiKey};
 pub use data::{
-    mask, protect, rewrap, rewrap_in, unprotect, unprotect_in, unprotect_or_mask, Plaintext, Unprotected,
+    mask, protect, protect_spelled, rewrap, rewrap_in, unprotect, unprotect_in, unprotect_or_mask, Plaintext,
+    Spelling, Unprotected,
 };
 pub use erase::{erase_scheme, erase_tenant};
 pub use error::{ItemError, OpError};
