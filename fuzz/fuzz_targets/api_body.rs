@@ -25,6 +25,8 @@ const API_VOCABULARY: &[&str] = &[
     include_str!("../../src/api/bigquery.rs"),
     include_str!("../../src/api/rows.rs"),
     include_str!("../../src/api/keys.rs"),
+    include_str!("../../src/api/transit.rs"),
+    include_str!("../../src/ops/error.rs"),
     include_str!("../../src/scheme/mod.rs"),
     include_str!("../../src/scheme/mask.rs"),
     include_str!("../../src/ids.rs"),
