@@ -49,6 +49,7 @@ SCHEME_NOAUDIT = "pii_noaudit"  # `"audit": "none"`: the baseline of the audit-c
 NOAUDIT = "audit none"  # the auth-column suffix of rows on that scheme; every other Veil row audits all
 BAO_AUDIT = "root token, file audit"  # the auth column of OpenBao rows with a file audit device
 POLICY = {"protect": ["app"], "unprotect": ["support"], "admin": ["admin"]}
+TRANSIT = "HS256, Transit API"  # the auth label of the Transit-compatible rows
 VALUE = "4111111111111111"  # 16 bytes: a card number, the typical protected field
 BATCH = 100
 CONCURRENCY = (1, 8, 32)
@@ -535,10 +536,30 @@ class Bench:
             one = bodies[("protect", 1)]
             cells += [cell("RS256 warm", "protect", 1, c, one, "veil-sqlite-rs256", rs) for c in CONCURRENCY]
             cells.append(cell("RS256 cold", "protect", 1, 32, one, "veil-sqlite-rs256-cold", None))
+        if store == "sqlite":  # the Transit-compatible routes (docs/transit.md), with OpenBao's own bodies
+            cells += self.transit_cells(v, hs)
         healthz = [1, 32] if store == "sqlite" else [32] if store == "sqlite-reuse" or store in LEVERS else []
         cells += [Cell("Veil", store, "none", "healthz", 0, c, f"{v.url}/healthz", {"BENCH_METHOD": "GET"},
                        self.duration, f"veil-{store}-healthz") for c in healthz]
         return cells
+
+    def transit_cells(self, v: VeilServer, hs: str) -> list[Cell]:
+        """Veil's Transit-compatible encrypt (single and a 100-item `batch_input`) at c=32, with the
+        bodies the OpenBao cells send and the token in `X-Vault-Token`, after checking the answers."""
+        token = hs.removeprefix("Bearer ")
+        url = f"{v.url}/v1/transit/encrypt/{SCHEME}"
+        one = b64encode(VALUE.encode())
+        items = [{"plaintext": b64encode(x.encode())} for x in batch_values()]
+        bodies = {1: {"plaintext": one}, BATCH: {"batch_input": items}}
+        for n, body in bodies.items():
+            r = requests.post(url, json=body, headers={"X-Vault-Token": token}, timeout=30)
+            data = r.json().get("data") or {} if r.status_code == 200 else {}
+            cts = [data.get("ciphertext")] if n == 1 else [x.get("ciphertext") for x in data.get("batch_results", [])]
+            if r.status_code != 200 or len(cts) != n or not all(str(c).startswith("vault:v") for c in cts):
+                raise BenchError(f"Veil transit/encrypt ×{n}: {r.status_code} {r.text[:300]}")
+        return [Cell("Veil", "sqlite", TRANSIT, "encrypt", n, 32, url,
+                     wrk_env(self.tmp / f"veil-transit-encrypt-{n}.json", body, "X-Vault-Token", token),
+                     self.duration, f"veil-sqlite-transit-encrypt-{n}") for n, body in bodies.items()]
 
     def spawn_openbao(self, name: str, audit: bool):
         """One `bao server -dev` on a free loopback port (with a file audit device when `audit`),

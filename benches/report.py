@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from cases import (BAO_AUDIT, BATCH, CHACHA, CONCURRENCY, JOB_BATCH, NOAUDIT, OPENBAO_BATCH, OPENBAO_ITEMS, REPO, REUSE,
-                   SPARK_PARTITIONS, VALUE, WASM_VARIANTS, Bench, Cell, Stat)
+                   SPARK_PARTITIONS, TRANSIT, VALUE, WASM_VARIANTS, Bench, Cell, Stat)
 
 SIMD, NO_SIMD = (label for label, _, _ in WASM_VARIANTS)
 
@@ -256,7 +256,32 @@ class Report:
                         rows.append([store, label, c, unit, "–", "–", "–"])
         out = ["## 4. Veil ÷ OpenBao (same run, medians)", "",
                md_table(["Veil store", "comparison", "c", "unit", "Veil", "OpenBao", "Veil ÷ OpenBao"], rows), ""]
+        trows = []
+        for n, metric in ((1, "rps"), (BATCH, "vps")):
+            t, native, o = self.transit_ratios(n)
+            unit = "req/s" if metric == "rps" else "values/s"
+            tv = self.cell("Veil", "sqlite", TRANSIT, "encrypt", n, 32)
+            trows.append([f"encrypt ×{n}", unit, num(tv.stat(metric).med) if tv else "–",
+                          num(o.stat(metric).med) if o else "–", f"**{t:.2f}×**" if t else "–",
+                          f"{native:.2f}×" if native else "–", f"{t / native:.2f}" if t and native else "–"])
+        out += ["### The Transit-compatible routes beside the native ones (SQLite, c=32)", "",
+                "The same wrk client and the same bodies as the OpenBao rows (`{\"plaintext\": …}` and a "
+                f"{BATCH}-item `batch_input`), sent to Veil's `/v1/transit/encrypt/pii` with the token in "
+                "`X-Vault-Token` (docs/transit.md). The native ratio is `/v1/protect` of the same values ÷ the same "
+                "OpenBao row; the target is a Transit ratio of at least 90% of it.", "",
+                md_table(["operation", "unit", "Veil Transit", "OpenBao", "Veil Transit ÷ OpenBao",
+                          "native protect ÷ OpenBao", "Transit ÷ native"], trows), ""]
         return "\n".join(out)
+
+    def transit_ratios(self, n: int):
+        """(Veil Transit encrypt ÷ OpenBao encrypt, native protect ÷ OpenBao encrypt, the OpenBao cell)
+        at c=32 on SQLite: req/s for single values, values/s for batches."""
+        metric = "rps" if n == 1 else "vps"
+        o = self.cell("OpenBao", "inmem", "root token", "encrypt", n, 32)
+        t = self.cell("Veil", "sqlite", TRANSIT, "encrypt", n, 32)
+        p = self.cell("Veil", "sqlite", "HS256", "protect", n, 32)
+        ratio = lambda x: x.stat(metric).med / o.stat(metric).med if (x and o) else None  # noqa: E731
+        return ratio(t), ratio(p), o
 
     def audit_ratios(self, n: int):
         """(Veil audit all ÷ audit none, OpenBao file audit ÷ none, Veil÷OpenBao with audit on both ÷
@@ -664,6 +689,11 @@ class Report:
                         f"{veil:.2f}×" if veil else "")
             self.target(f"HTTP sqlite: protect ×{n} c=32, Veil ÷ OpenBao with audit on both ÷ with it off on both",
                         "≥ 1×", both, 1, "min", f"{both:.2f}×" if both else "")
+        for n in (1, BATCH):
+            t, native, _ = self.transit_ratios(n)
+            self.target(f"HTTP sqlite: Transit encrypt ×{n} c=32 ÷ OpenBao, against protect ×{n} ÷ OpenBao",
+                        "≥ 90% of the native ratio", (t / native) if (t and native) else None, 0.9, "min",
+                        f"{t:.2f}× vs {native:.2f}× ({100 * t / native:.0f}%)" if (t and native) else "")
         hs = self.cell("Veil", "sqlite", "HS256", "protect", 1, 32)
         for auth in ("RS256 warm", "RS256 cold"):
             rs = self.cell("Veil", "sqlite", auth, "protect", 1, 32)

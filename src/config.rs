@@ -9,9 +9,10 @@ use zeroize::Zeroizing;
 
 use crate::auth::AuthConfig;
 use crate::kms::{self, KekSettings};
+use crate::scheme::{KekRef, Policy};
 use crate::subjects;
 use crate::vars::{parse_bool, parse_limit};
-use crate::vars::{ConfigError, Variables};
+use crate::vars::{ConfigError, Load as _, Variables};
 
 /// Request limits (docs/api.md § Limits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +54,9 @@ pub struct Config {
     pub max_seals_per_key: Option<u64>,
     /// The audit log's master key (`audit_master_key`, docs/audit.md).
     pub audit: crate::audit::Settings,
+    /// The Transit-compatible routes (`transit_*`, docs/transit.md), read when a path is not one
+    /// of the native routes.
+    pub transit: TransitLazy,
 }
 
 impl fmt::Debug for Config {
@@ -80,6 +84,7 @@ impl Config {
             Ok((
                 kms::LazySettings::loaded(kms::Settings::load(vars)?),
                 subjects::LazySettings::loaded(subjects::Settings::load(vars)?),
+                TransitLazy::loaded(TransitSettings::load(vars)?),
             ))
         })
     }
@@ -88,7 +93,11 @@ impl Config {
     /// component's per-request path, where each variable is a host call.
     pub fn load_deferred(vars: Rc<dyn Variables>) -> Result<Config, ConfigError> {
         Self::load_with(vars.as_ref(), || {
-            Ok((kms::LazySettings::deferred(vars.clone()), subjects::LazySettings::deferred(vars.clone())))
+            Ok((
+                kms::LazySettings::deferred(vars.clone()),
+                subjects::LazySettings::deferred(vars.clone()),
+                TransitLazy::deferred(vars.clone()),
+            ))
         })
     }
 
@@ -105,7 +114,7 @@ impl Config {
     /// rest has been checked.
     fn load_with(
         vars: &dyn Variables,
-        lazy: impl FnOnce() -> Result<(kms::LazySettings, subjects::LazySettings), ConfigError>,
+        lazy: impl FnOnce() -> Result<(kms::LazySettings, subjects::LazySettings, TransitLazy), ConfigError>,
     ) -> Result<Config, ConfigError> {
         let dev_mode = parse_bool("dev_mode", vars.get("dev_mode"))?;
         let d = Limits::default();
@@ -190,7 +199,7 @@ impl Config {
             ),
         };
         let audit = crate::audit::Settings::load(vars)?;
-        let (kms, subjects) = lazy()?;
+        let (kms, subjects, transit) = lazy()?;
         Ok(Config {
             dev_mode,
             local_kek_b64,
@@ -202,8 +211,87 @@ impl Config {
             subjects,
             max_seals_per_key,
             audit,
+            transit,
         })
     }
+}
+
+/// The Transit-compatible routes' settings (docs/transit.md, docs/configuration.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransitSettings {
+    /// `transit_mount`: the path prefix, `/v1/transit/` by default; `None` (`off`): no Transit routes.
+    pub mount: Option<String>,
+    /// `transit_kek`: the KEK of a key created through `POST <mount>keys/{name}`.
+    pub kek: KekRef,
+    /// `transit_policy`: the policy of a key created through `POST <mount>keys/{name}`.
+    pub policy: Policy,
+}
+
+/// [`TransitSettings`], read on first use.
+pub type TransitLazy = crate::vars::Lazy<TransitSettings>;
+
+/// The default mount, as Vault and OpenBao mount Transit.
+pub const DEFAULT_TRANSIT_MOUNT: &str = "/v1/transit/";
+
+impl crate::vars::Load for TransitSettings {
+    fn load(vars: &dyn Variables) -> Result<Self, ConfigError> {
+        let mount = match crate::vars::trimmed(vars, "transit_mount") {
+            None => Some(DEFAULT_TRANSIT_MOUNT.to_string()),
+            Some(m) if m == "off" => None,
+            Some(m) if valid_mount(&m) => Some(m),
+            Some(_) => {
+                return Err(ConfigError(
+                    "variable transit_mount must be `off` or a path such as /v1/transit/: segments of \
+                     A-Z a-z 0-9 . _ - each followed by /"
+                        .into(),
+                ))
+            }
+        };
+        let kek = match crate::vars::trimmed(vars, "transit_kek") {
+            None => KekRef::Local,
+            Some(v) => serde_json::from_str::<KekRef>(&v)
+                .ok()
+                .filter(|k| k.validate().is_ok())
+                .ok_or_else(|| ConfigError("variable transit_kek must be a scheme's kek in JSON".into()))?,
+        };
+        let policy = match crate::vars::trimmed(vars, "transit_policy") {
+            None => default_transit_policy(),
+            Some(v) => {
+                serde_json::from_str::<Policy>(&v).ok().filter(|p| p.validate().is_ok()).ok_or_else(|| {
+                    ConfigError("variable transit_policy must be a scheme's policy in JSON".into())
+                })?
+            }
+        };
+        Ok(TransitSettings { mount, kek, policy })
+    }
+}
+
+/// The policy of a key created through Transit when `transit_policy` is unset: the tenant role
+/// `admin` (which alone may create keys) may do everything, nobody else anything.
+pub fn default_transit_policy() -> Policy {
+    let admin = vec![crate::policy::TENANT_ADMIN_ROLE.to_string()];
+    Policy {
+        protect: admin.clone(),
+        unprotect: admin.clone(),
+        mask: Vec::new(),
+        admin: admin.clone(),
+        rewrap: admin,
+    }
+}
+
+/// `/` then one or more segments of `[A-Za-z0-9._-]`, each followed by `/`; never `/` alone.
+fn valid_mount(m: &str) -> bool {
+    let Some(inner) = m.strip_prefix('/').and_then(|r| r.strip_suffix('/')) else {
+        return false;
+    };
+    m.len() <= 128
+        && !inner.is_empty()
+        && inner.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        })
 }
 
 /// A whole number of seconds from `min` to `max`; unset or empty: `default`.

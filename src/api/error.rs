@@ -70,6 +70,19 @@ fn status(e: &OpError) -> u16 {
     }
 }
 
+/// The status Transit gives the same failure (docs/transit.md § Errors): Transit answers a
+/// caller's mistake with 400 whatever it was, a missing or refused credential with 403, and keeps
+/// 404, 405 and the server-side statuses.
+pub fn transit_status(e: &ApiError) -> u16 {
+    match e.status {
+        401 | 403 => 403,
+        404 => 404,
+        405 => 405,
+        400..=499 => 400,
+        s => s,
+    }
+}
+
 impl From<OpError> for ApiError {
     fn from(e: OpError) -> Self {
         ApiError::new(status(&e), e.code(), e.to_string())

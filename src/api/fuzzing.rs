@@ -7,7 +7,7 @@
 use super::data::{self, RewrapBody, UnprotectBody};
 use super::error::ApiError;
 use super::rows::{OnError, RowOp};
-use super::{bigquery, jobs, keys, parse, schemes, snowflake, subjects};
+use super::{bigquery, jobs, keys, parse, schemes, snowflake, subjects, transit};
 use crate::ops::{NewJob, NewScheme};
 use crate::scheme::KekRef;
 
@@ -48,13 +48,33 @@ pub enum BodyRoute {
     BigQuery,
     /// `POST /v1/api-keys`
     CreateApiKey,
+    /// `POST /v1/transit/keys/{name}` (docs/transit.md; the default mount)
+    TransitCreateKey,
+    /// `POST /v1/transit/keys/{name}/config`
+    TransitConfigKey,
+    /// `POST /v1/transit/encrypt/{name}`
+    TransitEncrypt,
+    /// `POST /v1/transit/decrypt/{name}`
+    TransitDecrypt,
+    /// `POST /v1/transit/rewrap/{name}`
+    TransitRewrap,
+    /// `POST /v1/transit/datakey/{type}/{name}`
+    TransitDataKey,
+    /// `POST /v1/transit/hmac/{name}`
+    TransitHmac,
+    /// `POST /v1/transit/verify/{name}`
+    TransitVerify,
+    /// `POST /v1/transit/random`
+    TransitRandom,
+    /// `POST /v1/transit/hash`
+    TransitHash,
 }
 
 impl BodyRoute {
     /// Every route with a JSON body (`rotate`, `versions/{v}/destroy` and
     /// `subjects/{id}/erase` read none); the unit test `fuzzing_covers_every_body_route` holds
     /// this to src/api/openapi.json. New routes go last, so that a seed's first byte keeps its route.
-    pub const ALL: [BodyRoute; 17] = [
+    pub const ALL: [BodyRoute; 27] = [
         BodyRoute::CreateScheme,
         BodyRoute::Protect,
         BodyRoute::Unprotect,
@@ -72,6 +92,16 @@ impl BodyRoute {
         BodyRoute::SnowflakeScheme,
         BodyRoute::BigQuery,
         BodyRoute::CreateApiKey,
+        BodyRoute::TransitCreateKey,
+        BodyRoute::TransitConfigKey,
+        BodyRoute::TransitEncrypt,
+        BodyRoute::TransitDecrypt,
+        BodyRoute::TransitRewrap,
+        BodyRoute::TransitDataKey,
+        BodyRoute::TransitHmac,
+        BodyRoute::TransitVerify,
+        BodyRoute::TransitRandom,
+        BodyRoute::TransitHash,
     ];
 
     /// The method and path, as in docs/api.md.
@@ -94,6 +124,16 @@ impl BodyRoute {
             BodyRoute::SnowflakeScheme => "POST /v1/snowflake/{operation}/{scheme}",
             BodyRoute::BigQuery => "POST /v1/bigquery",
             BodyRoute::CreateApiKey => "POST /v1/api-keys",
+            BodyRoute::TransitCreateKey => "POST /v1/transit/keys/{name}",
+            BodyRoute::TransitConfigKey => "POST /v1/transit/keys/{name}/config",
+            BodyRoute::TransitEncrypt => "POST /v1/transit/encrypt/{name}",
+            BodyRoute::TransitDecrypt => "POST /v1/transit/decrypt/{name}",
+            BodyRoute::TransitRewrap => "POST /v1/transit/rewrap/{name}",
+            BodyRoute::TransitDataKey => "POST /v1/transit/datakey/{type}/{name}",
+            BodyRoute::TransitHmac => "POST /v1/transit/hmac/{name}",
+            BodyRoute::TransitVerify => "POST /v1/transit/verify/{name}",
+            BodyRoute::TransitRandom => "POST /v1/transit/random",
+            BodyRoute::TransitHash => "POST /v1/transit/hash",
         }
     }
 }
@@ -149,6 +189,8 @@ pub enum Parsed {
         fail: bool,
         values: Vec<Option<String>>,
     },
+    /// A Transit body: how many items it holds (1 unless it has `batch_input`).
+    Transit(usize),
 }
 
 /// Parses `body` as `route`'s handler does.
@@ -194,6 +236,41 @@ pub fn parse_body(route: BodyRoute, body: &[u8]) -> Result<Parsed, ApiError> {
         BodyRoute::JobStep | BodyRoute::JobCancel => {
             jobs::no_fields(body)?;
             Parsed::NoFields
+        }
+        BodyRoute::TransitCreateKey => {
+            transit::parse_new_key(body)?;
+            Parsed::Transit(1)
+        }
+        BodyRoute::TransitConfigKey => {
+            transit::parse_config(body)?;
+            Parsed::Transit(1)
+        }
+        BodyRoute::TransitEncrypt => {
+            Parsed::Transit(transit::parse_items(body, transit::ENCRYPT_FIELDS, "plaintext")?.items.len())
+        }
+        BodyRoute::TransitDecrypt => {
+            Parsed::Transit(transit::parse_items(body, transit::DECRYPT_FIELDS, "ciphertext")?.items.len())
+        }
+        BodyRoute::TransitRewrap => {
+            Parsed::Transit(transit::parse_items(body, transit::REWRAP_FIELDS, "ciphertext")?.items.len())
+        }
+        BodyRoute::TransitDataKey => {
+            transit::parse_datakey(body)?;
+            Parsed::Transit(1)
+        }
+        BodyRoute::TransitHmac => {
+            Parsed::Transit(transit::parse_items(body, transit::HMAC_FIELDS, "input")?.items.len())
+        }
+        BodyRoute::TransitVerify => {
+            Parsed::Transit(transit::parse_items(body, transit::VERIFY_FIELDS, "input")?.items.len())
+        }
+        BodyRoute::TransitRandom => {
+            transit::parse_random(None, None, body)?;
+            Parsed::Transit(1)
+        }
+        BodyRoute::TransitHash => {
+            transit::parse_hash(None, body, crate::config::Limits::default().max_value_bytes)?;
+            Parsed::Transit(1)
         }
         BodyRoute::Snowflake | BodyRoute::SnowflakeScheme => Parsed::Snowflake(snowflake::parse_rows(body)?),
         BodyRoute::BigQuery => {
@@ -247,6 +324,6 @@ mod tests {
         let unknown: Vec<&String> = covered.difference(&operations).collect();
         assert!(unknown.is_empty(), "BodyRoute names not in openapi.json: {unknown:?}");
         // the document's own count, so that an empty reading cannot pass
-        assert_eq!(with_body.len(), 15, "{with_body:?}");
+        assert_eq!(with_body.len(), 25, "{with_body:?}");
     }
 }

@@ -17,6 +17,7 @@ mod rows;
 mod schemes;
 mod snowflake;
 mod subjects;
+mod transit;
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -141,6 +142,8 @@ enum Route<'p> {
     AuditVerify,
     ApiKeys,
     ApiKey(&'p str),
+    /// A Transit-compatible route under `transit_mount` (docs/transit.md).
+    Transit(transit::Op<'p>),
 }
 
 /// The route table: every path Veil answers, with the methods it allows.
@@ -232,26 +235,37 @@ pub struct Deps<'a, 'c> {
 
 /// Answers one request. Never panics on input; every failure is a JSON error.
 pub fn handle(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> ApiResponse {
+    // A path that is no native route and lies under `transit_mount` is answered as Transit does.
+    let transit = route(req.path).is_none() && transit::under_mount(deps.ctx.config, req.path);
     match dispatch(deps, req) {
         Ok(r) => r,
         // BigQuery shows a failed call's `errorMessage` to the query's user.
         Err(e) if req.path == "/v1/bigquery" => bigquery::error_response(&e),
+        Err(e) if transit => transit::error_response(&e),
         Err(e) => ApiResponse::error(&e),
     }
 }
 
 fn dispatch(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> Result<ApiResponse, ApiError> {
-    let Some((route, allow)) = route(req.path) else {
+    let found = match route(req.path) {
+        Some(r) => Some(r),
+        None => transit::route(deps.ctx.config, req.path)?.map(|(op, allow)| (Route::Transit(op), allow)),
+    };
+    let Some((route, allow)) = found else {
         return Err(ApiError::new(404, "not_found", "no such route; see /v1/openapi.json"));
     };
     let allowed = allow.split(", ").any(|m| m == req.method);
     if !allowed {
-        let mut r = ApiResponse::error(&ApiError::new(
+        let e = ApiError::new(
             405,
             "method_not_allowed",
             format!("{} is not allowed here; allowed: {allow}", req.method),
-        ));
-        r.headers.push(("allow", allow.to_string()));
+        );
+        let (mut r, allow) = match route {
+            Route::Transit(_) => (transit::error_response(&e), transit::documented_methods(allow)),
+            _ => (ApiResponse::error(&e), allow.to_string()),
+        };
+        r.headers.push(("allow", allow));
         return Ok(r);
     }
     match route {
@@ -267,7 +281,16 @@ fn dispatch(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> Result<ApiResponse, Api
         check_content_type(req.content_type)?;
     }
     let ctx = deps.ctx;
-    let who = crate::ops::authenticate(ctx, deps.auth, req.authorization, req.api_key, deps.jwks)?;
+    // Transit clients send their token as `X-Vault-Token` (docs/transit.md).
+    let vault_token = match route {
+        Route::Transit(_) => {
+            transit::check_headers(req)?;
+            transit::authorization(req)?
+        }
+        _ => None,
+    };
+    let authorization = vault_token.as_deref().or(req.authorization);
+    let who = crate::ops::authenticate(ctx, deps.auth, authorization, req.api_key, deps.jwks)?;
     // Every authenticated request is audited (docs/audit.md): without the tenant's audit key no
     // operation runs, and an entry that cannot be written withholds the operation's answer.
     let key = ops::audit::audit_key(ctx, &who)?;
@@ -305,6 +328,7 @@ fn dispatch(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> Result<ApiResponse, Api
         Route::ApiKeys if req.method == "POST" => keys::create(ctx, &who, req.body),
         Route::ApiKeys => keys::list(ctx, &who),
         Route::ApiKey(id) => keys::revoke(ctx, &who, id),
+        Route::Transit(op) => transit::call(ctx, &who, req, op),
         Route::Health | Route::OpenApi | Route::ErasureKeys => Err(ApiError::internal()),
     };
     let (status, code) = match &result {
@@ -357,6 +381,7 @@ fn audit_operation(route: &Route<'_>, method: &str) -> (&'static str, ops::audit
         Route::ApiKeys if method == "POST" => ("api_key.create", Admin),
         Route::ApiKeys => ("api_key.list", Admin),
         Route::ApiKey(_) => ("api_key.revoke", Admin),
+        Route::Transit(op) => op.audit_operation(method),
         Route::Audit => ("audit.list", Admin),
         Route::AuditVerify => ("audit.verify", Admin),
         Route::Health => ("health", Admin),
@@ -375,6 +400,7 @@ fn route_scheme<'p>(route: &Route<'p>) -> Option<&'p str> {
         | Route::Destroy(n, _)
         | Route::EraseScheme(n)
         | Route::Snowflake(_, Some(n)) => Some(n),
+        Route::Transit(op) => op.scheme(),
         _ => None,
     }
 }

@@ -1238,3 +1238,243 @@ fn bigquery_replies_in_order_and_fails_with_error_message() {
     );
     assert_eq!((s, v["error"]["code"].as_str()), (400, Some("invalid_request")));
 }
+
+/// The Transit-compatible routes in process (docs/transit.md); tests/integration/test_compat_transit.py
+/// holds them to a real OpenBao.
+mod transit_routes {
+    use super::*;
+
+    impl World {
+        fn transit(
+            &mut self,
+            method: &str,
+            path: &str,
+            vault_token: Option<&str>,
+            body: Value,
+        ) -> (u16, Value) {
+            self.seed = self.seed.wrapping_add(1);
+            let mut ctx = Ctx::new(&self.config, &self.db, Csprng::from_seed([self.seed; 32]), self.now);
+            let mut headers = self.headers.clone();
+            if let Some(t) = vault_token {
+                headers.push(("x-vault-token".into(), t.to_owned()));
+            }
+            let body = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
+            let (path, query) = path.split_once('?').unwrap_or((path, ""));
+            let req = ApiRequest {
+                method,
+                path,
+                query,
+                content_type: None,
+                authorization: None,
+                headers: &headers,
+                api_key: None,
+                body: &body,
+            };
+            let r = handle(Deps { ctx: &mut ctx, auth: Ok(&self.auth), jwks: &NoJwks }, &req);
+            let v: Value = serde_json::from_slice(&r.body).expect("every answer is JSON");
+            // a failure is `{"errors": [...]}`, except a batch's, which answers every item
+            if r.status >= 400 && !v["data"]["batch_results"].is_array() {
+                assert!(v["errors"].is_array() && v.as_object().is_some_and(|o| o.len() == 1), "{v}");
+            }
+            (r.status, v)
+        }
+    }
+
+    fn bare(t: &str) -> String {
+        t.strip_prefix("Bearer ").expect("bearer").to_owned()
+    }
+
+    #[test]
+    fn encrypt_decrypt_rewrap_through_x_vault_token() {
+        let mut w = world();
+        let admin = bare(&token("acme", &["admin"]));
+        let (s, v) =
+            w.transit("POST", "/v1/transit/keys/orders", Some(&admin), json!({"type": "chacha20-poly1305"}));
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(
+            (v["data"]["type"].clone(), v["data"]["latest_version"].clone()),
+            (json!("chacha20-poly1305"), json!(1))
+        );
+        assert!(v["request_id"].is_string() && v["wrap_info"].is_null() && v["auth"].is_null());
+        let pt = base64::engine::general_purpose::STANDARD.encode("4111111111111111");
+        let (s, v) = w.transit("POST", "/v1/transit/encrypt/orders", Some(&admin), json!({"plaintext": pt}));
+        assert_eq!(s, 200, "{v}");
+        let ct = v["data"]["ciphertext"].as_str().expect("ciphertext").to_owned();
+        assert!(ct.starts_with("vault:v1:"), "{ct}");
+        let (s, v) = w.transit("PUT", "/v1/transit/decrypt/orders", Some(&admin), json!({"ciphertext": ct}));
+        assert_eq!((s, v["data"]["plaintext"].clone()), (200, json!(pt)));
+        // rotate, rewrap to v2, retire v1
+        let (s, v) = w.transit("POST", "/v1/transit/keys/orders/rotate", Some(&admin), Value::Null);
+        assert_eq!((s, v["data"]["latest_version"].clone()), (200, json!(2)), "{v}");
+        let (s, v) = w.transit("POST", "/v1/transit/rewrap/orders", Some(&admin), json!({"ciphertext": ct}));
+        assert_eq!((s, v["data"]["key_version"].clone()), (200, json!(2)), "{v}");
+        let ct2 = v["data"]["ciphertext"].as_str().expect("ct").to_owned();
+        let (s, v) = w.transit(
+            "POST",
+            "/v1/transit/keys/orders/config",
+            Some(&admin),
+            json!({"min_decryption_version": "2"}),
+        );
+        assert_eq!((s, v["data"]["keys"].as_object().map(|k| k.len())), (200, Some(1)), "{v}");
+        let (s, _) = w.transit("POST", "/v1/transit/decrypt/orders", Some(&admin), json!({"ciphertext": ct}));
+        assert_eq!(s, 400);
+        let (s, v) =
+            w.transit("POST", "/v1/transit/decrypt/orders", Some(&admin), json!({"ciphertext": ct2}));
+        assert_eq!((s, v["data"]["plaintext"].clone()), (200, json!(pt)));
+        // the ciphertext is the Veil token of the key
+        let (version, payload) =
+            ct2.strip_prefix("vault:v").and_then(|r| r.split_once(':')).expect("spelling");
+        let sealed = base64::engine::general_purpose::STANDARD.decode(payload).expect("b64");
+        let tok = format!(
+            "veil.1.orders.{version}.{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sealed)
+        );
+        let (s, v) =
+            w.call("POST", "/v1/unprotect", Some(&token("acme", &["admin"])), json!({"values": [tok]}));
+        assert_eq!((s, v["results"][0]["value"].clone()), (200, json!("4111111111111111")), "{v}");
+    }
+
+    #[test]
+    fn batches_echo_references_and_fail_per_item() {
+        let mut w = world();
+        let admin = bare(&token("acme", &["admin"]));
+        assert_eq!(w.transit("POST", "/v1/transit/keys/k", Some(&admin), Value::Null).0, 200);
+        let good = base64::engine::general_purpose::STANDARD.encode("x");
+        let body = json!({"batch_input": [
+            {"plaintext": good, "reference": "a", "context": "Y3R4"},
+            {"plaintext": "!!", "reference": "secret-ref-b"},
+            {"plaintext": good},
+        ]});
+        let (s, v) = w.transit("POST", "/v1/transit/encrypt/k", Some(&admin), body);
+        assert_eq!(s, 400, "{v}");
+        let r = v["data"]["batch_results"].as_array().expect("results");
+        assert_eq!(
+            r.iter().map(|x| x["reference"].clone()).collect::<Vec<_>>(),
+            [json!("a"), json!("secret-ref-b"), json!("")]
+        );
+        assert!(
+            r[0]["ciphertext"].is_string() && r[1]["error"].is_string() && r[2]["ciphertext"].is_string()
+        );
+        // each item opens with its own context only
+        let items = json!({"batch_input": [
+            {"ciphertext": r[0]["ciphertext"], "context": "Y3R4"},
+            {"ciphertext": r[0]["ciphertext"]},
+            {"ciphertext": r[2]["ciphertext"]},
+        ], "partial_failure_response_code": 207});
+        let (s, v) = w.transit("POST", "/v1/transit/decrypt/k", Some(&admin), items);
+        assert_eq!(s, 207, "{v}");
+        let r = v["data"]["batch_results"].as_array().expect("results");
+        assert_eq!(r[0]["plaintext"], json!(good));
+        assert!(r[1]["error"].is_string() && r[1]["plaintext"] == json!(""));
+        assert_eq!(r[2]["plaintext"], json!(good));
+    }
+
+    #[test]
+    fn errors_have_transit_statuses_and_shapes() {
+        let mut w = world();
+        let admin = bare(&token("acme", &["admin"]));
+        let app = bare(&token("acme", &["app"]));
+        assert_eq!(w.transit("POST", "/v1/transit/keys/k", Some(&admin), json!({})).0, 200);
+        let pt = json!({"plaintext": "eA=="});
+        assert_eq!(w.transit("POST", "/v1/transit/encrypt/k", None, pt.clone()).0, 403);
+        assert_eq!(w.transit("POST", "/v1/transit/encrypt/k", Some("nope"), pt.clone()).0, 403);
+        // deny by default: the Transit key's policy lists only admin
+        assert_eq!(w.transit("POST", "/v1/transit/encrypt/k", Some(&app), pt.clone()).0, 403);
+        let (s, v) = w.transit("POST", "/v1/transit/encrypt/missing", Some(&admin), pt.clone());
+        assert_eq!((s, v), (400, json!({"errors": ["encryption key not found"]})));
+        assert_eq!(
+            w.transit("GET", "/v1/transit/keys/missing", Some(&admin), Value::Null),
+            (404, json!({"errors": []}))
+        );
+        assert_eq!(
+            w.transit("GET", "/v1/transit/nothing/here", Some(&admin), Value::Null),
+            (404, json!({"errors": []}))
+        );
+        assert_eq!(w.transit("PATCH", "/v1/transit/encrypt/k", Some(&admin), pt.clone()).0, 405);
+        let (s, v) = w.transit("POST", "/v1/transit/keys/r", Some(&admin), json!({"type": "rsa-4096"}));
+        assert!(s == 400 && !v.to_string().contains("rsa-4096"), "{v}");
+        assert_eq!(w.transit("POST", "/v1/transit/encrypt/k", Some(&admin), json!({})).0, 400);
+        assert_eq!(w.transit("POST", "/v1/transit/encrypt/k", Some(&admin), json!({"plaintext": 5})).0, 400);
+        assert_eq!(
+            w.transit("POST", "/v1/transit/encrypt/k", Some(&admin), json!({"batch_input": []})).0,
+            400
+        );
+        let (s, v) = w.transit("LIST", "/v1/transit/keys", Some(&admin), Value::Null);
+        assert_eq!((s, v["data"]["keys"].clone()), (200, json!(["k"])));
+        let (s, v) = w.transit("GET", "/v1/transit/keys?list=true", Some(&admin), Value::Null);
+        assert_eq!((s, v["data"]["keys"].clone()), (200, json!(["k"])));
+        // another tenant sees none of it
+        let other = bare(&token("other", &["admin"]));
+        assert_eq!(w.transit("GET", "/v1/transit/keys?list=true", Some(&other), Value::Null).0, 404);
+        assert_eq!(w.transit("POST", "/v1/transit/encrypt/k", Some(&other), pt).0, 400);
+        w.headers.push(("x-vault-namespace".into(), "team-a".into()));
+        let (s, v) = w.transit("POST", "/v1/transit/random", Some(&admin), json!({}));
+        assert!(s == 400 && !v.to_string().contains("team-a"), "{v}");
+    }
+
+    #[test]
+    fn hmac_verify_datakey_random_and_hash() {
+        let mut w = world();
+        let admin = bare(&token("acme", &["admin"]));
+        assert_eq!(w.transit("POST", "/v1/transit/keys/k", Some(&admin), json!({})).0, 200);
+        let (s, v) = w.transit("POST", "/v1/transit/hmac/k", Some(&admin), json!({"input": "aGVsbG8="}));
+        assert_eq!(s, 200, "{v}");
+        let mac = v["data"]["hmac"].clone();
+        assert!(mac.as_str().is_some_and(|m| m.starts_with("vault:v1:")));
+        let (s, v) = w.transit(
+            "POST",
+            "/v1/transit/verify/k/sha2-256",
+            Some(&admin),
+            json!({"input": "aGVsbG8=", "hmac": mac}),
+        );
+        assert_eq!((s, v["data"]["valid"].clone()), (200, json!(true)));
+        let (_, v) = w.transit(
+            "POST",
+            "/v1/transit/verify/k",
+            Some(&admin),
+            json!({"input": "aGVsbG8h", "hmac": mac}),
+        );
+        assert_eq!(v["data"]["valid"], json!(false));
+        assert_eq!(
+            w.transit("POST", "/v1/transit/hmac/k/sha2-512", Some(&admin), json!({"input": "eA=="})).0,
+            400
+        );
+        let (s, v) =
+            w.transit("POST", "/v1/transit/datakey/plaintext/k", Some(&admin), json!({"bits": "128"}));
+        assert_eq!(s, 200, "{v}");
+        let key = v["data"]["plaintext"].clone();
+        let (_, back) = w.transit(
+            "POST",
+            "/v1/transit/decrypt/k",
+            Some(&admin),
+            json!({"ciphertext": v["data"]["ciphertext"]}),
+        );
+        assert_eq!(back["data"]["plaintext"], key);
+        let (_, v) = w.transit("POST", "/v1/transit/datakey/wrapped/k", Some(&admin), json!({}));
+        assert!(v["data"].get("plaintext").is_none() && v["data"]["ciphertext"].is_string());
+        let (s, v) = w.transit("POST", "/v1/transit/random/16", Some(&admin), json!({"format": "hex"}));
+        assert_eq!((s, v["data"]["random_bytes"].as_str().map(str::len)), (200, Some(32)));
+        let (_, v) = w.transit("POST", "/v1/transit/hash", Some(&admin), json!({"input": "aGVsbG8="}));
+        assert_eq!(
+            v["data"]["sum"],
+            json!("2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824")
+        );
+    }
+
+    #[test]
+    fn the_mount_moves_and_turns_off() {
+        let mut w = world_with(MapVars::default().with("transit_mount", "/crypto/"));
+        let admin = bare(&token("acme", &["admin"]));
+        assert_eq!(w.transit("POST", "/crypto/keys/k", Some(&admin), json!({})).0, 200);
+        let (s, v) = w.call("POST", "/v1/transit/keys/k", Some(&token("acme", &["admin"])), json!({}));
+        assert_eq!((s, v["error"]["code"].clone()), (404, json!("not_found")));
+        let mut w = world_with(MapVars::default().with("transit_mount", "off"));
+        let (s, _) = w.call("POST", "/v1/transit/keys/k", Some(&token("acme", &["admin"])), json!({}));
+        assert_eq!(s, 404);
+        for bad in ["/", "v1/transit/", "/v1/transit", "/v1//x/", "/v1/../x/", "/v1/tr ansit/"] {
+            let vars = MapVars::default().with("transit_mount", bad).with("dev_mode", "true");
+            let c = Config::load(&vars.with("jwt_audience", "").with("jwt_issuer", ""));
+            assert!(c.is_err(), "{bad}");
+        }
+    }
+}

@@ -24,6 +24,8 @@ pub const KDF_LABEL_VERSION: u32 = 1;
 pub const PURPOSE_SCHEME_DATA_KEY: &str = "scheme-data-key";
 /// Purpose of the per-tenant scheme key for the `hmac` mask rule.
 pub const PURPOSE_SCHEME_MASK_KEY: &str = "scheme-mask-key";
+/// Purpose of the per-tenant scheme key of the Transit-compatible `hmac` and `verify` routes.
+pub const PURPOSE_SCHEME_TRANSIT_HMAC_KEY: &str = "scheme-transit-hmac-key";
 /// Purpose of the per-subject key (data subjects, DESIGN §4).
 pub const PURPOSE_SUBJECT_KEY: &str = "subject-key";
 /// Purpose of the per-tenant key that turns subject ids into their keyed digests.
@@ -80,6 +82,19 @@ pub fn scheme_mask_key(
     version: KeyVersion,
 ) -> SecretKey {
     let info = scheme_info(PURPOSE_SCHEME_MASK_KEY, tenant, scheme, version);
+    derive_key(None, dek.expose_secret(), &info)
+}
+
+/// The per-tenant HMAC key of the Transit-compatible `hmac`/`verify` routes (docs/transit.md);
+/// same layout as [`scheme_data_key`] with the purpose `scheme-transit-hmac-key`, so it is never
+/// the `hmac` mask rule's key.
+pub fn scheme_transit_hmac_key(
+    dek: &SecretKey,
+    tenant: &TenantId,
+    scheme: &SchemeName,
+    version: KeyVersion,
+) -> SecretKey {
+    let info = scheme_info(PURPOSE_SCHEME_TRANSIT_HMAC_KEY, tenant, scheme, version);
     derive_key(None, dek.expose_secret(), &info)
 }
 
@@ -240,6 +255,7 @@ mod tests {
             scheme_data_key(&dek, &t("ab"), &s("d"), v(1)),
             scheme_data_key(&SecretKey::from_bytes([2; 32]), &t("ab"), &s("c"), v(1)),
             scheme_mask_key(&dek, &t("ab"), &s("c"), v(1)),
+            scheme_transit_hmac_key(&dek, &t("ab"), &s("c"), v(1)),
         ];
         for o in &others {
             assert_ne!(hex(o.expose_secret()), base);

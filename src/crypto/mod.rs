@@ -14,6 +14,7 @@ pub mod rng;
 pub mod secret;
 pub mod sign;
 pub mod token;
+pub mod transit;
 
 #[cfg(test)]
 mod rfc4231_tests;

@@ -193,6 +193,13 @@ impl<'k> Sealer<'k> {
         self.key.seal_into(rng, &self.aad, plaintext, &mut self.buf);
         with_head(&self.head, &self.buf)
     }
+
+    /// The same sealing spelled as a Transit ciphertext of `version` (the Sealer's), `vault:v<N>:`
+    /// and the standard base64 of the payload ([`super::transit`]).
+    pub fn protect_transit(&mut self, rng: &mut Csprng, version: KeyVersion, plaintext: &[u8]) -> String {
+        self.key.seal_into(rng, &self.aad, plaintext, &mut self.buf);
+        super::transit::encode(version, &self.buf)
+    }
 }
 
 /// Decrypts a parsed token. `key` must be the scheme key of `token.scheme` at

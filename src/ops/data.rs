@@ -19,6 +19,13 @@ pub type Plaintext = zeroize::Zeroizing<Vec<u8>>;
 /// A scheme version within one request (each is unwrapped at most once).
 type Slot = (SchemeName, KeyVersion);
 
+/// How [`protect_spelled`] writes its tokens: Veil's own grammar, or Transit's `vault:v<N>:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spelling {
+    Veil,
+    Transit,
+}
+
 /// Protects each value; per-item failures (an over-long value) leave the others untouched.
 pub fn protect(
     ctx: &mut Ctx<'_>,
@@ -27,6 +34,20 @@ pub fn protect(
     values: &[Result<Vec<u8>, ItemError>],
     subject: Option<&str>,
     context: Option<&str>,
+) -> Result<(KeyVersion, Vec<Result<String, ItemError>>), OpError> {
+    protect_spelled(ctx, who, scheme, values, subject, context, Spelling::Veil)
+}
+
+/// [`protect`], with the tokens spelled as `spelling` says (the Transit routes write Transit's
+/// ciphertexts directly: the same payload, key and AAD; docs/token-format.md).
+pub fn protect_spelled(
+    ctx: &mut Ctx<'_>,
+    who: &Principal,
+    scheme: &str,
+    values: &[Result<Vec<u8>, ItemError>],
+    subject: Option<&str>,
+    context: Option<&str>,
+    spelling: Spelling,
 ) -> Result<(KeyVersion, Vec<Result<String, ItemError>>), OpError> {
     check_batch(ctx.config, values.len())?;
     let subject_id = check_binding(subject, context)?;
@@ -52,6 +73,7 @@ pub fn protect(
         .map(|v| match v {
             Err(e) => Err(e.clone()),
             Ok(pt) if pt.len() > max => Err(ItemError::VALUE_TOO_LARGE),
+            Ok(pt) if spelling == Spelling::Transit => Ok(sealer.protect_transit(&mut ctx.rng, version, pt)),
             Ok(pt) => Ok(sealer.protect(&mut ctx.rng, pt)),
         })
         .collect();

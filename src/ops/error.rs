@@ -245,6 +245,22 @@ impl ItemError {
     pub const VALUE_TOO_LARGE: ItemError =
         ItemError { code: "value_too_large", message: "the value is larger than max_value_bytes" };
     pub const INVALID_TOKEN: ItemError = ItemError { code: "invalid_token", message: "not a Veil token" };
+    /// A Transit ciphertext that is not `vault:v<N>:<base64>` (docs/transit.md).
+    pub const INVALID_CIPHERTEXT: ItemError = ItemError {
+        code: "invalid_ciphertext",
+        message: "invalid ciphertext: not vault:v<N>:<base64 of at least 28 bytes>",
+    };
+    /// A Transit HMAC that is not `vault:v<N>:<base64>`.
+    pub const INVALID_HMAC: ItemError =
+        ItemError { code: "invalid_hmac", message: "invalid HMAC to verify: not vault:v<N>:<base64>" };
+    /// A Transit batch item without the field its operation needs.
+    pub const MISSING_FIELD: ItemError =
+        ItemError { code: "missing_field", message: "the batch item lacks the field this operation needs" };
+    /// A Transit batch item asking for a key version other than the one Veil can use.
+    pub const KEY_VERSION_UNSUPPORTED: ItemError = ItemError {
+        code: "key_version_unsupported",
+        message: "Veil encrypts and rewraps with the key's latest version only: key_version must be 0 or the latest",
+    };
     pub const DECRYPTION_FAILED: ItemError = ItemError {
         code: "decryption_failed",
         message: "the token does not decrypt for this tenant, subject and context",

@@ -14,10 +14,12 @@ pub mod jobs;
 mod rekey;
 pub mod schemes;
 mod subjects;
+mod transit;
 
 pub use api_keys::{authenticate, create_api_key, list_api_keys, revoke_api_key, NewApiKey};
 pub use data::{
-    mask, protect, rewrap, rewrap_in, unprotect, unprotect_in, unprotect_or_mask, Plaintext, Unprotected,
+    mask, protect, protect_spelled, rewrap, rewrap_in, unprotect, unprotect_in, unprotect_or_mask, Plaintext,
+    Spelling, Unprotected,
 };
 pub use erase::{erase_scheme, erase_tenant};
 pub use error::{ItemError, OpError};
@@ -30,6 +32,7 @@ pub use schemes::{
     list_versions, rotate, rotate_if_current, update_scheme, NewScheme,
 };
 pub use subjects::{erase_subject, erase_subjects, erasure_keys, get_erasure, value_key, Subject};
+pub use transit::{transit_hmac, transit_verify, Mac, VerifyItem};
 
 use crate::auth::Principal;
 use crate::config::Config;

@@ -95,6 +95,29 @@ def seal_token(key: bytes, nonce: bytes, tenant: str, scheme: str, version: int,
     return f"veil.1.{scheme}.{version}.{b64url(sealed)}"
 
 
+def transit_hmac_key(dek: bytes, tenant: str, scheme: str, version: int) -> bytes:
+    """The key of the Transit-compatible hmac/verify routes (docs/token-format.md)."""
+    info = lp("veil") + lp("scheme-transit-hmac-key") + struct.pack(">I", KDF_LABEL_VERSION) + lp(tenant) \
+        + lp(scheme) + struct.pack(">I", version)
+    return hkdf(None, dek, info)
+
+
+def transit_context(context_b64: str | None) -> str | None:
+    """Veil's context string for a Transit `context`: the standard padded base64 of its bytes."""
+    return None if context_b64 is None else base64.b64encode(base64.b64decode(context_b64)).decode()
+
+
+def transit_ciphertext(version: int, sealed: bytes) -> str:
+    return f"vault:v{version}:{base64.b64encode(sealed).decode()}"
+
+
+def transit_to_token(scheme: str, ciphertext: str) -> str:
+    """The Veil token a Transit ciphertext of key `scheme` is (same payload, same AAD)."""
+    prefix, version, payload = ciphertext.split(":")
+    assert prefix == "vault" and version.startswith("v"), ciphertext
+    return f"veil.1.{scheme}.{int(version[1:])}.{b64url(base64.b64decode(payload))}"
+
+
 def local_unwrap(kek: bytes, blob: bytes, tenant: str, scheme: str, version: int) -> bytes | None:
     """A DEK wrapped by the dev-only local KEK (docs/testing.md), or None."""
     ctx = b"".join(struct.pack(">I", len(f)) + f for f in (LOCAL_KEK_LABEL.encode(), tenant.encode(),

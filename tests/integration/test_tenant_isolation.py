@@ -7,6 +7,7 @@ tokens, and its audit chain, to which B's requests add nothing).
 The routes come from the document the server serves: a route added later without a case here
 fails `test_every_route_has_a_case`.
 """
+import base64
 import json
 
 import pytest
@@ -69,6 +70,20 @@ def items_refused(code: str):
         results = r.json()["results"]
         assert [x.get("error", {}).get("code") for x in results] == [code] * len(results), results
     return check
+
+
+def transit_refused(status: int):
+    """A Transit route: Transit's status and `{"errors": [...]}` body (docs/transit.md)."""
+    def check(r: requests.Response, w: World):
+        assert r.status_code == status and list(r.json()) == ["errors"], (r.status_code, r.text)
+    return check
+
+
+def vault_ciphertext(token: str) -> str:
+    """A's Veil token as the Transit routes spell it (docs/token-format.md, "Transit ciphertexts")."""
+    _, _, _, version, payload = token.split(".")
+    raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    return f"vault:v{version}:{base64.b64encode(raw).decode()}"
 
 
 def only_own(r: requests.Response, w: World):
@@ -145,6 +160,26 @@ CASES = {
     "createApiKey": lambda w: ("POST", "/v1/api-keys", {"label": "b-key", "roles": ["app"]}, only_own),
     "listApiKeys": lambda w: ("GET", "/v1/api-keys", None, own_api_keys),
     "revokeApiKey": lambda w: ("DELETE", f"/v1/api-keys/{w.api_key['id']}", None, refused(404, "api_key_not_found")),
+    # Transit: A's scheme name is no key of B's tenant (B has none when these run).
+    "transitListKeys": lambda w: ("GET", "/v1/transit/keys?list=true", None, transit_refused(404)),
+    "transitReadKey": lambda w: ("GET", f"/v1/transit/keys/{w.scheme}", None, transit_refused(404)),
+    "transitCreateKey": lambda w: ("POST", f"/v1/transit/keys/{new_name()}", {}, only_own),
+    "transitDeleteKey": lambda w: ("DELETE", f"/v1/transit/keys/{w.scheme}", None, transit_refused(400)),
+    "transitRotateKey": lambda w: ("POST", f"/v1/transit/keys/{w.scheme}/rotate", None, transit_refused(404)),
+    "transitConfigKey": lambda w: ("POST", f"/v1/transit/keys/{w.scheme}/config", {"min_decryption_version": 1},
+                                   transit_refused(404)),
+    "transitEncrypt": lambda w: ("POST", f"/v1/transit/encrypt/{w.scheme}", {"plaintext": "eA=="},
+                                 transit_refused(400)),
+    "transitDecrypt": lambda w: ("POST", f"/v1/transit/decrypt/{w.scheme}",
+                                 {"ciphertext": vault_ciphertext(w.tokens[0])}, transit_refused(400)),
+    "transitRewrap": lambda w: ("POST", f"/v1/transit/rewrap/{w.scheme}",
+                                {"ciphertext": vault_ciphertext(w.tokens[0])}, transit_refused(400)),
+    "transitDataKey": lambda w: ("POST", f"/v1/transit/datakey/plaintext/{w.scheme}", {}, transit_refused(400)),
+    "transitHmac": lambda w: ("POST", f"/v1/transit/hmac/{w.scheme}", {"input": "eA=="}, transit_refused(400)),
+    "transitVerify": lambda w: ("POST", f"/v1/transit/verify/{w.scheme}",
+                                {"input": "eA==", "hmac": "vault:v1:AAAA"}, transit_refused(400)),
+    "transitRandom": lambda w: ("POST", "/v1/transit/random", {}, only_own),
+    "transitHash": lambda w: ("POST", "/v1/transit/hash", {"input": "eA=="}, only_own),
     "listAudit": lambda w: ("GET", "/v1/audit", None, own_audit),
     "verifyAudit": lambda w: ("GET", "/v1/audit/verify", None, own_audit),
 }
