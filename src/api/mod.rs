@@ -293,7 +293,8 @@ fn dispatch(deps: Deps<'_, '_>, req: &ApiRequest<'_>) -> Result<ApiResponse, Api
     let who = crate::ops::authenticate(ctx, deps.auth, authorization, req.api_key, deps.jwks)?;
     // Every authenticated request is audited (docs/audit.md): without the tenant's audit key no
     // operation runs, and an entry that cannot be written withholds the operation's answer.
-    let key = ops::audit::audit_key(ctx, &who)?;
+    // From here on the operation's writes wait for its entry: `record` commits both, or neither.
+    let key = ops::audit::begin(ctx, &who)?;
     let (operation, kind) = audit_operation(&route, req.method);
     if let Some(name) = route_scheme(&route) {
         ctx.audit.scheme_name(name);

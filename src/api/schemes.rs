@@ -145,6 +145,8 @@ struct UpdateSchemeBody {
     rotation_period: Option<Option<String>>,
     #[serde(default, deserialize_with = "super::non_null")]
     mask_on_deny: Option<bool>,
+    #[serde(default, deserialize_with = "super::non_null")]
+    audit: Option<String>,
 }
 
 /// Tells an explicit `null` (`Some(None)`) from an absent field (`None`).
@@ -155,11 +157,16 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
 /// Reads the body of `PATCH /v1/schemes/{name}`: its whole parsing, before any operation.
 pub(super) fn parse_change(body: &[u8]) -> Result<SchemeChange, ApiError> {
     let b: UpdateSchemeBody = parse(body)?;
-    if b.min_decryption_version.is_none() && b.rotation_period.is_none() && b.mask_on_deny.is_none() {
+    if b.min_decryption_version.is_none()
+        && b.rotation_period.is_none()
+        && b.mask_on_deny.is_none()
+        && b.audit.is_none()
+    {
         return Err(ApiError::invalid_field(
-            "give one or more of min_decryption_version, rotation_period and mask_on_deny",
+            "give one or more of min_decryption_version, rotation_period, mask_on_deny and audit",
         ));
     }
+    let audit = b.audit.as_deref().map(parse_audit).transpose()?;
     let min_decryption_version = match b.min_decryption_version {
         None => None,
         Some(v) => Some(
@@ -184,7 +191,12 @@ pub(super) fn parse_change(body: &[u8]) -> Result<SchemeChange, ApiError> {
         Some(None) => Some(None),
         Some(Some(p)) => Some(Some(RotationPeriod::parse(&p).map_err(ApiError::invalid_field)?)),
     };
-    Ok(SchemeChange { min_decryption_version, rotation_period, mask_on_deny: b.mask_on_deny })
+    Ok(SchemeChange { min_decryption_version, rotation_period, mask_on_deny: b.mask_on_deny, audit })
+}
+
+/// A scheme's `audit` setting, at create or in a change.
+fn parse_audit(a: &str) -> Result<AuditMode, ApiError> {
+    AuditMode::parse(a).ok_or_else(|| ApiError::invalid_field("audit: one of all, denied, none"))
 }
 /// Longest scheme description, in characters (as the OpenAPI document's `maxLength` counts).
 const MAX_DESCRIPTION_CHARS: usize = 1024;
@@ -238,12 +250,7 @@ pub(super) fn parse_new_scheme(body: &[u8]) -> Result<NewScheme, ApiError> {
         .map(RotationPeriod::parse)
         .transpose()
         .map_err(ApiError::invalid_field)?;
-    let audit = match b.audit.as_deref() {
-        None => AuditMode::All,
-        Some(a) => {
-            AuditMode::parse(a).ok_or_else(|| ApiError::invalid_field("audit: one of all, denied, none"))?
-        }
-    };
+    let audit = b.audit.as_deref().map(parse_audit).transpose()?.unwrap_or(AuditMode::All);
     Ok(NewScheme {
         name,
         algorithm,

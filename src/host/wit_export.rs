@@ -42,7 +42,7 @@ fn run<T>(
     let auth_config = std::mem::take(&mut config.auth);
     let result = with_request(&config, auth_config, |ctx, auth, outbound| {
         let who = ops::authenticate(ctx, auth, Some(credential), None, outbound)?;
-        let key = ops::audit::audit_key(ctx, &who)?;
+        let key = ops::audit::begin(ctx, &who)?;
         let result = f(ctx, &who);
         let (status, code) = match &result {
             Ok(_) => (200, None),

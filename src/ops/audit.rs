@@ -72,16 +72,22 @@ pub fn actor(who: &Principal) -> Actor {
     Actor { kind: who.kind.as_str().into(), id: who.subject.clone() }
 }
 
-/// The tenant's audit key, checked before an operation runs: without `audit_master_key` no
-/// operation runs at all (`500 misconfigured`), so none goes unaudited.
-pub fn audit_key(ctx: &Ctx<'_>, who: &Principal) -> Result<TenantKey, OpError> {
-    Ok(ctx.config.audit.tenant_key(&who.tenant)?)
+/// Begins an audited request, before its operation runs: the tenant's audit key (without
+/// `audit_master_key` no operation runs at all, `500 misconfigured`, so none goes unaudited),
+/// and the request's write transaction armed, so that whatever the operation writes is
+/// committed only with its entry by [`record`] (docs/audit.md, "One transaction").
+pub fn begin(ctx: &Ctx<'_>, who: &Principal) -> Result<TenantKey, OpError> {
+    let key = ctx.config.audit.tenant_key(&who.tenant)?;
+    ctx.store.join_writes();
+    Ok(key)
 }
 
 /// Appends the entry of one finished request (`status`, and `code` if it failed) to the tenant's
-/// chain, unless the schemes' `audit` setting excludes it. An append that fails fails the
-/// request (`store_unavailable` when the database did not answer, [`OpError::AuditUnavailable`]
-/// otherwise): its answer is not given.
+/// chain, unless the schemes' `audit` setting excludes it, in the same transaction as the
+/// request's own writes (the doors arm it with [`crate::store::Store::join_writes`] before the
+/// operation runs) and commits them together. An append that fails fails the request
+/// (`store_unavailable` when the database did not answer, [`OpError::AuditUnavailable`]
+/// otherwise) and rolls its writes back: its answer is not given.
 pub fn record(
     ctx: &mut Ctx<'_>,
     who: &Principal,
@@ -101,7 +107,9 @@ pub fn record(
         match note.mode() {
             AuditMode::All => {}
             AuditMode::Denied if outcome != Outcome::Ok => {}
-            AuditMode::Denied | AuditMode::None => return Ok(()),
+            // No entry: the request's writes (a subject's first secret, a due rotation) are
+            // committed on their own.
+            AuditMode::Denied | AuditMode::None => return ctx.store.finish_writes().map_err(OpError::Store),
         }
     }
     let mut entry = Entry {

@@ -57,14 +57,16 @@ pub fn protect_spelled(
     let (scheme, current, sealing) = current_key_with_seals(ctx, who, &name, n)?;
     let version = scheme.current_version;
     ctx.audit.version(version);
-    let subject_state = match subject_id {
-        Some(id) => Some(Subject::for_protect(ctx, who, id)?),
-        None => None,
-    };
     let dek = ctx.unwrap_data_key(&scheme, current, sealing)?.ok_or_else(|| {
         eprintln!("veil: scheme {}/{} has no usable current data key", scheme.tenant, scheme.name);
         OpError::Internal
     })?;
+    // After the unwrap: a subject's first secret is a write, which holds the request's write
+    // transaction open until the audit entry commits it, and no KMS call should wait inside it.
+    let subject_state = match subject_id {
+        Some(id) => Some(Subject::for_protect(ctx, who, id)?),
+        None => None,
+    };
     let key = derive_value_key(&scheme, version, &dek, subject_state.as_ref()).ok_or(OpError::Internal)?;
     drop(dek);
     let mut sealer = token::Sealer::new(&key, &scheme.tenant, &scheme.name, version, subject, context);

@@ -4,7 +4,8 @@
 //! Safe to interrupt: each version's new wrap is checked by unwrapping it (and comparing the data
 //! key, in constant time) before it replaces the old blob, one version per transaction, and each
 //! version records the KEK that wraps it, so a half-done rekey leaves every version readable. The
-//! scheme's own KEK (the one new versions get) changes last; running the rekey again finishes it.
+//! scheme's own KEK (the one new versions get) changes last, in the transaction of the request's
+//! audit entry; running the rekey again finishes it.
 
 use subtle::ConstantTimeEq;
 
@@ -62,6 +63,9 @@ pub fn rekey(
         drop((dek, check));
         let replaced =
             ctx.store.replace_wrapped_key(&scheme.tenant, &scheme.name, &dk, &new, &target, ctx.now)?;
+        // Each version is committed as it is done (not with the request's audit entry), so that
+        // an interrupted rekey keeps what it did and no KMS call waits inside a write transaction.
+        ctx.store.commit_writes()?;
         if replaced {
             rewrapped.push(dk.version);
         }

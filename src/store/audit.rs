@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 
 use super::sql::{Row, SqlError, SqlValue};
-use super::{Store, StoreError, SCHEMA_VERSION};
+use super::{RequestTx, Store, StoreError, SCHEMA_VERSION};
 use crate::audit;
 use crate::ids::TenantId;
 
@@ -18,8 +18,33 @@ pub const MAX_AUDIT_PAGE: u64 = 1000;
 impl Store<'_> {
     /// Appends one entry to the tenant's chain: `seal(sequence, prev)` seals it for its place
     /// (called again, with a fresh nonce, if a concurrent append won the head first). Returns the
-    /// new sequence. The head row and the entry are written in one transaction.
+    /// new sequence. The head row and the entry are written in one transaction: the request's
+    /// own when it holds writes ([`Store::join_writes`]), which this commits with the entry, or
+    /// the entry's alone. Ends the request's transaction either way: when the append fails,
+    /// the request's writes are rolled back with it.
     pub fn append_audit(
+        &self,
+        tenant: &TenantId,
+        seal: &mut dyn FnMut(u64, &[u8; 32]) -> Vec<u8>,
+    ) -> Result<u64, StoreError> {
+        if self.request.get() == RequestTx::Armed {
+            // No write to join: the entry is a transaction of its own.
+            self.request.set(RequestTx::Off);
+        }
+        let appended = self.append_in_transaction(tenant, seal);
+        match appended {
+            Ok(sequence) => {
+                self.finish_writes()?;
+                Ok(sequence)
+            }
+            Err(e) => {
+                self.abandon_writes();
+                Err(e)
+            }
+        }
+    }
+
+    fn append_in_transaction(
         &self,
         tenant: &TenantId,
         seal: &mut dyn FnMut(u64, &[u8; 32]) -> Vec<u8>,

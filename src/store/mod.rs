@@ -23,6 +23,7 @@ pub use audit::MAX_AUDIT_PAGE;
 pub use jobs::{Job, JobState};
 pub use subjects::{MakeCertificate, MakeScopeCertificate, ScopeErased, ScopeErasure, SubjectSecret};
 
+use std::cell::Cell;
 use std::fmt;
 
 use crate::crypto::aead::Algorithm;
@@ -127,6 +128,8 @@ pub struct SchemeChange {
     /// `Some(None)` removes the rotation period.
     pub rotation_period: Option<Option<RotationPeriod>>,
     pub mask_on_deny: Option<bool>,
+    /// Which of the scheme's data operations are audited.
+    pub audit: Option<AuditMode>,
 }
 
 /// How a scheme update ended. Refusals change nothing.
@@ -154,6 +157,23 @@ pub enum DestroyOutcome {
 /// The metadata store over one connection.
 pub struct Store<'a> {
     conn: &'a dyn SqlConn,
+    /// Whether write transactions commit on their own or join the request's one.
+    request: Cell<RequestTx>,
+}
+
+/// The request's write transaction (docs/audit.md, "One transaction"): once a door arms it
+/// ([`Store::join_writes`]), every write transaction of the request joins one database
+/// transaction, opened by the first write and committed only with the request's audit entry
+/// ([`Store::append_audit`]) or by [`Store::finish_writes`], so that an operation whose entry cannot be
+/// written leaves no write behind and a committed operation always has its entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RequestTx {
+    /// Each write transaction commits on its own.
+    Off,
+    /// Armed: the next write transaction opens the request's transaction.
+    Armed,
+    /// The request's transaction is open and holds writes.
+    Open,
 }
 
 const SCHEME_COLUMNS: &str = "tenant, name, algorithm, kek, policy, mask_rule, current_version, created_at, \
@@ -171,7 +191,49 @@ const SCHEME_AND_KEY_COLUMNS: &str = "s.tenant, s.name, s.algorithm, s.kek, s.po
 
 impl<'a> Store<'a> {
     pub fn new(conn: &'a dyn SqlConn) -> Self {
-        Store { conn }
+        Store { conn, request: Cell::new(RequestTx::Off) }
+    }
+
+    /// Arms the request's write transaction: from here on the writes of every write transaction
+    /// are committed together with the request's audit entry ([`Store::append_audit`]) or by
+    /// [`Store::finish_writes`], never on their own. Called by the doors once the caller is
+    /// authenticated, before the operation runs.
+    pub fn join_writes(&self) {
+        if self.request.get() == RequestTx::Off {
+            self.request.set(RequestTx::Armed);
+        }
+    }
+
+    /// Commits the writes the request's transaction holds (if any) and turns joining off: for a
+    /// request that writes no audit entry. On failure everything is rolled back.
+    pub fn finish_writes(&self) -> Result<(), StoreError> {
+        let open = self.request.replace(RequestTx::Off) == RequestTx::Open;
+        if open {
+            if let Err(e) = self.conn.execute("COMMIT", &[]) {
+                let _ = self.conn.execute("ROLLBACK", &[]);
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits what the request's transaction holds so far and keeps joining armed: for an
+    /// operation that is resumable by design (a rekey commits each version it rewraps, so that
+    /// an interrupted one leaves every version readable and a rerun finishes it).
+    pub fn commit_writes(&self) -> Result<(), StoreError> {
+        let armed = self.request.get() != RequestTx::Off;
+        self.finish_writes()?;
+        if armed {
+            self.request.set(RequestTx::Armed);
+        }
+        Ok(())
+    }
+
+    /// Rolls back whatever the request's transaction holds and turns joining off.
+    pub fn abandon_writes(&self) {
+        if self.request.replace(RequestTx::Off) == RequestTx::Open {
+            let _ = self.conn.execute("ROLLBACK", &[]);
+        }
     }
 
     /// Runs `f`; when it finds the schema missing, migrates and runs it once more.
@@ -207,7 +269,36 @@ impl<'a> Store<'a> {
 
     /// Runs `f` inside a transaction: committed when it succeeds, rolled back otherwise.
     /// A database newer than this build is never written (checked first, inside the transaction).
+    /// With the request's transaction armed ([`Store::join_writes`]), `f`'s writes join it
+    /// instead (a savepoint inside it once it holds writes, so that a failed `f` undoes only
+    /// its own) and are committed with the request's audit entry.
     fn transaction<T>(&self, f: impl Fn() -> Result<T, SqlError>) -> Result<T, SqlError> {
+        match self.request.get() {
+            RequestTx::Off => {}
+            RequestTx::Armed => {
+                self.begin()?;
+                return match self.check_schema_version().and_then(|()| f()) {
+                    Ok(v) => {
+                        self.request.set(RequestTx::Open);
+                        Ok(v)
+                    }
+                    Err(e) => {
+                        // Nothing else is held: the request is armed as before.
+                        let _ = self.conn.execute("ROLLBACK", &[]);
+                        Err(e)
+                    }
+                };
+            }
+            RequestTx::Open => {
+                self.conn.execute("SAVEPOINT veil_write", &[])?;
+                let r = f().and_then(|v| self.conn.execute("RELEASE SAVEPOINT veil_write", &[]).map(|_| v));
+                if r.is_err() {
+                    let _ = self.conn.execute("ROLLBACK TO SAVEPOINT veil_write", &[]);
+                    let _ = self.conn.execute("RELEASE SAVEPOINT veil_write", &[]);
+                }
+                return r;
+            }
+        }
         self.begin()?;
         match self.check_schema_version().and_then(|()| f()) {
             Ok(v) => match self.conn.execute("COMMIT", &[]) {
@@ -400,7 +491,8 @@ impl<'a> Store<'a> {
         Ok(next)
     }
 
-    /// Changes a scheme's minimum decryption version and rotation period in one transaction.
+    /// Changes a scheme's minimum decryption version, rotation period, `mask_on_deny` and `audit`
+    /// setting in one transaction.
     /// Versions below the new minimum become `retired`, those from it up `active` again (never a
     /// destroyed one: a minimum at or below a destroyed version is refused).
     pub fn update_scheme(
@@ -450,6 +542,12 @@ impl<'a> Store<'a> {
                     self.conn.execute(
                         "UPDATE schemes SET mask_on_deny = $1, updated_at = $2 WHERE tenant = $3 AND name = $4",
                         &[SqlValue::Int(i64::from(on)), SqlValue::Int(now), t.clone(), n.clone()],
+                    )?;
+                }
+                if let Some(audit) = change.audit {
+                    self.conn.execute(
+                        "UPDATE schemes SET audit = $1, updated_at = $2 WHERE tenant = $3 AND name = $4",
+                        &[SqlValue::Text(audit.as_str().into()), SqlValue::Int(now), t.clone(), n.clone()],
                     )?;
                 }
                 if let Some(period) = change.rotation_period {

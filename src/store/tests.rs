@@ -647,6 +647,80 @@ fn audit_chains_are_gapless_and_per_tenant(db: &dyn SqlConn) {
     assert_eq!(store.audit_head(&other).expect("head"), 1);
 }
 
+/// Makes every insert into `audit_log` fail (the fault of an audit write that fails), or lifts it.
+fn refuse_audit_inserts(db: &dyn SqlConn, on: bool) {
+    let sql: &[&str] = match (db.dialect(), on) {
+        (Dialect::Sqlite, true) => &["CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log \
+                                      BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"],
+        (Dialect::Sqlite, false) => &["DROP TRIGGER refuse_audit"],
+        (Dialect::Postgres, true) => &[
+            "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$",
+            "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION refuse_audit()",
+        ],
+        (Dialect::Postgres, false) => &["DROP TRIGGER refuse_audit ON audit_log", "DROP FUNCTION refuse_audit()"],
+    };
+    for statement in sql {
+        db.execute(statement, &[]).expect("trigger");
+    }
+}
+
+/// With the request's transaction armed, an operation's writes are committed with its audit
+/// entry or not at all (docs/audit.md, "One transaction").
+fn writes_commit_with_the_audit_entry_or_not_at_all(db: &dyn SqlConn) {
+    let store = Store::new(db);
+    let acme = TenantId::parse("acme").expect("tenant");
+    let name = |n: &str| SchemeName::parse(n).expect("name");
+    let exists = |n: &str| store.get_scheme(&acme, &name(n)).expect("read").is_some();
+    let mut entry = |_: u64, _: &[u8; 32]| vec![7u8; 40];
+
+    // committed together: two write transactions (the second a savepoint) and the entry
+    store.join_writes();
+    store.create_scheme(&scheme("one"), &wrapped(1), 10).expect("create");
+    store.add_key_version(&acme, &name("one"), v(1), &wrapped(2), &KekRef::Local, 11).expect("rotate");
+    // a write that fails inside undoes only itself
+    assert_eq!(store.create_scheme(&scheme("one"), &wrapped(3), 12), Err(StoreError::Exists));
+    store.append_audit(&acme, &mut entry).expect("append");
+    assert!(exists("one"));
+    assert_eq!(store.get_scheme(&acme, &name("one")).expect("read").map(|s| s.current_version), Some(v(2)));
+    assert_eq!(store.audit_head(&acme).expect("head"), 1);
+
+    // the entry fails: nothing of the operation stays
+    refuse_audit_inserts(db, true);
+    store.join_writes();
+    store.create_scheme(&scheme("two"), &wrapped(1), 20).expect("create");
+    store.add_key_version(&acme, &name("one"), v(2), &wrapped(4), &KekRef::Local, 21).expect("rotate");
+    assert!(store.append_audit(&acme, &mut entry).is_err());
+    refuse_audit_inserts(db, false);
+    assert!(!exists("two"));
+    assert_eq!(store.get_scheme(&acme, &name("one")).expect("read").map(|s| s.current_version), Some(v(2)));
+    assert_eq!(store.audit_head(&acme).expect("head"), 1);
+
+    // no entry (a data operation on a scheme with audit none): committed on their own
+    store.join_writes();
+    store.create_scheme(&scheme("three"), &wrapped(1), 30).expect("create");
+    store.finish_writes().expect("commit");
+    assert!(exists("three"));
+    store.join_writes();
+    store.create_scheme(&scheme("four"), &wrapped(1), 40).expect("create");
+    store.abandon_writes();
+    assert!(!exists("four"));
+    // a resumable operation commits as it goes and stays joined
+    store.join_writes();
+    store.create_scheme(&scheme("five"), &wrapped(1), 50).expect("create");
+    store.commit_writes().expect("commit");
+    store.create_scheme(&scheme("six"), &wrapped(1), 51).expect("create");
+    store.abandon_writes();
+    assert!(exists("five") && !exists("six"));
+    // a request that wrote nothing appends its entry alone; not joined, writes commit at once
+    store.join_writes();
+    store.append_audit(&acme, &mut entry).expect("append");
+    store.create_scheme(&scheme("seven"), &wrapped(1), 60).expect("create");
+    store.abandon_writes();
+    assert!(exists("seven"));
+    assert_eq!(store.audit_head(&acme).expect("head"), 2);
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod sqlite_contract {
@@ -673,4 +747,5 @@ contract!(
     seal_counts_only_grow_per_version,
     audit_chains_are_gapless_and_per_tenant,
     api_keys_and_mask_on_deny,
+    writes_commit_with_the_audit_entry_or_not_at_all,
 );

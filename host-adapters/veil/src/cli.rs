@@ -172,6 +172,11 @@ pub struct ServeArgs {
     /// used entries are evicted.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub kv_max_mib: u32,
+    /// Keep the key-value stores in this SQLite file (created if missing; Spin's layout, table
+    /// `spin_key_value`) instead of in memory: the caches then outlive a restart and may be
+    /// shared by several hosts.
+    #[arg(long, value_name = "PATH")]
+    pub kv_file: Option<std::path::PathBuf>,
     /// Serve up to N requests with one component instance before discarding it (1 = a fresh
     /// instance per request, the default). Faster, but requests share an instance's memory one
     /// after another: read "Instance reuse" in docs/architecture.md before turning it on.

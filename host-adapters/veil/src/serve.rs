@@ -773,10 +773,19 @@ pub fn prepare(args: &ServeArgs, mode: Mode) -> Result<Prepared> {
         max_entries: args.kv_max_entries as usize,
         max_bytes: usize::try_from(u64::from(args.kv_max_mib) << 20)?,
     };
-    let key_value = crate::spin::key_value::KeyValueStores::new(&component.key_value_stores, kv_limits);
+    let key_value = match &args.kv_file {
+        None => crate::spin::key_value::KeyValueStores::new(&component.key_value_stores, kv_limits),
+        Some(path) => {
+            crate::spin::key_value::KeyValueStores::in_file(&component.key_value_stores, kv_limits, path)?
+        }
+    };
+    let kv_where = match key_value.file() {
+        None => "in memory".to_string(),
+        Some(path) => format!("in the file {}", path.display()),
+    };
     for label in key_value.labels() {
         eprintln!(
-            "veil: key-value store `{label}` (in memory, at most {} entries and {} MiB; least recently used evicted first)",
+            "veil: key-value store `{label}` ({kv_where}, at most {} entries and {} MiB; least recently used evicted first)",
             args.kv_max_entries, args.kv_max_mib
         );
     }

@@ -1,17 +1,24 @@
-//! `fermyon:spin/key-value@2.0.0`: in-memory stores shared by every instance of this process,
-//! one per label listed in the component's `key_value_stores`. Contents live as long as the
-//! process (Veil keeps only caches there, which are rebuilt on demand).
+//! `fermyon:spin/key-value@2.0.0`: stores shared by every instance of this process, one per
+//! label listed in the component's `key_value_stores`. By default they live in memory, as long
+//! as the process (Veil keeps only caches there, which are rebuilt on demand); with
+//! `veil serve --kv-file PATH` they live in one SQLite file instead, in the table layout of
+//! Spin's own default key-value store (`spin_key_value (store, key, value)`), so that the
+//! caches outlive a restart, several hosts can share them, and anything with write access to
+//! the file can write entries there: which is what Veil's cache entries are sealed against.
 //!
 //! Each store holds at most [`Limits::max_entries`] keys and [`Limits::max_bytes`] of keys and
 //! values (`veil serve --kv-max-entries`, `--kv-max-mib`). A `set` that would pass either evicts
-//! the least recently used entries (read or written longest ago) until it fits, so a store that
-//! filled up keeps accepting new entries: the interface carries no expiry, and the entries
-//! nobody reads any more (expired tokens, old key versions) are the ones that go first. Only a
-//! single entry larger than the whole store gets `store-table-full`.
+//! the least recently used entries (read or written longest ago; in a file, written longest ago)
+//! until it fits, so a store that filled up keeps accepting new entries: the interface carries no
+//! expiry, and the entries nobody reads any more (expired tokens, old key versions) are the ones
+//! that go first. Only a single entry larger than the whole store gets `store-table-full`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use rusqlite::OptionalExtension;
 
 use wasmtime::component::{HasData, Resource, ResourceTable};
 
@@ -134,19 +141,204 @@ impl Entries {
     }
 }
 
+/// A store kept in a SQLite file, in Spin's layout. Eviction order is the order of last write
+/// (`INSERT OR REPLACE` gives a rewritten entry a new rowid); reads do not reorder, so that a read
+/// stays a read.
+struct FileEntries {
+    conn: rusqlite::Connection,
+    label: String,
+    /// Entries and bytes of this store, counted at open and kept up to date by this process
+    /// (another writer of the file is counted again when an eviction is due).
+    count: usize,
+    bytes: usize,
+    evicted: u64,
+    last_log: Option<Instant>,
+}
+
+/// How long a key-value statement waits for another connection's lock on the file.
+const KV_FILE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl FileEntries {
+    fn open(path: &Path, label: &str) -> rusqlite::Result<FileEntries> {
+        let conn = rusqlite::Connection::open(path)?;
+        conn.busy_timeout(KV_FILE_BUSY_TIMEOUT)?;
+        // A cache: WAL so that readers never wait, and no sync per write (a lost entry is a miss).
+        let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        conn.execute_batch(
+            "PRAGMA synchronous=NORMAL;
+             CREATE TABLE IF NOT EXISTS spin_key_value (
+                 store TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (store, key));",
+        )?;
+        let mut f =
+            FileEntries { conn, label: label.to_string(), count: 0, bytes: 0, evicted: 0, last_log: None };
+        f.recount()?;
+        Ok(f)
+    }
+
+    fn recount(&mut self) -> rusqlite::Result<()> {
+        let (count, bytes): (i64, i64) = self.conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(CAST(key AS BLOB)) + LENGTH(value)), 0) \
+             FROM spin_key_value WHERE store = ?1",
+            [&self.label],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        self.count = usize::try_from(count).unwrap_or(0);
+        self.bytes = usize::try_from(bytes).unwrap_or(0);
+        Ok(())
+    }
+
+    fn get(&self, key: &str) -> rusqlite::Result<Option<Vec<u8>>> {
+        self.conn
+            .prepare_cached("SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2")?
+            .query_row(rusqlite::params![self.label, key], |r| r.get(0))
+            .optional()
+    }
+
+    /// The size (key and value) of an entry, if it exists.
+    fn size(&self, key: &str) -> rusqlite::Result<Option<usize>> {
+        let n: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT LENGTH(value) FROM spin_key_value WHERE store = ?1 AND key = ?2")?
+            .query_row(rusqlite::params![self.label, key], |r| r.get(0))
+            .optional()?;
+        Ok(n.map(|n| key.len() + usize::try_from(n).unwrap_or(0)))
+    }
+
+    fn remove(&mut self, key: &str) -> rusqlite::Result<bool> {
+        let Some(size) = self.size(key)? else { return Ok(false) };
+        self.conn
+            .prepare_cached("DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2")?
+            .execute(rusqlite::params![self.label, key])?;
+        self.count = self.count.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(size);
+        Ok(true)
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>, limits: Limits) -> rusqlite::Result<bool> {
+        let size = key.len() + value.len();
+        if size > limits.max_bytes {
+            return Ok(false);
+        }
+        self.remove(&key)?;
+        if self.count >= limits.max_entries.max(1) || self.bytes + size > limits.max_bytes {
+            // Another writer may have changed the file: count again before evicting.
+            self.recount()?;
+        }
+        let mut evicted = 0u64;
+        while self.count > 0
+            && (self.count >= limits.max_entries.max(1) || self.bytes + size > limits.max_bytes)
+        {
+            let oldest: Option<(String, i64)> = self
+                .conn
+                .prepare_cached(
+                    "SELECT key, LENGTH(CAST(key AS BLOB)) + LENGTH(value) FROM spin_key_value \
+                     WHERE store = ?1 ORDER BY rowid LIMIT 1",
+                )?
+                .query_row([&self.label], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((oldest, _)) = oldest else { break };
+            self.remove(&oldest)?;
+            evicted += 1;
+        }
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)")?
+            .execute(rusqlite::params![self.label, key, value])?;
+        self.count += 1;
+        self.bytes += size;
+        if evicted > 0 {
+            self.evicted += evicted;
+            if self.last_log.is_none_or(|t| t.elapsed() >= EVICTION_LOG_EVERY) {
+                self.last_log = Some(Instant::now());
+                eprintln!(
+                    "veil: key-value store `{}` full ({} entries, {} bytes; limits {} entries, {} bytes): \
+                     {} least recently written entries evicted so far",
+                    self.label, self.count, self.bytes, limits.max_entries, limits.max_bytes, self.evicted
+                );
+            }
+        }
+        Ok(true)
+    }
+
+    fn exists(&self, key: &str) -> rusqlite::Result<bool> {
+        Ok(self.size(key)?.is_some())
+    }
+
+    fn keys(&self) -> rusqlite::Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached("SELECT key FROM spin_key_value WHERE store = ?1")?;
+        let keys = stmt.query_map([&self.label], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(keys)
+    }
+}
+
+/// Where a labelled store keeps its entries.
+enum Backend {
+    Memory(Mutex<Entries>),
+    File(Mutex<FileEntries>),
+}
+
 /// One labelled store.
 pub struct Bucket {
-    entries: Mutex<Entries>,
+    backend: Backend,
     limits: Limits,
+}
+
+fn kv_error(e: &rusqlite::Error) -> Error {
+    Error::Other(format!("key-value file: {e}"))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Bucket {
     fn new(limits: Limits) -> Self {
-        Bucket { entries: Mutex::new(Entries::new()), limits }
+        Bucket { backend: Backend::Memory(Mutex::new(Entries::new())), limits }
     }
 
+    #[cfg(test)]
     fn lock(&self) -> MutexGuard<'_, Entries> {
-        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        match &self.backend {
+            Backend::Memory(m) => lock(m),
+            Backend::File(_) => unreachable!("tests look inside memory stores only"),
+        }
+    }
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        match &self.backend {
+            Backend::Memory(m) => Ok(lock(m).get(key)),
+            Backend::File(f) => lock(f).get(key).map_err(|e| kv_error(&e)),
+        }
+    }
+
+    fn set(&self, key: String, value: Vec<u8>) -> Result<bool, Error> {
+        match &self.backend {
+            Backend::Memory(m) => Ok(lock(m).set(key, value, self.limits)),
+            Backend::File(f) => lock(f).set(key, value, self.limits).map_err(|e| kv_error(&e)),
+        }
+    }
+
+    fn remove(&self, key: &str) -> Result<(), Error> {
+        match &self.backend {
+            Backend::Memory(m) => {
+                lock(m).remove(key);
+                Ok(())
+            }
+            Backend::File(f) => lock(f).remove(key).map(|_| ()).map_err(|e| kv_error(&e)),
+        }
+    }
+
+    fn exists(&self, key: &str) -> Result<bool, Error> {
+        match &self.backend {
+            Backend::Memory(m) => Ok(lock(m).map.contains_key(key)),
+            Backend::File(f) => lock(f).exists(key).map_err(|e| kv_error(&e)),
+        }
+    }
+
+    fn keys(&self) -> Result<Vec<String>, Error> {
+        match &self.backend {
+            Backend::Memory(m) => Ok(lock(m).map.keys().cloned().collect()),
+            Backend::File(f) => lock(f).keys().map_err(|e| kv_error(&e)),
+        }
     }
 }
 
@@ -154,16 +346,40 @@ impl Bucket {
 #[derive(Default)]
 pub struct KeyValueStores {
     by_label: BTreeMap<String, Arc<Bucket>>,
+    file: Option<PathBuf>,
 }
 
 impl KeyValueStores {
+    /// Stores in memory.
     pub fn new(labels: &[String], limits: Limits) -> Self {
         KeyValueStores {
             by_label: labels.iter().map(|l| (l.clone(), Arc::new(Bucket::new(limits)))).collect(),
+            file: None,
         }
     }
+
+    /// Stores in one SQLite file (created if missing), in Spin's table layout.
+    pub fn in_file(labels: &[String], limits: Limits, path: &Path) -> anyhow::Result<Self> {
+        let mut by_label = BTreeMap::new();
+        for label in labels {
+            let entries = FileEntries::open(path, label).map_err(|e| {
+                anyhow::anyhow!("cannot open the key-value file {} for store `{label}`: {e}", path.display())
+            })?;
+            by_label.insert(
+                label.clone(),
+                Arc::new(Bucket { backend: Backend::File(Mutex::new(entries)), limits }),
+            );
+        }
+        Ok(KeyValueStores { by_label, file: Some(path.to_path_buf()) })
+    }
+
     pub fn labels(&self) -> impl Iterator<Item = &str> {
         self.by_label.keys().map(String::as_str)
+    }
+
+    /// The file the stores live in, if not in memory.
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
     }
 }
 
@@ -198,16 +414,14 @@ impl HostStore for KeyValueView<'_> {
     }
 
     fn get(&mut self, store: Resource<Store>, key: String) -> Result<Option<Vec<u8>>, Error> {
-        Ok(self.bucket(&store)?.lock().get(&key))
+        self.bucket(&store)?.get(&key)
     }
 
     fn set(&mut self, store: Resource<Store>, key: String, value: Vec<u8>) -> Result<(), Error> {
         if key.len() > MAX_KEY_BYTES {
             return Err(Error::Other(format!("keys are at most {MAX_KEY_BYTES} bytes")));
         }
-        let bucket = self.bucket(&store)?;
-        let limits = bucket.limits;
-        if bucket.lock().set(key, value, limits) {
+        if self.bucket(&store)?.set(key, value)? {
             Ok(())
         } else {
             Err(Error::StoreTableFull)
@@ -215,16 +429,15 @@ impl HostStore for KeyValueView<'_> {
     }
 
     fn delete(&mut self, store: Resource<Store>, key: String) -> Result<(), Error> {
-        self.bucket(&store)?.lock().remove(&key);
-        Ok(())
+        self.bucket(&store)?.remove(&key)
     }
 
     fn exists(&mut self, store: Resource<Store>, key: String) -> Result<bool, Error> {
-        Ok(self.bucket(&store)?.lock().map.contains_key(&key))
+        self.bucket(&store)?.exists(&key)
     }
 
     fn get_keys(&mut self, store: Resource<Store>) -> Result<Vec<String>, Error> {
-        Ok(self.bucket(&store)?.lock().map.keys().cloned().collect())
+        self.bucket(&store)?.keys()
     }
 
     fn drop(&mut self, store: Resource<Store>) -> wasmtime::Result<()> {
@@ -316,5 +529,56 @@ mod tests {
         assert_eq!(kv.get_keys(at(s)).expect("keys").len(), 2);
         kv.delete(at(s), "c".into()).expect("delete");
         assert_eq!(stores.by_label["default"].lock().bytes, 10);
+    }
+
+    #[test]
+    fn a_file_store_keeps_entries_in_spins_layout_and_evicts_the_oldest_writes() {
+        let dir = std::env::temp_dir().join(format!("veil-kv-file-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("kv.db");
+        let labels = ["default".to_string(), "other".to_string()];
+        let limits = Limits { max_entries: 3, max_bytes: 1000 };
+        {
+            let stores = KeyValueStores::in_file(&labels, limits, &path).expect("open");
+            let mut t = ResourceTable::new();
+            let (mut kv, s) = view(&stores, &mut t);
+            for k in ["a", "b", "c"] {
+                kv.set(at(s), k.into(), vec![1]).expect("set");
+            }
+            kv.set(at(s), "a".into(), vec![2]).expect("rewrite: now the newest");
+            kv.set(at(s), "d".into(), vec![3]).expect("set beyond the cap");
+            let mut keys = kv.get_keys(at(s)).expect("keys");
+            keys.sort();
+            assert_eq!(keys, ["a", "c", "d"]);
+            assert!(matches!(kv.set(at(s), "big".into(), vec![0; 1000]), Err(Error::StoreTableFull)));
+            kv.delete(at(s), "c".into()).expect("delete");
+            assert!(!kv.exists(at(s), "c".into()).expect("exists"));
+        }
+        // another process's view of the file: Spin's table, one row per (store, key)
+        let db = rusqlite::Connection::open(&path).expect("open file");
+        let mut rows: Vec<(String, String, Vec<u8>)> = db
+            .prepare("SELECT store, key, value FROM spin_key_value")
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        rows.sort();
+        assert_eq!(rows, [("default".into(), "a".into(), vec![2]), ("default".into(), "d".into(), vec![3])]);
+        db.execute("INSERT INTO spin_key_value (store, key, value) VALUES ('default', 'x', X'09')", [])
+            .expect("an outside write");
+        // entries outlive the process, and an outside write is seen
+        let stores = KeyValueStores::in_file(&labels, limits, &path).expect("reopen");
+        let mut t = ResourceTable::new();
+        let (mut kv, s) = view(&stores, &mut t);
+        assert_eq!(kv.get(at(s), "a".into()).expect("get"), Some(vec![2]));
+        assert_eq!(kv.get(at(s), "x".into()).expect("get"), Some(vec![9]));
+        kv.set(at(s), "y".into(), vec![4]).expect("set: evicts the oldest write");
+        assert_eq!(kv.get(at(s), "a".into()).expect("get"), None);
+        let other = kv.open("other".into()).expect("open other");
+        assert_eq!(kv.get(at(other.rep()), "y".into()).expect("get"), None, "stores do not share keys");
+        drop(stores);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,4 +1,12 @@
-//! `spin:sqlite/sqlite@3.0.0` on rusqlite: one WAL-mode file per database, with a host-wide connection pool.
+//! `spin:sqlite/sqlite@3.0.0` on rusqlite: one WAL-mode file per database, with a host-wide
+//! connection pool and group commit.
+//!
+//! Durability (docs/storage.md, "Durability"): a statement that commits (a `COMMIT`, or a write
+//! outside a transaction) answers only once its commit is on disk, as with SQLite's
+//! `synchronous=FULL`. The commit itself runs with `synchronous=NORMAL`, which releases the write
+//! lock without syncing, and the host then syncs the write-ahead log once for every commit that
+//! finished meanwhile ([`GroupSync`]): concurrent requests share one `fsync` instead of queueing
+//! for the write lock one `fsync` each.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +36,77 @@ pub struct Database {
     name: String,
     path: PathBuf,
     idle: Mutex<Vec<rusqlite::Connection>>,
+    sync: GroupSync,
+}
+
+/// Group commit: makes the commits of concurrent connections durable with one `fsync` of the
+/// write-ahead log between them. A committer takes a ticket after its commit; it is durable once
+/// a sync that started after the ticket was taken has finished. One sync runs at a time; whoever
+/// finds none running starts the next, covering every ticket taken so far.
+struct GroupSync {
+    wal: PathBuf,
+    db: PathBuf,
+    tickets: AtomicU64,
+    running: std::sync::atomic::AtomicBool,
+    /// The highest ticket made durable (changed, or only notified after a failed sync).
+    done: tokio::sync::watch::Sender<u64>,
+}
+
+impl GroupSync {
+    fn new(db: &Path) -> Self {
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        GroupSync {
+            wal: PathBuf::from(wal),
+            db: db.to_path_buf(),
+            tickets: AtomicU64::new(0),
+            running: std::sync::atomic::AtomicBool::new(false),
+            done: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    /// Returns once every commit made before the call is on disk.
+    async fn durable(&self) -> Result<(), Error> {
+        let mine = self.tickets.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut done = self.done.subscribe();
+        loop {
+            if *done.borrow_and_update() >= mine {
+                return Ok(());
+            }
+            if !self.running.swap(true, Ordering::SeqCst) {
+                let covered = self.tickets.load(Ordering::SeqCst);
+                let (wal, db) = (self.wal.clone(), self.db.clone());
+                let synced = tokio::task::spawn_blocking(move || sync_files(&wal, &db)).await;
+                // `running` first, then the news: a waiter that saw it still running is woken.
+                self.running.store(false, Ordering::SeqCst);
+                match synced {
+                    Ok(Ok(())) => self.done.send_modify(|d| *d = (*d).max(covered)),
+                    Ok(Err(e)) => {
+                        self.done.send_modify(|_| {});
+                        return Err(Error::Io(format!("syncing the database to disk: {e}")));
+                    }
+                    Err(e) => {
+                        self.done.send_modify(|_| {});
+                        return Err(Error::Io(e.to_string()));
+                    }
+                }
+                continue;
+            }
+            if done.changed().await.is_err() {
+                return Err(Error::Io("group commit stopped".to_string()));
+            }
+        }
+    }
+}
+
+/// Syncs the write-ahead log (where commits are), or the database file when there is no log
+/// (everything checkpointed: SQLite syncs the database at each checkpoint with `NORMAL`).
+fn sync_files(wal: &Path, db: &Path) -> std::io::Result<()> {
+    match std::fs::File::open(wal) {
+        Ok(f) => f.sync_data(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::File::open(db)?.sync_data(),
+        Err(e) => Err(e),
+    }
 }
 
 impl Database {
@@ -36,7 +115,8 @@ impl Database {
         let conn = open_connection(&path).map_err(|e| {
             anyhow::anyhow!("cannot open sqlite database `{name}` at {}: {e}", path.display())
         })?;
-        Ok(Arc::new(Database { name: name.to_string(), path, idle: Mutex::new(vec![conn]) }))
+        let sync = GroupSync::new(&path);
+        Ok(Arc::new(Database { name: name.to_string(), path, idle: Mutex::new(vec![conn]), sync }))
     }
 
     pub fn name(&self) -> &str {
@@ -103,6 +183,9 @@ fn open_wal(path: &Path) -> rusqlite::Result<Option<rusqlite::Connection>> {
     if !mode.eq_ignore_ascii_case("wal") {
         return Ok(None);
     }
+    // Commits release the write lock without syncing; the host syncs them, grouped, before it
+    // answers them (`GroupSync`).
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(Some(conn))
 }
@@ -215,6 +298,36 @@ fn is_read_only(statement: &str) -> bool {
         && !s.trim_end().trim_end_matches(';').contains(';')
 }
 
+/// Whether a statement's first word is `word` (ASCII, any case).
+fn starts_with_word(statement: &str, word: &str) -> bool {
+    let head: String = statement.trim_start().chars().take_while(char::is_ascii_alphabetic).collect();
+    head.eq_ignore_ascii_case(word)
+}
+
+/// Whether a statement ends a transaction (and so commits): `COMMIT`, `END`, or a `RELEASE`
+/// (which commits when its savepoint opened the transaction).
+fn ends_transaction(statement: &str) -> bool {
+    ["COMMIT", "END", "RELEASE"].iter().any(|w| starts_with_word(statement, w))
+}
+
+/// Whether the connection's transaction holds the database's write lock (after `BEGIN IMMEDIATE`
+/// or a first write): its next statements neither wait for another connection's lock nor sync,
+/// until the one that ends it.
+fn holds_write_lock(conn: &rusqlite::Connection) -> bool {
+    !conn.is_autocommit()
+        && matches!(conn.transaction_state(None::<&str>), Ok(rusqlite::TransactionState::Write))
+}
+
+/// Whether a statement runs on the async worker rather than the blocking pool: a read (WAL:
+/// no lock wait, no sync), or any statement but the last inside a transaction that already holds
+/// the write lock (it can wait for no lock and syncs nothing). The write lock is the one thing all
+/// writers queue for, so the statements it covers should not each wait for a thread of the
+/// blocking pool while the other writers wait for them: an audit append holds it for five
+/// statements (docs/audit.md, "Cost").
+fn runs_inline(conn: &rusqlite::Connection, statement: &str) -> bool {
+    is_read_only(statement) || (holds_write_lock(conn) && !ends_transaction(statement))
+}
+
 impl Host for SqliteView<'_> {}
 
 impl HostConnection for SqliteView<'_> {
@@ -237,20 +350,27 @@ impl HostConnection for SqliteView<'_> {
         let entry = self.table.get_mut(&connection).map_err(|_| Error::InvalidConnection)?;
         // A read in WAL mode neither waits for writers nor syncs: microseconds from the page
         // cache, cheaper inline than the two thread hand-offs of the blocking pool.
-        if is_read_only(&statement) {
-            let conn = entry.conn.as_ref().ok_or(Error::InvalidConnection)?;
+        let conn = entry.conn.as_ref().ok_or(Error::InvalidConnection)?;
+        if runs_inline(conn, &statement) {
             return run(conn, &statement, parameters);
         }
+        let db = entry.db.clone();
         let conn = entry.conn.take().ok_or(Error::InvalidConnection)?;
-        // Writes block (lock waits, fsync): keep them off the async workers.
+        let rolls_back = starts_with_word(&statement, "ROLLBACK");
+        // Writes block (lock waits, checkpoints): keep them off the async workers.
         let (conn, result) = tokio::task::spawn_blocking(move || {
             let result = run(&conn, &statement, parameters);
             (conn, result)
         })
         .await
         .map_err(|e| Error::Io(e.to_string()))?;
+        // It committed (a COMMIT, or a write outside a transaction): answered once on disk.
+        let committed = result.is_ok() && conn.is_autocommit() && !rolls_back;
         if let Ok(entry) = self.table.get_mut(&connection) {
             entry.conn = Some(conn);
+        }
+        if committed {
+            db.sync.durable().await?;
         }
         result
     }
