@@ -1129,8 +1129,12 @@ pub(super) fn parse_config(body: &[u8]) -> Result<(SchemeChange, Vec<String>), A
         None | Some(0) => None,
         Some(v) => Some(KeyVersion::new(v as u32).map_err(|_| ApiError::internal())?),
     };
-    let change =
-        SchemeChange { min_decryption_version: min, rotation_period: parse_period(&m)?, mask_on_deny: None };
+    let change = SchemeChange {
+        min_decryption_version: min,
+        rotation_period: parse_period(&m)?,
+        mask_on_deny: None,
+        audit: None,
+    };
     Ok((change, warnings))
 }
 
