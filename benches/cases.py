@@ -873,14 +873,16 @@ class Bench:
         log(f"jobs: psycopg + OpenBao transit/rewrap loop (batch {OPENBAO_BATCH}) over {n:,} rows")
         t0 = time.monotonic()
         converted = 0
+        last = -1  # keyset pagination by the primary key: each batch reads only rows not yet visited
         with pg.connect(url) as c:
             c.autocommit = False
             while True:
-                rows = c.execute("SELECT id, ct FROM bao_rows WHERE ct LIKE 'vault:v1:%%' ORDER BY id LIMIT %s "
-                                 "FOR UPDATE SKIP LOCKED", (OPENBAO_BATCH,)).fetchall()
+                rows = c.execute("SELECT id, ct FROM bao_rows WHERE id > %s AND ct LIKE 'vault:v1:%%' ORDER BY id "
+                                 "LIMIT %s FOR UPDATE SKIP LOCKED", (last, OPENBAO_BATCH)).fetchall()
                 if not rows:
                     c.commit()
                     break
+                last = rows[-1][0]
                 res = []
                 for k in range(0, len(rows), OPENBAO_ITEMS):
                     part = rows[k:k + OPENBAO_ITEMS]
@@ -892,6 +894,7 @@ class Bench:
                 c.commit()
                 converted += len(rows)
         bao_s = time.monotonic() - t0
+        log(f"jobs: veil {n / veil_s:,.0f} rows/s, OpenBao loop {n / bao_s:,.0f} rows/s")
         if converted != n:
             raise BenchError(f"OpenBao loop converted {converted} of {n} rows")
         self.jobs = {"rows": n, "veil_s": veil_s, "veil_rps": n / veil_s, "veil_job_rps": done["rows_per_second"],

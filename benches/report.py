@@ -454,7 +454,8 @@ class Report:
                "A table of card tokens in PostgreSQL (the same server as the other PostgreSQL rows), converted "
                "from key version 1 to 2: by `veil job run --parallel 4` (in process, `batch_size` "
                f"{JOB_BATCH}; the wall time includes the host's start), and by what users script today, "
-               f"one psycopg loop reading {OPENBAO_BATCH} rows (`FOR UPDATE SKIP LOCKED`), calling OpenBao "
+               f"one psycopg loop reading the next {OPENBAO_BATCH} rows by primary key (keyset pagination, "
+               "`FOR UPDATE SKIP LOCKED`), calling OpenBao "
                f"`transit/rewrap` with `batch_input` ({OPENBAO_ITEMS} items per call: OpenBao's default "
                "`max_request_json_strings` of 1000 refuses more) and writing them back in one transaction, "
                "in the same run.", ""]
