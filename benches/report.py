@@ -622,11 +622,12 @@ class Report:
             "storage, transit key `aes256-gcm96`, root token in `X-Vault-Token`; encrypt/decrypt bodies use the "
             "same values as Veil's (base64, as transit requires). Same wrk settings and concurrency, interleaved "
             "with the Veil runs.",
-            "- **Audit cost** (section 4b): each audited request appends its entry in its own write transaction "
-            "(head row read locked, entry inserted, head moved) before it answers, so on SQLite every audited "
-            "request also takes the database's write lock once; single-value requests feel that most. Grouping "
-            "concurrent requests' entries into one commit in the host is the next step if the ratio stays below "
-            "target (docs/audit.md, \"Blocking, durability\").",
+            "- **Audit cost** (section 4b): each audited request appends its entry (head row read locked, entry "
+            "inserted, head moved) inside the request's write transaction, the one its own writes join, before it "
+            "answers. On SQLite an audited single-value protect takes the database's write lock twice (the "
+            "seal-count reservation, then the entry); `veil serve` covers concurrent commits with one WAL fsync "
+            "(group commit), but a writer that finds the lock taken waits in SQLite's busy handler (sleep and "
+            "retry), which single-value requests feel most (docs/audit.md, \"Cost\").",
             "- **Pre-initialisation** (issue 20, lever 2b: a snapshot of the initialised memory, as wizer does): "
             "possible for a component, not done, because Veil's guest has nothing to snapshot. `wasmtime-wizer` "
             "48.0.8 (crates.io, the same wasmtime pin) has a `component-model` feature: `Wizer::run_component` "
