@@ -20,34 +20,31 @@ use crate::ops::{Ctx, OpError};
 use crate::store::sql::SqlConn;
 use crate::vars::Variables;
 
-/// Spin component variables; empty values count as unset. Every variable is read with one host
-/// call (`wasi:config/store.get-all`) the first time an instance needs one, and kept for the
-/// instance's life: the deployment's variables are the same for every request and tenant, and a
-/// host resolves them when it starts (our host) or per component instance (Spin), so nothing of a
-/// request is kept. Where `get-all` fails, each variable is read on its own (`variables.get`).
+/// Spin component variables; empty values count as unset. Each variable is read with one host
+/// call (`variables.get`) the first time an instance needs it, and kept for the instance's life:
+/// the deployment's variables are the same for every request and tenant, and a host resolves them
+/// when it starts (our host) or per component instance (Spin), so nothing of a request is kept. A
+/// fresh instance reads only the variables its request needs (about twenty for a protect); a
+/// reused one reads none it has read before. (`wasi:config/store.get-all` would be one call, but
+/// it copies every variable of the manifest into every instance, most of them unused: measured
+/// slower per fresh request, docs/architecture.md "Variables".)
 pub(crate) struct SpinVariables;
 
-/// The instance's variables, read on first use; `None` when the host could not list them.
-static ALL_VARIABLES: std::sync::OnceLock<Option<VariableMap>> = std::sync::OnceLock::new();
+/// What this instance has read so far: a name, and its value (`None`: unset or empty).
+static READ: std::sync::Mutex<VariableMap> = std::sync::Mutex::new(std::collections::BTreeMap::new());
 
-type VariableMap = std::collections::BTreeMap<String, zeroize::Zeroizing<String>>;
-
-fn all_variables() -> Option<&'static VariableMap> {
-    ALL_VARIABLES
-        .get_or_init(|| match spin_sdk::wit::wasi::config::store::get_all() {
-            Ok(pairs) => Some(pairs.into_iter().map(|(k, v)| (k, zeroize::Zeroizing::new(v))).collect()),
-            Err(_) => None,
-        })
-        .as_ref()
-}
+type VariableMap = std::collections::BTreeMap<String, Option<zeroize::Zeroizing<String>>>;
 
 impl Variables for SpinVariables {
     fn get(&self, name: &str) -> Option<String> {
-        let value = match all_variables() {
-            Some(all) => all.get(name).map(|v| v.as_str().to_string()),
-            None => spin_sdk::variables::get(name).ok(),
-        };
-        value.filter(|v| !v.trim().is_empty())
+        let mut read = READ.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(value) = read.get(name) {
+            return value.as_ref().map(|v| v.as_str().to_string());
+        }
+        let value = spin_sdk::variables::get(name).ok().filter(|v| !v.trim().is_empty());
+        let shown = value.clone();
+        read.insert(name.to_string(), value.map(zeroize::Zeroizing::new));
+        shown
     }
 }
 

@@ -6,10 +6,11 @@ body must be byte for byte the same, apart from what is random or the time (toke
 the `date` header) and the framing (`content-length` / `transfer-encoding`: hyper frames a
 streamed wasi-http body as chunks, a lean body with its length).
 
-Also lever 2 (a): the component reads its variables with one host call per instance
-(`wasi:config/store.get-all`), counted by the host (`--debug-host-calls`): one per request on
-fresh instances, none for a request on a reused instance, through either door; and (c): a request
-of up to `max_batch` short values does not grow the instance's linear memory.
+Also lever 2 (a): the component reads each variable it needs with one host call, once per
+instance, counted by the host (`--debug-host-calls`): the same number for every request of one
+kind on fresh instances, none for a request on a reused instance that has served one like it,
+through either door; and (c): a request of up to `max_batch` short values does not grow the
+instance's linear memory.
 
 The whole suite runs through each door too: scripts/test.sh runs it on SQLite through the lean
 door and on PostgreSQL through wasi-http (docs/testing.md, "The two HTTP doors")."""
@@ -143,7 +144,7 @@ def test_tokens_cross_the_entries(pair):
 
 @pytest.mark.parametrize("entry", ENTRIES)
 def test_variables_are_read_once_per_instance(tmp_path, entry):
-    """A fresh instance reads every variable in one host call; a reused one reads none."""
+    """A fresh instance reads each variable its request needs once; a reused one reads none again."""
     env = {"VEIL_ENTRY": entry, "VEIL_DEBUG_HOST_CALLS": "1"}
     fresh = VeilServer(tmp_path / "fresh", name=f"fresh-{entry}", raw_env=env)
     reused = VeilServer(tmp_path / "reused", state_dir=fresh.state_dir, name=f"reused-{entry}", raw_env=env,
@@ -152,21 +153,25 @@ def test_variables_are_read_once_per_instance(tmp_path, entry):
         t = fresh.tenant()
         scheme = new_name()
         ok(t.admin.post("/v1/schemes", t.scheme_body(scheme)), 201)
+        reads = []
         for _ in range(3):
             r = t.app.post("/v1/protect", {"scheme": scheme, "values": ["x"]})
             ok(r)
-            assert r.headers["veil-debug-variable-reads"] == "1", r.headers
+            reads.append(int(r.headers["veil-debug-variable-reads"]))
+        # the configuration, the JWT settings and the limits: some, and the same every time
+        assert reads[0] > 1 and reads == [reads[0]] * 3, reads
         r = fresh.api().get("/healthz")
-        assert r.headers["veil-debug-variable-reads"] == "1", r.headers
+        assert 0 < int(r.headers["veil-debug-variable-reads"]) <= reads[0], r.headers
 
         t = reused.tenant(t.id)
-        reads = []
+        again = []
         for _ in range(4):
             r = t.app.post("/v1/protect", {"scheme": scheme, "values": ["x"]})
             ok(r)
-            reads.append(r.headers["veil-debug-variable-reads"])
-        # One client, one request at a time: the first request's instance serves the next ones.
-        assert reads == ["1", "0", "0", "0"], reads
+            again.append(int(r.headers["veil-debug-variable-reads"]))
+        # One client, one request at a time: the first request's instance serves the next ones,
+        # which find every variable they need already read.
+        assert again == [reads[0], 0, 0, 0], again
     finally:
         fresh.stop()
         reused.stop()
