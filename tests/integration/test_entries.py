@@ -145,7 +145,7 @@ def test_tokens_cross_the_entries(pair):
 def test_variables_are_read_once_per_instance(tmp_path, entry):
     """A fresh instance reads every variable in one host call; a reused one reads none."""
     env = {"VEIL_ENTRY": entry, "VEIL_DEBUG_HOST_CALLS": "1"}
-    fresh = VeilServer(tmp_path / "fresh", name=f"fresh-{entry}", raw_env=env)
+    fresh = VeilServer(tmp_path / "fresh", name=f"fresh-{entry}", raw_env=env, extra_args=["--fresh-instances"])
     reused = VeilServer(tmp_path / "reused", state_dir=fresh.state_dir, name=f"reused-{entry}", raw_env=env,
                         extra_args=["--reuse-instances", "10"])
     try:
@@ -160,9 +160,10 @@ def test_variables_are_read_once_per_instance(tmp_path, entry):
         assert r.headers["veil-debug-variable-reads"] == "1", r.headers
 
         t = reused.tenant(t.id)
+        app = t.app  # one credential: instances are kept per credential
         reads = []
         for _ in range(4):
-            r = t.app.post("/v1/protect", {"scheme": scheme, "values": ["x"]})
+            r = app.post("/v1/protect", {"scheme": scheme, "values": ["x"]})
             ok(r)
             reads.append(r.headers["veil-debug-variable-reads"])
         # One client, one request at a time: the first request's instance serves the next ones.
@@ -178,7 +179,7 @@ def test_requests_fit_in_the_initial_memory(tmp_path):
     when the slot is reset): a single value, a batch of 100 and one of `max_batch` (1000) card
     numbers, on fresh instances and, one after another, on a reused one."""
     env = {"VEIL_DEBUG_HOST_CALLS": "1"}
-    fresh = VeilServer(tmp_path / "fresh", name="fresh", raw_env=env)
+    fresh = VeilServer(tmp_path / "fresh", name="fresh", raw_env=env, extra_args=["--fresh-instances"])
     reused = VeilServer(tmp_path / "reused", state_dir=fresh.state_dir, name="reused", raw_env=env,
                         extra_args=["--reuse-instances", "50"])
     try:
