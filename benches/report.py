@@ -224,8 +224,8 @@ class Report:
                "with any non-2xx response, socket error or timeout fails the benchmark.", ""]
         for store, title in (("sqlite", "Veil on SQLite (embedded, `veil serve`)"),
                              ("postgres", "Veil on PostgreSQL"),
-                             ("sqlite-reuse", f"Veil on SQLite with `--reuse-instances {REUSE}` (opt-in instance "
-                                              "reuse, docs/architecture.md)")):
+                             ("sqlite-reuse", f"Veil on SQLite with `--reuse-instances {REUSE}` (since lever 4 the "
+                                              "default's settings too: scoped reuse, docs/architecture.md)")):
             out += [f"### {title}", ""]
             cells = [x for x in b.cells if x.system == "Veil" and x.store == store]
             if not cells:
@@ -550,15 +550,15 @@ class Report:
                        else "; without the guest's share the host's is unknown. "))
             c, p99_goal_ms = 32, 5
             lines.append(
-                f"- **Single-value HTTP (≥ 3× OpenBao, p99 < 5 ms).** Veil serves {f(v1)} req/s with a fresh "
-                f"instance per request and {f(v1r)} with `--reuse-instances {REUSE}`; OpenBao {f(bao1)}. Three "
+                f"- **Single-value HTTP (≥ 3× OpenBao, p99 < 5 ms).** Veil serves {f(v1)} req/s with the "
+                f"default settings and {f(v1r)} with `--reuse-instances {REUSE}`; OpenBao {f(bao1)}. Three "
                 f"times OpenBao leaves {budget} of CPU per request on {cores} cores for server *and* wrk together. "
                 + profile
-                + f"The floor shows in `GET /healthz`, which only loads the configuration: {f(h32)} req/s fresh, "
+                + f"The floor shows in `GET /healthz`, which only loads the configuration: {f(h32)} req/s by default, "
                 f"{f(h32r)} with reuse. p99 follows throughput at a fixed concurrency (Little's law: {c} "
                 f"connections ÷ req/s is the mean latency), so p99 < {p99_goal_ms} ms at c={c} needs well over "
                 f"{c * 1000 / p99_goal_ms:,.0f} req/s of steady service."
-                + (" What would close it: instance reuse (opt-in, done), more cores than the ones shared with the "
+                + (" What would close it: instance reuse (scoped, the default, done), more cores than the ones shared with the "
                    "load generator, and a leaner host request path (section 8 has the host's share); guest tuning "
                    "alone cannot, the guest being the smaller part in this profile." if guest is not None and guest < 50
                    else ""))
