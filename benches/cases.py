@@ -55,9 +55,12 @@ BATCH = 100
 CONCURRENCY = (1, 8, 32)
 REUSE = 1000  # `veil serve --reuse-instances` for the instance-reuse rows
 # Issue 20's A/B servers, each the default `sqlite` server but for one lever turned back:
-# requests through `wasi:http/incoming-handler` instead of the lean `veil:gateway/http` export, and
-# variables read one by one (`variables.get`) instead of in one `wasi:config/store.get-all` call.
-LEVERS = {"sqlite-wasi-http": ["--entry", "wasi-http"], "sqlite-vars-each": ["--debug-variables-one-by-one"]}
+# requests through `wasi:http/incoming-handler` instead of the lean `veil:gateway/http` export,
+# variables read one by one (`variables.get`) instead of in one `wasi:config/store.get-all` call,
+# and (lever 4) a fresh instance per request instead of the default instance reuse scoped to one
+# credential with the heap scrub (docs/architecture.md "Instance reuse").
+LEVERS = {"sqlite-wasi-http": ["--entry", "wasi-http"], "sqlite-vars-each": ["--debug-variables-one-by-one"],
+          "sqlite-fresh": ["--fresh-instances"]}
 CHACHA = "ChaCha20-Poly1305 scheme"  # the auth-column suffix of rows on a chacha20-poly1305 scheme
 TOKEN_TTL = 3 * 3600  # the load tests' tokens outlive the longest run
 JOB_ROWS = 1_000_000  # the re-encryption job benchmark's table (benches section 9)
@@ -729,7 +732,7 @@ class Bench:
         and one by one, counted by the host (`VEIL_DEBUG_HOST_CALLS=1`)."""
         for store, extra in (("sqlite", []), ("sqlite-vars-each", LEVERS["sqlite-vars-each"])):
             v = start_veil(self.tmp, f"veil-count-{store}", raw_env={"VEIL_DEBUG_HOST_CALLS": "1"},
-                           extra_args=extra)
+                           extra_args=["--fresh-instances", *extra])
             try:
                 v.wait_healthy()
                 t = set_up_schemes(v)

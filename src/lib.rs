@@ -29,3 +29,11 @@ pub mod vars;
 #[cfg(all(target_arch = "wasm32", feature = "component"))]
 #[allow(unsafe_code, reason = "generated bindings only (`#[http_component]`, `wit_bindgen::generate!`)")]
 mod host;
+
+/// Every freed heap block is zeroed before the allocator may hand it out again, so that an
+/// instance the host keeps for later requests holds no residue of earlier ones (docs/architecture.md,
+/// "Instance reuse"); `host` also wipes the used stack when a request returns.
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
+#[global_allocator]
+static ALLOCATOR: veil_scrub_alloc::Scrubbing<std::alloc::System> =
+    veil_scrub_alloc::Scrubbing::new(std::alloc::System);

@@ -155,6 +155,9 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     if let Err(e) = out.set_with_body(outgoing, body).await {
         eprintln!("veil: could not send the response: {e:?}");
     }
+    // The request's frames are popped: wipe what they left on the stack (its heap blocks were
+    // wiped as they were freed).
+    veil_scrub_alloc::scrub_stack();
 }
 
 async fn respond(req: IncomingRequest) -> Answer {

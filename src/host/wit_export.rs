@@ -52,8 +52,10 @@ fn run<T>(
             Err(e) if result.is_ok() => Err(e),
             _ => result,
         }
-    })?;
-    Ok(result?)
+    });
+    // The operation's frames are popped: wipe what they left on the stack.
+    veil_scrub_alloc::scrub_stack();
+    Ok(result??)
 }
 
 impl Guest for Veil {
@@ -114,8 +116,11 @@ impl Guest for Veil {
 impl bindings::exports::veil::gateway::http::Guest for Veil {
     fn handle(request: HttpRequest) -> HttpResponse {
         let HttpRequest { method, path, query, headers, body } = request;
-        let (status, headers, body) =
-            super::http_entry::handle_lean(method, path, query, headers, &body).into_parts();
+        let answer = super::http_entry::handle_lean(method, path, query, headers, &body);
+        drop(body);
+        let (status, headers, body) = answer.into_parts();
+        // The request's frames are popped: wipe what they left on the stack.
+        veil_scrub_alloc::scrub_stack();
         HttpResponse { status, headers, body }
     }
 }

@@ -146,7 +146,7 @@ def test_tokens_cross_the_entries(pair):
 def test_variables_are_read_once_per_instance(tmp_path, entry):
     """A fresh instance reads each variable its request needs once; a reused one reads none again."""
     env = {"VEIL_ENTRY": entry, "VEIL_DEBUG_HOST_CALLS": "1"}
-    fresh = VeilServer(tmp_path / "fresh", name=f"fresh-{entry}", raw_env=env)
+    fresh = VeilServer(tmp_path / "fresh", name=f"fresh-{entry}", raw_env=env, extra_args=["--fresh-instances"])
     reused = VeilServer(tmp_path / "reused", state_dir=fresh.state_dir, name=f"reused-{entry}", raw_env=env,
                         extra_args=["--reuse-instances", "10"])
     try:
@@ -164,9 +164,10 @@ def test_variables_are_read_once_per_instance(tmp_path, entry):
         assert 0 < int(r.headers["veil-debug-variable-reads"]) <= reads[0], r.headers
 
         t = reused.tenant(t.id)
+        app = t.app  # one credential: instances are kept per credential
         again = []
         for _ in range(4):
-            r = t.app.post("/v1/protect", {"scheme": scheme, "values": ["x"]})
+            r = app.post("/v1/protect", {"scheme": scheme, "values": ["x"]})
             ok(r)
             again.append(int(r.headers["veil-debug-variable-reads"]))
         # One client, one request at a time: the first request's instance serves the next ones,
@@ -183,7 +184,7 @@ def test_requests_fit_in_the_initial_memory(tmp_path):
     when the slot is reset): a single value, a batch of 100 and one of `max_batch` (1000) card
     numbers, on fresh instances and, one after another, on a reused one."""
     env = {"VEIL_DEBUG_HOST_CALLS": "1"}
-    fresh = VeilServer(tmp_path / "fresh", name="fresh", raw_env=env)
+    fresh = VeilServer(tmp_path / "fresh", name="fresh", raw_env=env, extra_args=["--fresh-instances"])
     reused = VeilServer(tmp_path / "reused", state_dir=fresh.state_dir, name="reused", raw_env=env,
                         extra_args=["--reuse-instances", "50"])
     try:

@@ -125,6 +125,9 @@ pub struct RunArgs {
     pub args: Vec<String>,
 }
 
+/// Requests one instance serves by default before it is retired (`--reuse-instances`).
+pub const DEFAULT_REUSE_INSTANCES: u32 = 1000;
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// The Spin manifest (spin_manifest_version = 2).
@@ -177,24 +180,43 @@ pub struct ServeArgs {
     /// shared by several hosts.
     #[arg(long, value_name = "PATH")]
     pub kv_file: Option<std::path::PathBuf>,
-    /// Serve up to N requests with one component instance before discarding it (1 = a fresh
-    /// instance per request, the default). Faster, but requests share an instance's memory one
-    /// after another: read "Instance reuse" in docs/architecture.md before turning it on.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    /// Serve up to N requests with one component instance before retiring it. An instance is
+    /// kept only for later requests with exactly the same credential (no credential: a pool of
+    /// its own), and the component wipes freed memory and its used stack after each request; read
+    /// "Instance reuse" in docs/architecture.md. 1 = a fresh instance per request.
+    #[arg(long, default_value_t = DEFAULT_REUSE_INSTANCES, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub reuse_instances: u32,
+    /// A fresh instance for every request (the same as `--reuse-instances 1`).
+    #[arg(long, conflicts_with = "reuse_instances")]
+    pub fresh_instances: bool,
+    /// How long a kept instance may wait for its credential's next request before it is retired,
+    /// in seconds.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub reuse_idle_secs: u64,
+    /// The most instances kept idle at once, over all credentials (each holds a pool slot and its
+    /// memory, at most 16 MiB); beyond it the least recently used is retired.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub reuse_max_idle: u32,
     /// Which export of the component answers HTTP requests: `lean` (`veil:gateway/http`, plain
     /// bytes in and out; a component without it is served through `wasi-http`) or `wasi-http`
     /// (`wasi:http/incoming-handler`, as Spin calls it). Both give the same answers.
     #[arg(long, env = "VEIL_ENTRY", value_enum, default_value = "lean")]
     pub entry: crate::lean::Entry,
     /// Add `veil-debug-variable-reads: N` to every answer: how many variable reads (host calls)
-    /// the component made for that request (tests and benchmarks; also `VEIL_DEBUG_HOST_CALLS=1`).
+    /// the component made for that request, with `veil-debug-memory-grows` and
+    /// `veil-debug-instance` (a serial number of the instance that served it) (tests and
+    /// benchmarks; also `VEIL_DEBUG_HOST_CALLS=1`).
     #[arg(long, hide = true)]
     pub debug_host_calls: bool,
     /// Refuse `wasi:config/store.get-all`, so that the component reads its variables one by one
     /// (`variables.get`), as it did before it batched them (the benchmark's A/B of that lever).
     #[arg(long, hide = true)]
     pub debug_variables_one_by_one: bool,
+    /// After each request, count the occurrences of these bytes (hex) in the instance's linear
+    /// memory and say so in `veil-debug-memory-matches` (tests of the heap scrub; compiles the
+    /// component with guest debugging, which is slower; also `VEIL_DEBUG_SCAN_MEMORY`).
+    #[arg(long, hide = true, env = "VEIL_DEBUG_SCAN_MEMORY", value_name = "HEX")]
+    pub debug_scan_memory: Option<String>,
     /// Do not cache compiled code under `<state-dir>/cache`.
     #[arg(long)]
     pub no_cache: bool,

@@ -44,6 +44,9 @@ pub struct EngineSettings {
     pub max_memory_bytes: usize,
     /// Where wasmtime caches compiled code, if anywhere.
     pub cache_dir: Option<PathBuf>,
+    /// Compile with guest debugging, so that the host may read instances' linear memory
+    /// (`--debug-scan-memory`, tests only: slower code, no signal-based traps).
+    pub guest_debug: bool,
 }
 
 /// Builds the engine: Cranelift, epoch interruption, and a pooling allocator sized by
@@ -74,6 +77,9 @@ pub fn new_engine(settings: &EngineSettings) -> Result<Engine> {
         .gc_support(false)
         .allocation_strategy(pool)
         .profiler(profiling_strategy()?);
+    if settings.guest_debug {
+        config.guest_debug(true);
+    }
     if let Some(dir) = &settings.cache_dir {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create cache directory {}", dir.display()))?;
@@ -165,6 +171,8 @@ pub struct InstanceState {
     /// What the guest did during the current request (`--debug-host-calls`); the server swaps in
     /// fresh counts for each request.
     pub counts: Arc<DebugCounts>,
+    /// The size of the instance's linear memory, in bytes (kept by the resource limiter).
+    pub memory_bytes: usize,
 }
 
 /// Per-request counts for `--debug-host-calls`: variable reads (host calls) and growths of the
@@ -173,21 +181,27 @@ pub struct InstanceState {
 pub struct DebugCounts {
     pub variable_reads: AtomicU32,
     pub memory_grows: AtomicU32,
+    /// `--debug-scan-memory`: occurrences of the pattern in the instance's memory after the request.
+    pub memory_matches: AtomicU32,
+    /// The serial number of the instance that served the request.
+    pub instance: std::sync::atomic::AtomicU64,
 }
 
-/// Counts growths of linear memory (only set on a store with `--debug-host-calls`); every growth
-/// is allowed here, the pooling allocator enforces `--max-memory-mib`.
+/// Follows the size of linear memory (instance reuse retires an instance that grew large) and
+/// counts its growths (`--debug-host-calls`); every growth is allowed here, the pooling allocator
+/// enforces `--max-memory-mib`.
 impl wasmtime::ResourceLimiter for InstanceState {
     fn memory_growing(
         &mut self,
         current: usize,
-        _desired: usize,
+        desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         // The first call is the instance's initial memory, not a growth.
         if current > 0 {
             self.counts.memory_grows.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+        self.memory_bytes = self.memory_bytes.max(desired);
         Ok(true)
     }
 
@@ -213,8 +227,32 @@ impl InstanceState {
             table: ResourceTable::new(),
             services: services.clone(),
             counts: Arc::default(),
+            memory_bytes: 0,
         }
     }
+}
+
+/// How many times `pattern` occurs in the linear memories of the store's instances (each memory
+/// once). Needs an engine built with `guest_debug` (otherwise nothing is visible: 0).
+pub fn count_in_memory(store: &mut wasmtime::Store<InstanceState>, pattern: &[u8]) -> u32 {
+    if pattern.is_empty() {
+        return 0;
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut matches = 0u32;
+    for instance in store.debug_all_instances() {
+        let mut index = 0;
+        while let Some(memory) = instance.debug_memory(&mut *store, index) {
+            index += 1;
+            if !seen.insert(memory.data_ptr(&*store) as usize) {
+                continue;
+            }
+            let data = memory.data(&*store);
+            let n = data.windows(pattern.len()).filter(|w| *w == pattern).count();
+            matches = matches.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+        }
+    }
+    matches
 }
 
 impl InstanceState {

@@ -199,7 +199,7 @@ pub fn run(args: JobRunArgs) -> Result<()> {
     let serve_args = args.serve;
     let end = runtime.block_on(async move {
         let mut signals = ShutdownSignals::register()?;
-        let server = prepared.server(&serve_args, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+        let server = prepared.server(&serve_args, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
         let job_path = format!("/v1/jobs/{id}");
         let (status, doc) = call(&server, Method::GET, &job_path, &token).await?;
         if status != StatusCode::OK {

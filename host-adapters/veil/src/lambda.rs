@@ -578,7 +578,7 @@ pub fn run(mut args: ServeArgs) -> Result<()> {
     };
     let result = runtime.block_on(async move {
         let mut signals = ShutdownSignals::register()?;
-        let server = prepared.server(&args, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+        let server = prepared.server(&args, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
         println!("veil: lambda runtime polling http://{}{API}/invocation/next", api.authority);
         let next_path = format!("{API}/invocation/next");
         let mut failures = 0;

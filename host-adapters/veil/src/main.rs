@@ -12,6 +12,7 @@ mod lean;
 mod manifest;
 mod outbound;
 mod rekey;
+mod reuse;
 mod run;
 mod serve;
 mod spin;

@@ -284,7 +284,7 @@ pub fn run(args: RekeyArgs) -> Result<()> {
         .build()
         .context("cannot start the tokio runtime")?;
     let prepared = serve::prepare(&host, Mode::Serve)?;
-    let server = prepared.server(&host, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    let server = prepared.server(&host, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
     let what = args.scheme.as_deref().map_or_else(|| "every scheme".to_string(), |s| format!("scheme {s}"));
     println!("rekey: tenant {}, {what}", args.tenant);
     let result =

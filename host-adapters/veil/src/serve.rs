@@ -1,6 +1,6 @@
-//! `veil serve`: an HTTP/1.1 server that runs one fresh component instance per request, or,
-//! with `--reuse-instances N`, keeps instances for up to N requests each (see
-//! docs/architecture.md, "Instance reuse").
+//! `veil serve`: an HTTP/1.1 server that keeps a component instance after a request for the next
+//! request with the same credential, up to `--reuse-instances N` requests each, or with
+//! `--fresh-instances` runs a fresh instance per request (docs/architecture.md, "Instance reuse").
 //!
 //! Slow clients cannot starve it (docs/configuration.md, "Slow clients and overload"): a request's
 //! body is read into memory by the host, within the component's `max_body_bytes` and
@@ -34,6 +34,7 @@ use crate::engine::{self, EngineSettings, HostServices, InstanceState};
 use crate::lean::{self, bindings::Veil, bindings::VeilIndices, Entry};
 use crate::manifest::Manifest;
 use crate::outbound::AllowedHosts;
+use crate::reuse::{IdlePools, Scope, Scoper};
 use crate::spin::postgres::{PgSettings, Pools};
 use crate::spin::sqlite::Databases;
 use crate::variables::{effective, AppVariables, ComponentVariables};
@@ -46,6 +47,9 @@ const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 const MAX_BODY_CEILING: usize = 64 << 20;
 /// What `Retry-After` says to a client turned away with 503 `overloaded`, in seconds.
 const RETRY_AFTER_SECS: &str = "1";
+/// A kept instance whose linear memory grew past this is retired rather than kept: idle instances
+/// hold at most this much memory each (a typical request never grows the initial 4 MiB).
+const REUSE_MAX_MEMORY: usize = 16 << 20;
 /// How often, at most, the host says again that the connection limit is reached.
 const CONNECTION_LIMIT_LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -107,6 +111,8 @@ struct Warm {
     door: Door,
     /// Requests this instance has completed.
     served: u32,
+    /// Which instance this is (`veil-debug-instance`): instances are numbered as they start.
+    serial: u64,
 }
 
 pub(crate) struct Server {
@@ -125,10 +131,20 @@ pub(crate) struct Server {
     queue_timeout: Duration,
     /// `dev_mode = true`: the host's own answers carry `veil-dev-mode: true`, as the component's do.
     dev_mode: bool,
+    /// `--debug-scan-memory`: the bytes counted in an instance's memory after each request.
+    scan_memory: Option<Vec<u8>>,
     /// Requests one instance may serve (`--reuse-instances`); 1 = a fresh instance per request.
     reuse_limit: u32,
-    /// Instances that completed their last request cleanly, most recent last.
-    idle: std::sync::Mutex<Vec<Warm>>,
+    /// Instances that completed their last request cleanly, by the scope of their credential.
+    idle: IdlePools<Warm>,
+    /// Derives a request's scope from its credential headers.
+    scoper: Scoper,
+    /// The pool slots in all (the permits' count): running instances plus idle ones fit in it.
+    capacity: usize,
+    /// The most instances kept idle at once (`--reuse-max-idle`, at most `capacity`).
+    max_idle: usize,
+    /// The serial number of the next instance.
+    next_serial: std::sync::atomic::AtomicU64,
     services: Arc<HostServices>,
     route: Route,
     request_timeout: Duration,
@@ -317,31 +333,59 @@ impl Server {
 
     /// A fresh instance in a fresh store, with the export requests go through.
     async fn instantiate(&self, deadline: Instant) -> wasmtime::Result<Warm> {
-        let mut store = Store::new(self.pre.engine(), InstanceState::new(&self.services));
-        arm_deadline(&mut store, deadline);
-        if self.debug_host_calls {
-            store.limiter(|state| state);
+        // Idle instances hold pool slots: leave one for this request (it holds a permit, so the
+        // running ones, itself included, fit in the pool).
+        if self.reuse_limit > 1 {
+            let running = self.capacity.saturating_sub(self.permits.available_permits());
+            drop(self.idle.shrink_to(self.max_idle.min(self.capacity.saturating_sub(running.max(1)))));
         }
-        let instance = self.pre.instance_pre().instantiate_async(&mut store).await?;
+        let new_store = || {
+            let mut store = Store::new(self.pre.engine(), InstanceState::new(&self.services));
+            arm_deadline(&mut store, deadline);
+            store.limiter(|state| state);
+            store
+        };
+        let mut store = new_store();
+        let instance = match self.pre.instance_pre().instantiate_async(&mut store).await {
+            Ok(instance) => instance,
+            // A slot still held by an idle instance (a race with another request): free them all
+            // and try once more.
+            Err(_) if self.reuse_limit > 1 && !self.idle.shrink_to(0).is_empty() => {
+                store = new_store();
+                self.pre.instance_pre().instantiate_async(&mut store).await?
+            }
+            Err(e) => return Err(e),
+        };
         let door = match &self.lean_indices {
             Some(indices) => Door::Lean(indices.load(&mut store, &instance)?),
             None => Door::WasiHttp(self.proxy_indices.load(&mut store, &instance)?),
         };
-        Ok(Warm { store, door, served: 0 })
+        let serial = self.next_serial.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Warm { store, door, served: 0, serial })
     }
 
-    fn take_idle(&self) -> Option<Warm> {
+    /// An idle instance of the request's scope, if there is one.
+    fn take_idle(&self, scope: Scope) -> Option<Warm> {
         if self.reuse_limit <= 1 {
             return None;
         }
-        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop()
+        let (warm, expired) = self.idle.take(scope, Instant::now());
+        drop(expired);
+        warm
     }
 
-    /// Keeps an instance that completed a request for the next one, unless reuse is off, it has
-    /// served its quota, or the request left anything in its resource table (a connection, a
-    /// stream, a key-value handle): nothing host-side of one request may reach the next.
-    fn put_back(&self, warm: Warm) {
+    /// Keeps an instance that completed a request for the next request of the same scope, unless
+    /// reuse is off, it has served its quota, its memory grew past [`REUSE_MAX_MEMORY`], or the
+    /// request left anything in its resource table (a connection, a stream, a key-value handle):
+    /// nothing host-side of one request may reach the next.
+    fn put_back(&self, scope: Scope, warm: Warm) {
         if self.reuse_limit <= 1 || warm.served >= self.reuse_limit {
+            return;
+        }
+        if warm.store.data().memory_bytes > REUSE_MAX_MEMORY {
+            if self.verbose {
+                eprintln!("veil: an instance's memory grew past {} MiB; retiring it", REUSE_MAX_MEMORY >> 20);
+            }
             return;
         }
         if !warm.store.data().table_is_empty() {
@@ -350,7 +394,8 @@ impl Server {
             }
             return;
         }
-        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(warm);
+        // Dropped (outside the pools' lock) when it returns: what had to make room, what expired.
+        drop(self.idle.put(scope, warm, self.max_idle, Instant::now()));
     }
 
     async fn handle(
@@ -406,6 +451,8 @@ impl Server {
         let Some(path_info) = self.route.path_info(&path).map(str::to_string) else {
             return not_found();
         };
+        // Only an instance kept for exactly this credential may serve it (src/reuse.rs).
+        let scope = if self.reuse_limit > 1 { self.scoper.scope(req.headers()) } else { Scope::Anonymous };
 
         // The request metadata Spin gives components.
         if !req.headers().contains_key(http::header::HOST) {
@@ -458,14 +505,15 @@ impl Server {
         let task = tokio::spawn(async move {
             let _permit = permit;
             let run = async {
-                let mut warm = match server.take_idle() {
+                let mut warm = match server.take_idle(scope) {
                     Some(mut w) => {
                         arm_deadline(&mut w.store, deadline);
                         w
                     }
                     None => server.instantiate(deadline).await?,
                 };
-                warm.store.data_mut().counts = request_counts;
+                warm.store.data_mut().counts = request_counts.clone();
+                request_counts.instance.store(warm.serial, std::sync::atomic::Ordering::Relaxed);
                 match &warm.door {
                     Door::WasiHttp(proxy) => {
                         let (request, outparam) = {
@@ -493,13 +541,17 @@ impl Server {
                     }
                 }
                 warm.served += 1;
+                if let Some(pattern) = &server.scan_memory {
+                    let n = engine::count_in_memory(&mut warm.store, pattern);
+                    request_counts.memory_matches.store(n, std::sync::atomic::Ordering::Relaxed);
+                }
                 if server.verbose && server.reuse_limit > 1 {
                     eprintln!(
                         "veil: {label}: instance request {} of at most {}",
                         warm.served, server.reuse_limit
                     );
                 }
-                server.put_back(warm);
+                server.put_back(scope, warm);
                 Ok::<(), wasmtime::Error>(())
             };
             match tokio::time::timeout_at(deadline.into(), run).await {
@@ -524,9 +576,21 @@ impl Server {
 
         match receiver.await {
             Ok(Ok(mut response)) => {
+                if self.scan_memory.is_some() {
+                    // The scan runs after the guest returns, which may be after it answered.
+                    let completed = matches!(task.await, Ok(Outcome::Completed));
+                    if completed {
+                        use std::sync::atomic::Ordering::Relaxed;
+                        response.headers_mut().insert(
+                            "veil-debug-memory-matches",
+                            HeaderValue::from(counts.memory_matches.load(Relaxed)),
+                        );
+                    }
+                }
                 if self.debug_host_calls {
                     use std::sync::atomic::Ordering::Relaxed;
                     let h = response.headers_mut();
+                    h.insert("veil-debug-instance", HeaderValue::from(counts.instance.load(Relaxed)));
                     h.insert(
                         "veil-debug-variable-reads",
                         HeaderValue::from(counts.variable_reads.load(Relaxed)),
@@ -682,6 +746,7 @@ pub struct Prepared {
     capacity: u32,
     verbose: bool,
     mode: Mode,
+    scan_memory: Option<Vec<u8>>,
 }
 
 impl Prepared {
@@ -691,10 +756,11 @@ impl Prepared {
     }
 
     /// The server for requests arriving at `local_addr` (the `Host` of a request without one).
-    pub(crate) fn server(self, args: &ServeArgs, local_addr: SocketAddr) -> Arc<Server> {
+    pub(crate) fn server(self, args: &ServeArgs, local_addr: SocketAddr) -> Result<Arc<Server>> {
         let debug_host_calls =
             args.debug_host_calls || std::env::var("VEIL_DEBUG_HOST_CALLS").is_ok_and(|v| v.trim() == "1");
-        Arc::new(Server {
+        let reuse_limit = if args.fresh_instances { 1 } else { args.reuse_instances.max(1) };
+        Ok(Arc::new(Server {
             pre: self.pre,
             proxy_indices: self.proxy_indices,
             lean_indices: self.lean_indices,
@@ -703,8 +769,13 @@ impl Prepared {
             body_read_timeout: Duration::from_millis(args.body_read_timeout_ms),
             queue_timeout: Duration::from_millis(args.queue_timeout_ms),
             dev_mode: self.dev_mode,
-            reuse_limit: args.reuse_instances.max(1),
-            idle: std::sync::Mutex::new(Vec::new()),
+            scan_memory: self.scan_memory,
+            reuse_limit,
+            idle: IdlePools::new(Duration::from_secs(args.reuse_idle_secs.max(1))),
+            scoper: Scoper::new().context("cannot read /dev/urandom for the instance pools' key")?,
+            capacity: self.capacity as usize,
+            max_idle: (args.reuse_max_idle as usize).min(self.capacity as usize),
+            next_serial: std::sync::atomic::AtomicU64::new(1),
             services: self.services,
             route: self.route,
             request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
@@ -712,7 +783,7 @@ impl Prepared {
             verbose: self.verbose,
             local_addr,
             strip_api_prefix: self.mode == Mode::AzureFunctions,
-        })
+        }))
     }
 }
 
@@ -821,10 +892,23 @@ pub fn prepare(args: &ServeArgs, mode: Mode) -> Result<Prepared> {
     let body_limit = body_limit(variables.get("max_body_bytes").ok().map(|v| v.expose()));
 
     let max_memory_bytes = usize::try_from(u64::from(args.max_memory_mib) << 20)?;
+    let scan_memory = match args.debug_scan_memory.as_deref().map(str::trim).filter(|h| !h.is_empty()) {
+        None => None,
+        Some(hex) => match decode_hex(hex) {
+            Some(bytes) => {
+                eprintln!("veil: debug: counting a pattern in instances' memory after each request (guest debugging on; slower)");
+                Some(bytes)
+            }
+            None => config_bail!(
+                "--debug-scan-memory (VEIL_DEBUG_SCAN_MEMORY) must be an even number of hex digits"
+            ),
+        },
+    };
     let settings = EngineSettings {
         max_instances: args.max_instances,
         max_memory_bytes,
         cache_dir: (!args.no_cache).then(|| state_dir.join("cache")),
+        guest_debug: scan_memory.is_some(),
     };
     let engine = engine::new_engine(&settings)?;
     let started = Instant::now();
@@ -879,7 +963,16 @@ pub fn prepare(args: &ServeArgs, mode: Mode) -> Result<Prepared> {
         capacity,
         verbose,
         mode,
+        scan_memory,
     })
+}
+
+/// Bytes from hex digits (either case); `None` for anything else or an odd count.
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect()
 }
 
 /// The address to listen on: `--listen`, or for Azure Functions `127.0.0.1:$FUNCTIONS_CUSTOMHANDLER_PORT`.
@@ -912,7 +1005,7 @@ pub fn run_http(args: ServeArgs, mode: Mode) -> Result<()> {
         let listener =
             TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let local_addr = listener.local_addr()?;
-        let server = prepared.server(&args, local_addr);
+        let server = prepared.server(&args, local_addr)?;
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "veil: listening on http://{local_addr}")?;
         stdout.flush()?;
