@@ -433,7 +433,7 @@ fn holds_write_lock(conn: &rusqlite::Connection) -> bool {
 /// no lock wait, no sync), or any statement but the last inside a transaction that already holds
 /// the write lock (it can wait for no lock and syncs nothing). The write lock is the one thing all
 /// writers queue for, so the statements it covers should not each wait for a thread of the
-/// blocking pool while the other writers wait for them: an audit append holds it for five
+/// blocking pool while the other writers wait for them: an audit append holds it for several
 /// statements (docs/audit.md, "Cost").
 fn runs_inline(conn: &rusqlite::Connection, statement: &str) -> bool {
     is_read_only(statement) || (holds_write_lock(conn) && !ends_transaction(statement))
