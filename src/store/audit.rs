@@ -50,20 +50,19 @@ impl Store<'_> {
         seal: &mut dyn FnMut(u64, &[u8; 32]) -> Vec<u8>,
     ) -> Result<u64, StoreError> {
         let t = SqlValue::Text(tenant.as_str().into());
-        let lock = self.conn.dialect().for_update();
         let seal = RefCell::new(seal);
         let mut last = StoreError::Conflict;
         for _ in 0..APPEND_ATTEMPTS {
             let r = self.with_schema(|| {
                 self.transaction(|| {
-                    self.conn.execute(
-                        "INSERT INTO audit_heads (tenant, sequence, hash) VALUES ($1, 0, $2) \
-                         ON CONFLICT (tenant) DO NOTHING",
-                        &[t.clone(), SqlValue::Blob(audit::GENESIS.to_vec())],
-                    )?;
+                    // The head row made sure of, locked and read in one statement: a no-op
+                    // update of an existing head locks it as `SELECT … FOR UPDATE` would (the
+                    // write lock on SQLite), and returns it.
                     let rows = self.conn.query(
-                        &format!("SELECT sequence, hash FROM audit_heads WHERE tenant = $1{lock}"),
-                        std::slice::from_ref(&t),
+                        "INSERT INTO audit_heads (tenant, sequence, hash) VALUES ($1, 0, $2) \
+                         ON CONFLICT (tenant) DO UPDATE SET sequence = audit_heads.sequence \
+                         RETURNING sequence, hash",
+                        &[t.clone(), SqlValue::Blob(audit::GENESIS.to_vec())],
                     )?;
                     let row = rows.first().ok_or_else(|| SqlError::Other("audit head missing".into()))?;
                     let r = Row(row);

@@ -7,6 +7,13 @@
 //! lock without syncing, and the host then syncs the write-ahead log once for every commit that
 //! finished meanwhile ([`GroupSync`]): concurrent requests share one `fsync` instead of queueing
 //! for the write lock one `fsync` each.
+//!
+//! Writers' queue ([`WriterQueue`], docs/storage.md, "SQLite concurrency"): a connection about to
+//! take SQLite's write lock (its first statement that is not a plain `SELECT`, outside a
+//! transaction) first waits its turn in an in-process FIFO per database file, and is woken the
+//! moment the previous writer's transaction ends, instead of polling in SQLite's busy handler.
+//! The busy handler stays, for other processes on the same file (a second `veil serve`, `veil
+//! job`): correctness never depends on the queue.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +33,12 @@ use super::bindings::spin::sqlite::sqlite::{Error, Host, HostConnection, QueryRe
 static BUSY_TIMEOUT_MS: AtomicU64 = AtomicU64::new(5_000);
 /// The wait between lock attempts in [`busy_wait`].
 const BUSY_POLL: Duration = Duration::from_millis(2);
+/// Statements that had to wait in a [`WriterQueue`] (another connection of this process held
+/// the write lock), and calls of SQLite's busy handler that slept ([`busy_wait`]): process-wide,
+/// printed at exit with `VEIL_DEBUG_SQLITE_COUNTS=1` (tests and the audit-cost measurement).
+static QUEUE_WAITS: AtomicU64 = AtomicU64::new(0);
+static BUSY_SLEEPS: AtomicU64 = AtomicU64::new(0);
+static SYNCS: AtomicU64 = AtomicU64::new(0);
 /// Idle connections kept per database.
 const MAX_IDLE: usize = 64;
 /// Prepared statements cached per connection.
@@ -37,6 +50,39 @@ pub struct Database {
     path: PathBuf,
     idle: Mutex<Vec<rusqlite::Connection>>,
     sync: GroupSync,
+    writers: WriterQueue,
+}
+
+/// The writers' queue of one database file: one permit, the right to take SQLite's write lock,
+/// handed over first come, first served (tokio's semaphore is fair). A connection holds its
+/// permit from the statement that starts its write transaction (or its lone write) until the
+/// transaction has ended, and gives it back when it is returned to the pool or dropped, after
+/// the rollback of a transaction left open ([`Connection`]'s fields drop after that rollback).
+/// `None` when turned off (`VEIL_DEBUG_NO_WRITER_QUEUE=1`, the A/B switch): writers then wait in
+/// SQLite's busy handler only, as before.
+struct WriterQueue(Option<Arc<tokio::sync::Semaphore>>);
+
+impl WriterQueue {
+    fn new() -> Self {
+        let off = std::env::var("VEIL_DEBUG_NO_WRITER_QUEUE").is_ok_and(|v| v.trim() == "1");
+        WriterQueue((!off).then(|| Arc::new(tokio::sync::Semaphore::new(1))))
+    }
+
+    /// Waits for this file's write turn, at most the busy timeout; past it, the error SQLite's
+    /// busy handler gives ("database is locked").
+    async fn turn(&self) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, Error> {
+        let Some(queue) = &self.0 else { return Ok(None) };
+        if let Ok(permit) = queue.clone().try_acquire_owned() {
+            return Ok(Some(permit));
+        }
+        QUEUE_WAITS.fetch_add(1, Ordering::Relaxed);
+        let timeout = Duration::from_millis(BUSY_TIMEOUT_MS.load(Ordering::Relaxed));
+        match tokio::time::timeout(timeout, queue.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(Some(permit)),
+            Ok(Err(_)) => Err(Error::Io("the writers' queue is closed".to_string())),
+            Err(_) => Err(Error::Io("database is locked".to_string())),
+        }
+    }
 }
 
 /// Group commit: makes the commits of concurrent connections durable with one `fsync` of the
@@ -76,6 +122,7 @@ impl GroupSync {
             if !self.running.swap(true, Ordering::SeqCst) {
                 let covered = self.tickets.load(Ordering::SeqCst);
                 let (wal, db) = (self.wal.clone(), self.db.clone());
+                SYNCS.fetch_add(1, Ordering::Relaxed);
                 let synced = tokio::task::spawn_blocking(move || sync_files(&wal, &db)).await;
                 // `running` first, then the news: a waiter that saw it still running is woken.
                 self.running.store(false, Ordering::SeqCst);
@@ -116,7 +163,13 @@ impl Database {
             anyhow::anyhow!("cannot open sqlite database `{name}` at {}: {e}", path.display())
         })?;
         let sync = GroupSync::new(&path);
-        Ok(Arc::new(Database { name: name.to_string(), path, idle: Mutex::new(vec![conn]), sync }))
+        Ok(Arc::new(Database {
+            name: name.to_string(),
+            path,
+            idle: Mutex::new(vec![conn]),
+            sync,
+            writers: WriterQueue::new(),
+        }))
     }
 
     pub fn name(&self) -> &str {
@@ -158,11 +211,14 @@ impl Database {
 /// SQLite's own busy timeout backs off to 100 ms sleeps, so under contention a waiter keeps
 /// losing the lock to newcomers (seen: 2-3 s tails with 32 writers). Polling every 2 ms up to
 /// [`BUSY_TIMEOUT_MS`] keeps waits short and roughly fair.
+/// With the writers' queue, a connection of this process only gets here when another process
+/// holds the lock (or during a checkpoint or WAL recovery).
 fn busy_wait(attempts: i32) -> bool {
     let max_attempts = u128::from(BUSY_TIMEOUT_MS.load(Ordering::Relaxed)) / BUSY_POLL.as_millis();
     if u128::try_from(attempts).unwrap_or(u128::MAX) >= max_attempts {
         return false;
     }
+    BUSY_SLEEPS.fetch_add(1, Ordering::Relaxed);
     std::thread::sleep(BUSY_POLL);
     true
 }
@@ -214,11 +270,27 @@ impl Databases {
     }
 }
 
+impl Drop for Databases {
+    fn drop(&mut self) {
+        if std::env::var("VEIL_DEBUG_SQLITE_COUNTS").is_ok_and(|v| v.trim() == "1") {
+            eprintln!(
+                "veil: sqlite: {} queued writes, {} busy-handler sleeps, {} syncs",
+                QUEUE_WAITS.load(Ordering::Relaxed),
+                BUSY_SLEEPS.load(Ordering::Relaxed),
+                SYNCS.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
 /// A guest `connection` resource: one pooled rusqlite connection for the resource's lifetime.
 pub struct Connection {
     db: Arc<Database>,
     /// `None` only while a statement runs on the blocking pool.
     conn: Option<rusqlite::Connection>,
+    /// This connection's turn in its database's [`WriterQueue`], held while its write
+    /// transaction is open. Declared (so dropped) after `conn`'s rollback in [`Drop`].
+    turn: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Drop for Connection {
@@ -226,6 +298,45 @@ impl Drop for Connection {
         if let Some(conn) = self.conn.take() {
             self.db.release(conn);
         }
+        // `turn` is dropped now, after the rollback: the next writer finds the lock free.
+    }
+}
+
+/// A connection's turn in the writers' queue, while a statement runs on the blocking pool: if
+/// the statement's future is dropped (the guest trapped or ran out of time), the blocking task
+/// still owns the connection and the turn, and ends the transaction before the turn goes back.
+struct InFlight {
+    conn: rusqlite::Connection,
+    turn: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl InFlight {
+    /// Ends a transaction left open by a statement whose caller is gone, then frees the turn.
+    fn abandon(self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        drop(self.turn);
+    }
+}
+
+/// Whether a statement on this connection needs the write turn first: anything but a plain
+/// `SELECT`, when the connection has no turn yet (outside a transaction: a `BEGIN`, or a write
+/// that is its own transaction). Not a statement that could only end a transaction: with none
+/// open (the turn is held while one is) it takes no lock, and a `ROLLBACK` after a failed `BEGIN`
+/// must not wait.
+fn needs_turn(entry: &Connection, statement: &str) -> bool {
+    entry.turn.is_none()
+        && entry.db.writers.0.is_some()
+        && !is_read_only(statement)
+        && !ends_transaction(statement)
+        && !starts_with_word(statement, "ROLLBACK")
+}
+
+/// After a statement: a connection whose transaction has ended gives its turn back.
+fn settle_turn(entry: &mut Connection) {
+    if entry.conn.as_ref().is_some_and(rusqlite::Connection::is_autocommit) {
+        entry.turn = None;
     }
 }
 
@@ -322,10 +433,22 @@ fn holds_write_lock(conn: &rusqlite::Connection) -> bool {
 /// no lock wait, no sync), or any statement but the last inside a transaction that already holds
 /// the write lock (it can wait for no lock and syncs nothing). The write lock is the one thing all
 /// writers queue for, so the statements it covers should not each wait for a thread of the
-/// blocking pool while the other writers wait for them: an audit append holds it for five
+/// blocking pool while the other writers wait for them: an audit append holds it for several
 /// statements (docs/audit.md, "Cost").
 fn runs_inline(conn: &rusqlite::Connection, statement: &str) -> bool {
     is_read_only(statement) || (holds_write_lock(conn) && !ends_transaction(statement))
+}
+
+/// A connection and its turn on their way back from the blocking pool; abandoned
+/// ([`InFlight::abandon`]) if dropped before the caller took them.
+struct Returned(Option<InFlight>);
+
+impl Drop for Returned {
+    fn drop(&mut self) {
+        if let Some(flight) = self.0.take() {
+            flight.abandon();
+        }
+    }
 }
 
 impl Host for SqliteView<'_> {}
@@ -337,7 +460,7 @@ impl HostConnection for SqliteView<'_> {
             return Err(Error::AccessDenied);
         };
         let conn = db.acquire().await?;
-        let resource = Connection { db: db.clone(), conn: Some(conn) };
+        let resource = Connection { db: db.clone(), conn: Some(conn), turn: None };
         self.table.push(resource).map_err(|e| Error::Io(e.to_string()))
     }
 
@@ -348,26 +471,45 @@ impl HostConnection for SqliteView<'_> {
         parameters: Vec<Value>,
     ) -> Result<QueryResult, Error> {
         let entry = self.table.get_mut(&connection).map_err(|_| Error::InvalidConnection)?;
+        if entry.conn.is_none() {
+            return Err(Error::InvalidConnection);
+        }
+        if needs_turn(entry, &statement) {
+            let turn = entry.db.writers.turn().await?;
+            let entry = self.table.get_mut(&connection).map_err(|_| Error::InvalidConnection)?;
+            entry.turn = turn;
+        }
+        let entry = self.table.get_mut(&connection).map_err(|_| Error::InvalidConnection)?;
         // A read in WAL mode neither waits for writers nor syncs: microseconds from the page
         // cache, cheaper inline than the two thread hand-offs of the blocking pool.
         let conn = entry.conn.as_ref().ok_or(Error::InvalidConnection)?;
         if runs_inline(conn, &statement) {
-            return run(conn, &statement, parameters);
+            let result = run(conn, &statement, parameters);
+            settle_turn(entry);
+            return result;
         }
         let db = entry.db.clone();
         let conn = entry.conn.take().ok_or(Error::InvalidConnection)?;
+        let flight = InFlight { conn, turn: entry.turn.take() };
         let rolls_back = starts_with_word(&statement, "ROLLBACK");
-        // Writes block (lock waits, checkpoints): keep them off the async workers.
-        let (conn, result) = tokio::task::spawn_blocking(move || {
-            let result = run(&conn, &statement, parameters);
-            (conn, result)
-        })
-        .await
-        .map_err(|e| Error::Io(e.to_string()))?;
+        // Writes block (lock waits, checkpoints): keep them off the async workers. The task owns
+        // the connection and its turn until it hands them back (`Returned`); if nobody takes
+        // them (this future was dropped), they are abandoned: rolled back, then freed.
+        let handle = tokio::task::spawn_blocking(move || {
+            let result = run(&flight.conn, &statement, parameters);
+            (Returned(Some(flight)), result)
+        });
+        let (mut returned, result) = handle.await.map_err(|e| Error::Io(e.to_string()))?;
+        let flight = returned.0.take().ok_or(Error::InvalidConnection)?;
         // It committed (a COMMIT, or a write outside a transaction): answered once on disk.
-        let committed = result.is_ok() && conn.is_autocommit() && !rolls_back;
-        if let Ok(entry) = self.table.get_mut(&connection) {
-            entry.conn = Some(conn);
+        let committed = result.is_ok() && flight.conn.is_autocommit() && !rolls_back;
+        match self.table.get_mut(&connection) {
+            Ok(entry) => {
+                entry.conn = Some(flight.conn);
+                entry.turn = flight.turn;
+                settle_turn(entry);
+            }
+            Err(_) => flight.abandon(),
         }
         if committed {
             db.sync.durable().await?;
@@ -464,6 +606,95 @@ mod tests {
         assert!(matches!(run(&conn, "SELEC 1", vec![]), Err(Error::Io(_))));
         assert!(matches!(run(&conn, "SELECT ?", vec![]), Err(Error::Io(_))));
         drop(conn);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn own(r: &Resource<Connection>) -> Resource<Connection> {
+        Resource::new_own(r.rep())
+    }
+
+    fn queue_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("veil-sqlite-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Opens a connection in a table of its own (as an instance would) and runs statements.
+    async fn run_all(dbs: &Databases, table: &mut ResourceTable, sql: &[&str]) -> Result<QueryResult, Error> {
+        let mut view = SqliteView { databases: dbs, table };
+        let c = view.open("default".to_string()).await?;
+        let mut last = None;
+        for s in sql {
+            last = Some(view.execute(own(&c), s.to_string(), vec![]).await?);
+        }
+        Ok(last.unwrap())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_waits_for_its_turn_and_a_dropped_holder_gives_it_back() {
+        let dir = queue_dir("queue");
+        let dbs = Arc::new(Databases::open(&dir, &["default".to_string()], Duration::from_secs(5)).unwrap());
+        let db = dbs.iter().next().unwrap().clone();
+        let queue = db.writers.0.clone().expect("the queue is on by default");
+        let mut holder = ResourceTable::new();
+        run_all(
+            &dbs,
+            &mut holder,
+            &["CREATE TABLE q (i INTEGER)", "BEGIN IMMEDIATE", "INSERT INTO q VALUES (1)"],
+        )
+        .await
+        .unwrap();
+        assert_eq!(queue.available_permits(), 0);
+        let before = QUEUE_WAITS.load(Ordering::Relaxed);
+        let other = dbs.clone();
+        let next = tokio::spawn(async move {
+            let mut table = ResourceTable::new();
+            run_all(&other, &mut table, &["INSERT INTO q VALUES (2)", "SELECT COUNT(*), SUM(i) FROM q"]).await
+        });
+        while QUEUE_WAITS.load(Ordering::Relaxed) == before {
+            tokio::task::yield_now().await;
+        }
+        // Readers are not queued.
+        let mut reader = ResourceTable::new();
+        let r = run_all(&dbs, &mut reader, &["SELECT COUNT(*) FROM q"]).await.unwrap();
+        assert!(matches!(r.rows[0].values[0], Value::Integer(0)));
+        assert!(!next.is_finished());
+        // The holder's instance goes away mid-transaction (a trap, a deadline): its transaction is
+        // rolled back and the waiting writer proceeds.
+        drop(holder);
+        let r = next.await.unwrap().unwrap();
+        assert!(matches!(r.rows[0].values.as_slice(), [Value::Integer(1), Value::Integer(2)]));
+        assert_eq!(queue.available_permits(), 1);
+        drop(reader);
+        drop(dbs);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_statement_dropped_on_the_blocking_pool_gives_its_turn_back() {
+        let dir = queue_dir("abandon");
+        let dbs = Databases::open(&dir, &["default".to_string()], Duration::from_secs(5)).unwrap();
+        let queue = dbs.iter().next().unwrap().writers.0.clone().unwrap();
+        let mut table = ResourceTable::new();
+        run_all(&dbs, &mut table, &["CREATE TABLE q (i INTEGER)"]).await.unwrap();
+        let mut view = SqliteView { databases: &dbs, table: &mut table };
+        let c = view.open("default".to_string()).await.unwrap();
+        // A long write, abandoned while it runs (its future dropped, as when the guest's
+        // deadline passes).
+        let slow = view.execute(
+            own(&c),
+            "INSERT INTO q WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n LIMIT 200000) \
+             SELECT x FROM n"
+                .to_string(),
+            vec![],
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(1), slow).await;
+        let mut next = ResourceTable::new();
+        run_all(&dbs, &mut next, &["BEGIN IMMEDIATE", "INSERT INTO q VALUES (-1)", "COMMIT"]).await.unwrap();
+        assert_eq!(queue.available_permits(), 1);
+        drop((next, table));
+        drop(dbs);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
