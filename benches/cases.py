@@ -57,7 +57,14 @@ REUSE = 1000  # `veil serve --reuse-instances` for the instance-reuse rows
 # Issue 20's A/B servers, each the default `sqlite` server but for one lever turned back:
 # requests through `wasi:http/incoming-handler` instead of the lean `veil:gateway/http` export, and
 # variables read one by one (`variables.get`) instead of in one `wasi:config/store.get-all` call.
-LEVERS = {"sqlite-wasi-http": ["--entry", "wasi-http"], "sqlite-vars-each": ["--debug-variables-one-by-one"]}
+LEVERS = {"sqlite-wasi-http": ["--entry", "wasi-http"], "sqlite-vars-each": ["--debug-variables-one-by-one"],
+          "sqlite-dek-cache": [], "sqlite-dek-cache-cold": []}
+# Lever 3 (no database on a warm protect): both servers have the DEK cache on; the second turns the
+# scheme cache off, so that its protects read the scheme from SQLite (and reserve seals) as before.
+_DEK_CACHE = {"SPIN_VARIABLE_DEK_CACHE": "true",
+              "SPIN_VARIABLE_DEK_CACHE_KEY": base64.b64encode(secrets.token_bytes(32)).decode()}
+LEVER_ENV = {"sqlite-dek-cache": _DEK_CACHE,
+             "sqlite-dek-cache-cold": {**_DEK_CACHE, "SPIN_VARIABLE_SCHEME_CACHE": "false"}}
 CHACHA = "ChaCha20-Poly1305 scheme"  # the auth-column suffix of rows on a chacha20-poly1305 scheme
 TOKEN_TTL = 3 * 3600  # the load tests' tokens outlive the longest run
 JOB_ROWS = 1_000_000  # the re-encryption job benchmark's table (benches section 9)
@@ -480,7 +487,7 @@ class Bench:
         elif store == "sqlite-reuse":
             v = start_veil(self.tmp, "veil-sqlite-reuse", extra_args=["--reuse-instances", REUSE])
         elif store in LEVERS:
-            v = start_veil(self.tmp, f"veil-{store}", extra_args=LEVERS[store])
+            v = start_veil(self.tmp, f"veil-{store}", raw_env=LEVER_ENV.get(store), extra_args=LEVERS[store])
         else:
             url = self.postgres_url()
             v = start_veil(self.tmp, "veil-postgres", raw_env={"SPIN_VARIABLE_DATABASE_URL": url},
@@ -538,7 +545,8 @@ class Bench:
             cells.append(cell("RS256 cold", "protect", 1, 32, one, "veil-sqlite-rs256-cold", None))
         if store == "sqlite":  # the Transit-compatible routes (docs/transit.md), with OpenBao's own bodies
             cells += self.transit_cells(v, hs)
-        healthz = [1, 32] if store == "sqlite" else [32] if store == "sqlite-reuse" or store in LEVERS else []
+        healthz = ([1, 32] if store == "sqlite" else [] if store in LEVER_ENV
+                   else [32] if store == "sqlite-reuse" or store in LEVERS else [])
         cells += [Cell("Veil", store, "none", "healthz", 0, c, f"{v.url}/healthz", {"BENCH_METHOD": "GET"},
                        self.duration, f"veil-{store}-healthz") for c in healthz]
         return cells

@@ -321,12 +321,17 @@ class Report:
         """Issue 20's levers, each A/B in this run: the default `sqlite` server beside one with the
         lever turned back (cases.LEVERS)."""
         rows = []
-        for lever, before, store in (("HTTP entry", "wasi:http/incoming-handler", "sqlite-wasi-http"),
-                                     ("variables", "read one by one (variables.get)", "sqlite-vars-each")):
-            after = "lean veil:gateway/http" if lever == "HTTP entry" else "one wasi:config/store.get-all"
-            for auth, op, n, metric in ((f"HS256, {NOAUDIT}", "protect", 1, "rps"),
-                                        (f"HS256, {NOAUDIT}", "protect", BATCH, "vps"), ("none", "healthz", 0, "rps")):
-                a, z = self.cell("Veil", store, auth, op, n, 32), self.cell("Veil", "sqlite", auth, op, n, 32)
+        for lever, before, store, after, after_store in (
+                ("HTTP entry", "wasi:http/incoming-handler", "sqlite-wasi-http", "lean veil:gateway/http", "sqlite"),
+                ("variables", "read one by one (variables.get)", "sqlite-vars-each", "one wasi:config/store.get-all",
+                 "sqlite"),
+                ("3: no database on a warm protect (DEK cache on)", "scheme read + seal write per request",
+                 "sqlite-dek-cache-cold", "scheme cache, sampled seal counts", "sqlite-dek-cache")):
+            ops = ((f"HS256, {NOAUDIT}", "protect", 1, "rps"), (f"HS256, {NOAUDIT}", "protect", BATCH, "vps"))
+            if after_store == "sqlite":
+                ops += (("none", "healthz", 0, "rps"),)
+            for auth, op, n, metric in ops:
+                a, z = self.cell("Veil", store, auth, op, n, 32), self.cell("Veil", after_store, auth, op, n, 32)
                 unit = "req/s" if metric == "rps" else "values/s"
                 what = f"{op} ×{n}" if n else op
                 if a and z:
@@ -345,7 +350,10 @@ class Report:
             "Each lever beside the default `veil serve` (rows `sqlite` above: the lean entry, variables in one "
             "call), measured in the same run, interleaved: a server with only that lever turned back "
             "(`--entry wasi-http`; `--debug-variables-one-by-one`, which makes the host refuse get-all so that "
-            "the component reads each variable with its own call, as before). The protects are on the scheme with "
+            "the component reads each variable with its own call, as before). Lever 3 compares two servers with "
+            "the DEK cache on: `scheme_cache = false` (every protect reads the scheme from SQLite and writes its "
+            "seal count) against the default scheme cache with sampled seal reservations (a warm protect runs "
+            "no SQL statement; docs/kms.md, \"The scheme cache\"). The protects are on the scheme with "
             f"`\"audit\": \"none\"` (rows `HS256, {NOAUDIT}`), so that the audit entry's SQLite commit per request "
             "does not hide what the levers change. Ratio = with the lever ÷ without.",
             "", md_table(["lever", "operation", "unit", "without", "with", "with ÷ without"], rows), "", note, ""])

@@ -971,12 +971,14 @@ mod key_use_limits {
         let vars = MapVars::default()
             .with("dek_cache", "true")
             .with("dek_cache_key", CACHE_KEY)
-            .with("dek_cache_max_uses", "3");
+            .with("dek_cache_max_uses", "3")
+            // exact counting (block size 1), so that every protect checks the use count
+            .with("max_seals_per_key", "1000000");
         let mut w = world_with(vars);
         assert_eq!(w.scheme("acme", pii(json!({}))).0, 201);
         assert_eq!(protect(&mut w, 1), (1, 1), "a miss: the vault is asked and the key cached");
         let first = w.kv.0.borrow().clone();
-        assert_eq!(first.len(), 1);
+        assert_eq!(first.len(), 2, "the DEK cache's entry and the scheme cache's");
         assert_eq!(protect(&mut w, 1), (1, 0));
         assert_eq!(protect(&mut w, 1), (1, 0));
         assert_eq!(protect(&mut w, 1), (1, 1), "3 values sealed since it was cached: used up");

@@ -187,8 +187,10 @@ pub struct ServeArgs {
     /// (`wasi:http/incoming-handler`, as Spin calls it). Both give the same answers.
     #[arg(long, env = "VEIL_ENTRY", value_enum, default_value = "lean")]
     pub entry: crate::lean::Entry,
-    /// Add `veil-debug-variable-reads: N` to every answer: how many variable reads (host calls)
-    /// the component made for that request (tests and benchmarks; also `VEIL_DEBUG_HOST_CALLS=1`).
+    /// Add `veil-debug-variable-reads: N`, `veil-debug-memory-grows: N` and
+    /// `veil-debug-sql-statements: N` to every answer: how many variable reads (host calls),
+    /// memory growths and SQL statements the component made for that request (tests and
+    /// benchmarks; also `VEIL_DEBUG_HOST_CALLS=1`).
     #[arg(long, hide = true)]
     pub debug_host_calls: bool,
     /// Refuse `wasi:config/store.get-all`, so that the component reads its variables one by one

@@ -167,12 +167,13 @@ pub struct InstanceState {
     pub counts: Arc<DebugCounts>,
 }
 
-/// Per-request counts for `--debug-host-calls`: variable reads (host calls) and growths of the
-/// guest's linear memory.
+/// Per-request counts for `--debug-host-calls`: variable reads (host calls), growths of the
+/// guest's linear memory, and SQL statements the guest ran (`spin:sqlite` and `spin:postgres`).
 #[derive(Debug, Default)]
 pub struct DebugCounts {
     pub variable_reads: AtomicU32,
     pub memory_grows: AtomicU32,
+    pub sql_statements: AtomicU32,
 }
 
 /// Counts growths of linear memory (only set on a store with `--debug-host-calls`); every growth
@@ -238,7 +239,11 @@ impl WasiHttpView for InstanceState {
 
 impl SpinView for InstanceState {
     fn sqlite(&mut self) -> spin::sqlite::SqliteView<'_> {
-        spin::sqlite::SqliteView { databases: &self.services.databases, table: &mut self.table }
+        spin::sqlite::SqliteView {
+            databases: &self.services.databases,
+            table: &mut self.table,
+            statements: &self.counts.sql_statements,
+        }
     }
 
     fn postgres(&mut self) -> spin::postgres::PgView<'_> {
@@ -246,6 +251,7 @@ impl SpinView for InstanceState {
             pools: &self.services.postgres,
             allowed: &self.services.allowed_hosts,
             table: &mut self.table,
+            statements: &self.counts.sql_statements,
         }
     }
 

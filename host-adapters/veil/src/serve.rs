@@ -532,6 +532,10 @@ impl Server {
                         HeaderValue::from(counts.variable_reads.load(Relaxed)),
                     );
                     h.insert("veil-debug-memory-grows", HeaderValue::from(counts.memory_grows.load(Relaxed)));
+                    h.insert(
+                        "veil-debug-sql-statements",
+                        HeaderValue::from(counts.sql_statements.load(Relaxed)),
+                    );
                 }
                 response
             }

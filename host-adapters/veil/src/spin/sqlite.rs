@@ -240,6 +240,8 @@ impl HasData for Sqlite {
 pub struct SqliteView<'a> {
     pub databases: &'a Databases,
     pub table: &'a mut ResourceTable,
+    /// Statements run, for `--debug-host-calls`.
+    pub statements: &'a std::sync::atomic::AtomicU32,
 }
 
 fn sql_error(e: &rusqlite::Error) -> Error {
@@ -347,6 +349,7 @@ impl HostConnection for SqliteView<'_> {
         statement: String,
         parameters: Vec<Value>,
     ) -> Result<QueryResult, Error> {
+        self.statements.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let entry = self.table.get_mut(&connection).map_err(|_| Error::InvalidConnection)?;
         // A read in WAL mode neither waits for writers nor syncs: microseconds from the page
         // cache, cheaper inline than the two thread hand-offs of the blocking pool.
