@@ -55,12 +55,17 @@ BATCH = 100
 CONCURRENCY = (1, 8, 32)
 REUSE = 1000  # `veil serve --reuse-instances` for the instance-reuse rows
 # Issue 20's A/B servers, each the default `sqlite` server but for one lever turned back:
-# requests through `wasi:http/incoming-handler` instead of the lean `veil:gateway/http` export,
-# variables read one by one (`variables.get`) instead of in one `wasi:config/store.get-all` call,
-# and (lever 4) a fresh instance per request instead of the default instance reuse scoped to one
-# credential with the heap scrub (docs/architecture.md "Instance reuse").
-LEVERS = {"sqlite-wasi-http": ["--entry", "wasi-http"], "sqlite-vars-each": ["--debug-variables-one-by-one"],
-          "sqlite-fresh": ["--fresh-instances"]}
+# requests through `wasi:http/incoming-handler` instead of the lean `veil:gateway/http` export;
+# (lever 4) a fresh instance per request instead of the default instance reuse scoped to one
+# credential with the heap scrub (docs/architecture.md "Instance reuse"); lever 3 (no database on a
+# warm protect): two servers with the DEK cache on, the second with the scheme cache off, so that
+# its protects read the scheme from SQLite (and reserve seals) as before.
+LEVERS = {"sqlite-wasi-http": ["--entry", "wasi-http"], "sqlite-fresh": ["--fresh-instances"],
+          "sqlite-dek-cache": [], "sqlite-dek-cache-cold": []}
+_DEK_CACHE = {"SPIN_VARIABLE_DEK_CACHE": "true",
+              "SPIN_VARIABLE_DEK_CACHE_KEY": base64.b64encode(secrets.token_bytes(32)).decode()}
+LEVER_ENV = {"sqlite-dek-cache": _DEK_CACHE,
+             "sqlite-dek-cache-cold": {**_DEK_CACHE, "SPIN_VARIABLE_SCHEME_CACHE": "false"}}
 CHACHA = "ChaCha20-Poly1305 scheme"  # the auth-column suffix of rows on a chacha20-poly1305 scheme
 TOKEN_TTL = 3 * 3600  # the load tests' tokens outlive the longest run
 JOB_ROWS = 1_000_000  # the re-encryption job benchmark's table (benches section 9)
@@ -483,7 +488,7 @@ class Bench:
         elif store == "sqlite-reuse":
             v = start_veil(self.tmp, "veil-sqlite-reuse", extra_args=["--reuse-instances", REUSE])
         elif store in LEVERS:
-            v = start_veil(self.tmp, f"veil-{store}", extra_args=LEVERS[store])
+            v = start_veil(self.tmp, f"veil-{store}", raw_env=LEVER_ENV.get(store), extra_args=LEVERS[store])
         else:
             url = self.postgres_url()
             v = start_veil(self.tmp, "veil-postgres", raw_env={"SPIN_VARIABLE_DATABASE_URL": url},
@@ -541,7 +546,8 @@ class Bench:
             cells.append(cell("RS256 cold", "protect", 1, 32, one, "veil-sqlite-rs256-cold", None))
         if store == "sqlite":  # the Transit-compatible routes (docs/transit.md), with OpenBao's own bodies
             cells += self.transit_cells(v, hs)
-        healthz = [1, 32] if store == "sqlite" else [32] if store == "sqlite-reuse" or store in LEVERS else []
+        healthz = ([1, 32] if store == "sqlite" else [] if store in LEVER_ENV
+                   else [32] if store == "sqlite-reuse" or store in LEVERS else [])
         cells += [Cell("Veil", store, "none", "healthz", 0, c, f"{v.url}/healthz", {"BENCH_METHOD": "GET"},
                        self.duration, f"veil-{store}-healthz") for c in healthz]
         return cells
@@ -728,19 +734,19 @@ class Bench:
             self.memory[store] = (v.vm("VmHWM"), v.vm("VmRSS"))
 
     def count_variable_reads(self) -> None:
-        """Host calls for variables in one protect on a fresh instance, with get-all (the default)
-        and one by one, counted by the host (`VEIL_DEBUG_HOST_CALLS=1`)."""
-        for store, extra in (("sqlite", []), ("sqlite-vars-each", LEVERS["sqlite-vars-each"])):
-            v = start_veil(self.tmp, f"veil-count-{store}", raw_env={"VEIL_DEBUG_HOST_CALLS": "1"},
-                           extra_args=["--fresh-instances", *extra])
-            try:
-                v.wait_healthy()
-                t = set_up_schemes(v)
-                r = t.app.post("/v1/protect", {"scheme": SCHEME, "values": [VALUE]})
+        """Host calls for variables in one protect, counted by the host (`VEIL_DEBUG_HOST_CALLS=1`):
+        on a fresh instance, and on a reused one that served the same request before."""
+        v = start_veil(self.tmp, "veil-count-reads", raw_env={"VEIL_DEBUG_HOST_CALLS": "1"})
+        try:
+            v.wait_healthy()
+            t = set_up_schemes(v)
+            app = t.app  # one credential, so that the second request gets the first one's instance
+            for kind in ("fresh", "reused"):
+                r = app.post("/v1/protect", {"scheme": SCHEME, "values": [VALUE]})
                 ok(r)
-                self.variable_reads[store] = int(r.headers["veil-debug-variable-reads"])
-            finally:
-                v.stop(check=False)
+                self.variable_reads[kind] = int(r.headers["veil-debug-variable-reads"])
+        finally:
+            v.stop(check=False)
 
     def prepare_cold(self, cell: Cell, n: int) -> None:
         t = time.monotonic()

@@ -321,14 +321,17 @@ class Report:
         """Issue 20's levers, each A/B in this run: the default `sqlite` server beside one with the
         lever turned back (cases.LEVERS)."""
         rows = []
-        for lever, before, after, store in (
-                ("HTTP entry", "wasi:http/incoming-handler", "lean veil:gateway/http", "sqlite-wasi-http"),
-                ("variables", "read one by one (variables.get)", "one wasi:config/store.get-all", "sqlite-vars-each"),
-                ("4: instance reuse", "fresh instance per request (--fresh-instances)",
-                 "reuse scoped to the credential, heap scrubbed (default)", "sqlite-fresh")):
-            for auth, op, n, metric in ((f"HS256, {NOAUDIT}", "protect", 1, "rps"),
-                                        (f"HS256, {NOAUDIT}", "protect", BATCH, "vps"), ("none", "healthz", 0, "rps")):
-                a, z = self.cell("Veil", store, auth, op, n, 32), self.cell("Veil", "sqlite", auth, op, n, 32)
+        for lever, before, store, after, after_store in (
+                ("HTTP entry", "wasi:http/incoming-handler", "sqlite-wasi-http", "lean veil:gateway/http", "sqlite"),
+                ("3: no database on a warm protect (DEK cache on)", "scheme read + seal write per request",
+                 "sqlite-dek-cache-cold", "scheme cache, sampled seal counts", "sqlite-dek-cache"),
+                ("4: instance reuse", "fresh instance per request (--fresh-instances)", "sqlite-fresh",
+                 "reuse scoped to the credential, heap scrubbed (default)", "sqlite")):
+            ops = ((f"HS256, {NOAUDIT}", "protect", 1, "rps"), (f"HS256, {NOAUDIT}", "protect", BATCH, "vps"))
+            if after_store == "sqlite":
+                ops += (("none", "healthz", 0, "rps"),)
+            for auth, op, n, metric in ops:
+                a, z = self.cell("Veil", store, auth, op, n, 32), self.cell("Veil", after_store, auth, op, n, 32)
                 unit = "req/s" if metric == "rps" else "values/s"
                 what = f"{op} ×{n}" if n else op
                 if a and z:
@@ -338,18 +341,21 @@ class Report:
                 else:
                     rows.append([lever, what, unit, "–", "–", "–"])
         reads = self.b.variable_reads
-        note = (f"Variable reads (host calls) in one protect on a fresh instance, counted by the host "
-                f"(`VEIL_DEBUG_HOST_CALLS=1`): one by one {reads.get('sqlite-vars-each', '?')}, with get-all "
-                f"{reads.get('sqlite', '?')}; with `--reuse-instances` a reused instance reads none "
-                "(tests/integration/test_entries.py).")
+        note = (f"Lever 2 (variables): host calls for variables in one protect, counted by the host "
+                f"(`VEIL_DEBUG_HOST_CALLS=1`): {reads.get('fresh', '?')} on a fresh instance (each variable the "
+                f"request needs, read once), {reads.get('reused', '?')} on a reused instance that served one before "
+                "(tests/integration/test_entries.py); one `wasi:config/store.get-all` per instance instead was "
+                "measured slower (docs/architecture.md, \"Variables\": instruction counts).")
         return "\n".join([
             "## 4c. Issue 20 levers (A/B, same run, medians, c=32, SQLite)", "",
-            "Each lever beside the default `veil serve` (rows `sqlite` above: the lean entry, variables in one "
-            "call), measured in the same run, interleaved: a server with only that lever turned back "
-            "(`--entry wasi-http`; `--debug-variables-one-by-one`, which makes the host refuse get-all so that "
-            "the component reads each variable with its own call, as before; lever 4, `--fresh-instances`: a fresh "
+            "Each lever beside the default `veil serve` (rows `sqlite` above: the lean entry, each variable read "
+            "once per instance, instances reused per credential), measured in the same run, interleaved: a server with only that lever turned back "
+            "(`--entry wasi-http`). Lever 3 compares two servers with "
+            "the DEK cache on: `scheme_cache = false` (every protect reads the scheme from SQLite and writes its "
+            "seal count) against the default scheme cache with sampled seal reservations (a warm protect runs "
+            "no SQL statement; docs/kms.md, \"The scheme cache\"). Lever 4, `--fresh-instances`: a fresh "
             "instance per request instead of the default reuse scoped to one credential, with freed memory and the "
-            "used stack wiped by the component; the scrub's own cost has no switch of its own: it is inside the "
+            "used stack wiped by the component (the scrub has no switch of its own: its cost is inside the "
             "default's figure). The protects are on the scheme with "
             f"`\"audit\": \"none\"` (rows `HS256, {NOAUDIT}`), so that the audit entry's SQLite commit per request "
             "does not hide what the levers change. Ratio = with the lever ÷ without.",

@@ -50,22 +50,35 @@ impl Default for CacheLimits {
 
 pub const MAX_DEK_CACHE_AGE_SECS: usize = 86_400;
 pub const MAX_DEK_CACHE_USES: usize = 10_000_000;
+/// The scheme cache's default and longest max age: a few seconds is what a PATCH or an erasure
+/// may take to reach other processes (docs/kms.md, "The scheme cache").
+pub const DEFAULT_SCHEME_CACHE_AGE_SECS: usize = 2;
+pub const MAX_SCHEME_CACHE_AGE_SECS: usize = 60;
 
 /// The opt-in DEK cache: its sealing key and limits (docs/kms.md § DEK cache).
 pub struct Settings {
     pub key: SecretKey,
     pub limits: CacheLimits,
+    /// The scheme cache's max age (`scheme_cache_max_age_secs`); `None` when `scheme_cache` is
+    /// `false`. It lives beside the DEK cache, sealed under a key derived from `dek_cache_key`,
+    /// so it needs no secret of its own and is on whenever the DEK cache is (docs/kms.md).
+    pub scheme_max_age_secs: Option<u64>,
 }
 
 impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("cache::Settings").field("key", &"<secret>").field("limits", &self.limits).finish()
+        f.debug_struct("cache::Settings")
+            .field("key", &"<secret>")
+            .field("limits", &self.limits)
+            .field("scheme_max_age_secs", &self.scheme_max_age_secs)
+            .finish()
     }
 }
 
 impl Settings {
-    /// Reads `dek_cache`, `dek_cache_key`, `dek_cache_max_age_secs` and `dek_cache_max_uses`;
-    /// `None` when the cache is off.
+    /// Reads `dek_cache`, `dek_cache_key`, `dek_cache_max_age_secs` and `dek_cache_max_uses`,
+    /// and the scheme cache's `scheme_cache` (default `true`) and `scheme_cache_max_age_secs`;
+    /// `None` when the DEK cache is off (the scheme cache is then off too).
     pub fn load(vars: &dyn Variables) -> Result<Option<Self>, ConfigError> {
         if !parse_bool("dek_cache", vars.get("dek_cache"))? {
             return Ok(None);
@@ -85,12 +98,24 @@ impl Settings {
         let max_age =
             parse_limit(vars, "dek_cache_max_age_secs", d.max_age_secs as usize, MAX_DEK_CACHE_AGE_SECS)?;
         let max_uses = parse_limit(vars, "dek_cache_max_uses", d.max_uses as usize, MAX_DEK_CACHE_USES)?;
+        let scheme_max_age_secs =
+            if parse_bool("scheme_cache", vars.get("scheme_cache").or(Some("true".into())))? {
+                Some(parse_limit(
+                    vars,
+                    "scheme_cache_max_age_secs",
+                    DEFAULT_SCHEME_CACHE_AGE_SECS,
+                    MAX_SCHEME_CACHE_AGE_SECS,
+                )? as u64)
+            } else {
+                None
+            };
         Ok(Some(Settings {
             key,
             limits: CacheLimits {
                 max_age_secs: max_age as u64,
                 max_uses: u32::try_from(max_uses).unwrap_or(u32::MAX),
             },
+            scheme_max_age_secs,
         }))
     }
 }
@@ -151,6 +176,11 @@ impl DekCache {
         let _ = self.kv.delete(key);
     }
 
+    /// The store the entries live in (the scheme cache keeps its entries beside them).
+    pub fn kv(&self) -> &dyn KeyValue {
+        self.kv.as_ref()
+    }
+
     /// The cached DEK for this key slot and wrapped key; `None` on a miss, or for an entry that
     /// has expired, does not open (then it is deleted), or, when `seals` (the version's seal count
     /// including the caller's own reservation) is given, has seen more than `max_uses` values
@@ -162,6 +192,23 @@ impl DekCache {
         now: u64,
         seals: Option<u64>,
     ) -> Option<SecretKey> {
+        let (dek, seals_at_put) = self.get_entry(ctx, wrapped, now)?;
+        if seals.is_some_and(|n| self.used_up(seals_at_put, n)) {
+            self.forget(ctx);
+            return None;
+        }
+        Some(dek)
+    }
+
+    /// Whether an entry cached at seal count `seals_at_put` is used up once the version's count
+    /// is `seals` (more than `max_uses` values sealed since it was cached).
+    pub fn used_up(&self, seals_at_put: u64, seals: u64) -> bool {
+        seals.saturating_sub(seals_at_put) > u64::from(self.limits.max_uses)
+    }
+
+    /// The cached DEK and the seal count it was cached at, checking its age and seal only (the
+    /// caller checks the use count with [`DekCache::used_up`] when it knows the version's count).
+    pub fn get_entry(&self, ctx: KeyContext<'_>, wrapped: &WrappedDek, now: u64) -> Option<(SecretKey, u64)> {
         let key = entry_key(ctx);
         let record = match self.kv.get(&key) {
             Ok(Some(r)) => r,
@@ -177,8 +224,7 @@ impl DekCache {
         }
         let expiry = u64::from_be_bytes(record[..8].try_into().ok()?);
         let seals_at_put = u64::from_be_bytes(record[8..16].try_into().ok()?);
-        let used_up = seals.is_some_and(|n| n.saturating_sub(seals_at_put) > u64::from(self.limits.max_uses));
-        if now >= expiry || used_up {
+        if now >= expiry {
             self.drop_entry(&key);
             return None;
         }
@@ -186,7 +232,7 @@ impl DekCache {
             self.drop_entry(&key);
             return None;
         };
-        SecretKey::try_from_slice(&plain)
+        Some((SecretKey::try_from_slice(&plain)?, seals_at_put))
     }
 
     /// Drops the entry of this key slot, if any (its version was destroyed).

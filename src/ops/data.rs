@@ -4,14 +4,18 @@ use std::collections::{HashMap, HashSet};
 
 use super::schemes::rotate_if_current;
 use super::subjects::{derive_value_key, Subject};
-use super::{check_batch, check_binding, max_token_len, parse_scheme_name, Ctx, ItemError, OpError};
+use super::{
+    check_batch, check_binding, max_token_len, parse_scheme_name, seals, Ctx, ItemError, OpError, Sealing,
+};
 use crate::auth::Principal;
 use crate::crypto::aead::AeadKey;
+use crate::crypto::secret::SecretKey;
 use crate::crypto::{kdf, token};
 use crate::ids::{KeyVersion, SchemeName};
+use crate::kms::KeyContext;
 use crate::policy;
-use crate::scheme::{Operation, Scheme};
-use crate::store::{DataKey, KeyState};
+use crate::scheme::{KekRef, Operation, Scheme};
+use crate::store::{decode_scheme_row, DataKey, KeyState};
 
 /// An unprotected value: wiped when dropped.
 pub type Plaintext = zeroize::Zeroizing<Vec<u8>>;
@@ -54,13 +58,16 @@ pub fn protect_spelled(
     let name = parse_scheme_name(scheme)?;
     let max = ctx.config.limits.max_value_bytes;
     let n = values.iter().filter(|v| matches!(v, Ok(pt) if pt.len() <= max)).count() as u64;
-    let (scheme, current, sealing) = current_key_with_seals(ctx, who, &name, n)?;
+    let CurrentKey { scheme, current, sealing, dek } = current_key_with_seals(ctx, who, &name, n)?;
     let version = scheme.current_version;
     ctx.audit.version(version);
-    let dek = ctx.unwrap_data_key(&scheme, current, sealing)?.ok_or_else(|| {
-        eprintln!("veil: scheme {}/{} has no usable current data key", scheme.tenant, scheme.name);
-        OpError::Internal
-    })?;
+    let dek = match dek {
+        Some(dek) => dek,
+        None => ctx.unwrap_sealing(&scheme, current, sealing)?.ok_or_else(|| {
+            eprintln!("veil: scheme {}/{} has no usable current data key", scheme.tenant, scheme.name);
+            OpError::Internal
+        })?,
+    };
     // After the unwrap: a subject's first secret is a write, which holds the request's write
     // transaction open until the audit entry commits it, and no KMS call should wait inside it.
     let subject_state = match subject_id {
@@ -82,28 +89,48 @@ pub fn protect_spelled(
     Ok((version, results))
 }
 
-/// A scheme, its current data key, and `(total, n)` when the request seals anything.
-type CurrentKey = (Scheme, Option<DataKey>, Option<(u64, u64)>);
+/// A scheme, its current data key, what the DEK cache is told of the version's seal count, and
+/// the unwrapped data key itself when the warm path (scheme cache and DEK cache) served it.
+struct CurrentKey {
+    scheme: Scheme,
+    current: Option<DataKey>,
+    sealing: Sealing,
+    dek: Option<SecretKey>,
+}
 
 /// How often a protect re-reads the scheme after its current version reached the seal limit or its
 /// rotation period (each time one rotation happened, by this request or a concurrent one).
 const SEAL_LIMIT_ATTEMPTS: u32 = 8;
 
-/// The scheme, its current data key and `(total, n)`: the current version's seal count after
-/// reserving this request's `n` values (issue 19 item 6). A version whose count would pass the
-/// scheme's seal limit seals nothing more: the scheme is rotated (exactly one new version however
-/// many requests cross the limit together) and the reservation is made on the new version.
+/// The scheme and its current data key, with this request's `n` values reserved in the current
+/// version's seal count (issue 19 item 6) by sampling (`ops::seals`: whole blocks, and one more
+/// with the probability of the rest; exact counting for small limits). A version whose count
+/// would pass the scheme's seal limit seals nothing more: the scheme is rotated (exactly one new
+/// version however many requests cross the limit together) and the reservation is made on the
+/// new version.
+///
+/// The first read may come from the scheme cache (docs/kms.md, "The scheme cache"), only together
+/// with a DEK-cache hit for the key it names: a cached row never sends a wrapped key to the vault,
+/// so a stale entry cannot bring back a key destroyed since. Policy, erasure, rotation period and
+/// seal limit are checked on every request, on whichever row was read.
 fn current_key_with_seals(
     ctx: &mut Ctx<'_>,
     who: &Principal,
     name: &SchemeName,
     n: u64,
 ) -> Result<CurrentKey, OpError> {
+    let mut reserve: Option<u64> = None;
+    let mut warm = true;
     for _ in 0..SEAL_LIMIT_ATTEMPTS {
-        let (scheme, current) = ctx
-            .store
-            .get_scheme_with_current_key(&who.tenant, name)?
-            .ok_or_else(|| OpError::SchemeNotFound(name.clone()))?;
+        let read = if warm { warm_read(ctx, who, name) } else { None };
+        warm = false;
+        let (scheme, current, mut cached) = match read {
+            Some((s, dk, cached)) => (s, Some(dk), Some(cached)),
+            None => {
+                let (s, dk) = cold_read(ctx, who, name)?;
+                (s, dk, None)
+            }
+        };
         ctx.audit.scheme(&scheme);
         if !policy::allows(who, &scheme.policy, Operation::Protect) {
             return Err(OpError::forbidden("protecting with this scheme"));
@@ -120,21 +147,94 @@ fn current_key_with_seals(
             }
         }
         if n == 0 {
-            return Ok((scheme, current, None));
+            let dek = cached.map(|(dek, _)| dek);
+            return Ok(CurrentKey { scheme, current, sealing: Sealing::Nothing, dek });
         }
         let limit = ctx.config.seal_limit(scheme.algorithm);
         if n > limit {
             let max = usize::try_from(limit).unwrap_or(usize::MAX);
             return Err(OpError::BatchTooLarge { values: n as usize, max });
         }
-        let version = scheme.current_version;
-        let total = ctx.store.reserve_seals(&scheme.tenant, &scheme.name, version, n)?;
-        if total <= limit {
-            return Ok((scheme, current, Some((total, n))));
+        // Drawn once per request: a retry after a rotation reserves the same amount.
+        let r = *reserve.get_or_insert_with(|| seals::reservation(n, seals::block_size(limit), &mut ctx.rng));
+        if r == 0 {
+            let dek = cached.map(|(dek, _)| dek);
+            return Ok(CurrentKey { scheme, current, sealing: Sealing::Unreserved, dek });
         }
-        let _rotated = rotate_if_current(ctx, &scheme, version)?;
+        let version = scheme.current_version;
+        let total = ctx.store.reserve_seals(&scheme.tenant, &scheme.name, version, r)?;
+        if total > limit {
+            let _rotated = rotate_if_current(ctx, &scheme, version)?;
+            continue;
+        }
+        let sealing = Sealing::Reserved { total, n: r };
+        if let Some((dek, seals_at_put)) = cached.take() {
+            let used_up = ctx.dek_cache.as_ref().is_some_and(|c| c.used_up(seals_at_put, total));
+            if !used_up {
+                return Ok(CurrentKey { scheme, current, sealing, dek: Some(dek) });
+            }
+            // The cached key has sealed its `dek_cache_max_uses`: drop it, and unwrap the key as
+            // the database has it now (never the cached row's copy of the wrapped key).
+            if let Some(c) = &ctx.dek_cache {
+                c.forget(KeyContext { tenant: &scheme.tenant, scheme: &scheme.name, version });
+            }
+            let current = ctx.store.data_key(&scheme.tenant, &scheme.name, version)?;
+            if !current.as_ref().is_some_and(|dk| dk.state == KeyState::Active) {
+                continue; // destroyed meanwhile (an erasure elsewhere): the database read decides
+            }
+            return Ok(CurrentKey { scheme, current, sealing, dek: None });
+        }
+        return Ok(CurrentKey { scheme, current, sealing, dek: None });
     }
     Err(OpError::Conflict)
+}
+
+/// The warm path: the scheme cache's row of `name` and the DEK cache's key for its current
+/// version (`None` unless both hit, the row is a live scheme whose current key is active, and its
+/// KEK may be used by this deployment; the database read decides everything else).
+fn warm_read(
+    ctx: &Ctx<'_>,
+    who: &Principal,
+    name: &SchemeName,
+) -> Option<(Scheme, DataKey, (SecretKey, u64))> {
+    let (cache, dek_cache) = ctx.warm_caches()?;
+    let now = u64::try_from(ctx.now).ok()?;
+    let row = cache.get(dek_cache.kv(), &who.tenant, name, now)?;
+    let Ok((scheme, Some(dk))) = decode_scheme_row(&row) else { return None };
+    let usable = scheme.tenant == who.tenant
+        && scheme.name == *name
+        && scheme.erased_at.is_none()
+        && dk.state == KeyState::Active
+        && dk.version == scheme.current_version
+        && (scheme.kek != KekRef::Local || ctx.config.dev_mode);
+    if !usable {
+        return None;
+    }
+    let kctx = KeyContext { tenant: &scheme.tenant, scheme: &scheme.name, version: dk.version };
+    let cached = dek_cache.get_entry(kctx, &dk.wrapped, now)?;
+    Some((scheme, dk, cached))
+}
+
+/// The database read of the protect path; a live scheme with an active current key is cached
+/// for the next requests, unless this request has written a scheme (its reads may show writes
+/// that are not committed yet, and would be undone if the request fails).
+fn cold_read(
+    ctx: &mut Ctx<'_>,
+    who: &Principal,
+    name: &SchemeName,
+) -> Result<(Scheme, Option<DataKey>), OpError> {
+    let (scheme, current, row) = ctx
+        .store
+        .get_scheme_row_with_current_key(&who.tenant, name)?
+        .ok_or_else(|| OpError::SchemeNotFound(name.clone()))?;
+    let live = scheme.erased_at.is_none()
+        && current
+            .as_ref()
+            .is_some_and(|dk| dk.state == KeyState::Active && dk.version == scheme.current_version);
+    if live && !ctx.store.wrote_schemes() {
+        ctx.cache_scheme_row(&who.tenant, name, &row);
+    }
+    Ok((scheme, current))
 }
 
 /// Unprotects each token. If the caller may not unprotect a scheme that a token names, the whole

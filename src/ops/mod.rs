@@ -12,7 +12,9 @@ mod erase;
 mod error;
 pub mod jobs;
 mod rekey;
+pub mod scheme_cache;
 pub mod schemes;
+pub mod seals;
 mod subjects;
 mod transit;
 
@@ -42,7 +44,7 @@ use crate::ids::{KeyVersion, SchemeName};
 use crate::kms::cache::DekCache;
 use crate::kms::{Kek, Keks, KeyContext, KmsError};
 use crate::scheme::{KekRef, Scheme};
-use crate::store::sql::SqlConn;
+use crate::store::sql::{SqlConn, SqlValue};
 use crate::store::{DataKey, KeyState, Store};
 use crate::subjects::SubjectId;
 
@@ -66,6 +68,37 @@ pub struct Ctx<'a> {
     pub job_databases: Option<&'a dyn JobDatabases>,
     /// What the running operation notes for its audit entry.
     pub audit: audit::Note,
+    /// The scheme cache (beside the DEK cache, with a key derived from its key), made on first use.
+    scheme_cache: std::cell::OnceCell<Option<scheme_cache::SchemeCache>>,
+}
+
+/// What a protect tells the DEK cache about the version's seal count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sealing {
+    /// Not a protect (unprotect, mask, rewrap's reads): the entry's age bounds it.
+    Nothing,
+    /// A protect that reserved nothing this time (sampled reservations): the count is read from
+    /// the store only if the key has to be unwrapped and cached.
+    Unreserved,
+    /// A protect that reserved `n` seals, bringing the version's count to `total`.
+    Reserved { total: u64, n: u64 },
+}
+
+/// Drops the scheme cache's entries of every scheme this request wrote, once its writes are
+/// committed (or rolled back) and before the door answers: the context lives exactly as long as
+/// the request's work (`host::with_request`, the in-process tests).
+impl Drop for Ctx<'_> {
+    fn drop(&mut self) {
+        let changed = self.store.take_changed_schemes();
+        if changed.is_empty() {
+            return;
+        }
+        if let Some((cache, dek_cache)) = self.warm_caches() {
+            for (tenant, scheme) in &changed {
+                cache.forget(dek_cache.kv(), tenant, scheme);
+            }
+        }
+    }
 }
 
 impl<'a> Ctx<'a> {
@@ -91,7 +124,21 @@ impl<'a> Ctx<'a> {
             dek_cache: None,
             job_databases: None,
             audit: audit::Note::default(),
+            scheme_cache: std::cell::OnceCell::new(),
         }
+    }
+
+    /// The scheme cache and the DEK cache it lives beside, when both are on.
+    pub(crate) fn warm_caches(&self) -> Option<(&scheme_cache::SchemeCache, &DekCache)> {
+        let dek_cache = self.dek_cache.as_ref()?;
+        let cache = self
+            .scheme_cache
+            .get_or_init(|| {
+                let settings = self.config.dek_cache.as_ref()?;
+                Some(scheme_cache::SchemeCache::new(&settings.key, settings.scheme_max_age_secs?))
+            })
+            .as_ref()?;
+        Some((cache, dek_cache))
     }
 
     fn kek(&mut self, r: &KekRef) -> Result<&dyn Kek, OpError> {
@@ -112,6 +159,17 @@ impl<'a> Ctx<'a> {
         dk: Option<DataKey>,
         sealing: Option<(u64, u64)>,
     ) -> Result<Option<SecretKey>, OpError> {
+        let sealing = sealing.map_or(Sealing::Nothing, |(total, n)| Sealing::Reserved { total, n });
+        self.unwrap_sealing(scheme, dk, sealing)
+    }
+
+    /// [`Ctx::unwrap_data_key`] with what the protect path knows of the version's seal count.
+    fn unwrap_sealing(
+        &mut self,
+        scheme: &Scheme,
+        dk: Option<DataKey>,
+        sealing: Sealing,
+    ) -> Result<Option<SecretKey>, OpError> {
         let Some(dk) = dk else {
             return Ok(None);
         };
@@ -126,20 +184,44 @@ impl<'a> Ctx<'a> {
         }
         let ctx = KeyContext { tenant: &scheme.tenant, scheme: &scheme.name, version };
         let now = u64::try_from(self.now).unwrap_or(0);
+        let total = match sealing {
+            Sealing::Reserved { total, .. } => Some(total),
+            Sealing::Nothing | Sealing::Unreserved => None,
+        };
         if let Some(cache) = &self.dek_cache {
-            if let Some(dek) = cache.get(ctx, &dk.wrapped, now, sealing.map(|(total, _)| total)) {
+            if let Some(dek) = cache.get(ctx, &dk.wrapped, now, total) {
                 return Ok(Some(dek));
             }
         }
         let kek = dk.kek.as_ref().unwrap_or(&scheme.kek);
         let dek = self.kek(kek)?.unwrap(&dk.wrapped, ctx)?;
-        if let Some(cache) = &self.dek_cache {
-            // Off the protect path the count is unknown here: 0 is the conservative start (the
-            // entry then serves protects for at most `max_uses` values in all).
-            let seals_before = sealing.map_or(0, |(total, n)| total.saturating_sub(n));
-            cache.put(&mut self.rng, ctx, &dk.wrapped, &dek, now, seals_before);
+        if self.dek_cache.is_some() {
+            let seals_before = match sealing {
+                Sealing::Reserved { total, n } => total.saturating_sub(n),
+                // A protect that reserved nothing: the version's count now (one read, only when
+                // the vault was asked anyway), so that the entry serves its full `max_uses`.
+                Sealing::Unreserved => self.store.seals(&scheme.tenant, &scheme.name, version)?,
+                // Off the protect path the count is unknown here: 0 is the conservative start (the
+                // entry then serves protects for at most `max_uses` values in all).
+                Sealing::Nothing => 0,
+            };
+            if let Some(cache) = &self.dek_cache {
+                cache.put(&mut self.rng, ctx, &dk.wrapped, &dek, now, seals_before);
+            }
         }
         Ok(Some(dek))
+    }
+
+    /// Puts a scheme's row read from the database into the scheme cache (when it is on).
+    fn cache_scheme_row(&mut self, tenant: &crate::ids::TenantId, name: &SchemeName, row: &[SqlValue]) {
+        if self.warm_caches().is_none() {
+            return;
+        }
+        let (Some(Some(cache)), Some(dek_cache)) = (self.scheme_cache.get(), self.dek_cache.as_ref()) else {
+            return;
+        };
+        let now = u64::try_from(self.now).unwrap_or(0);
+        cache.put(dek_cache.kv(), &mut self.rng, tenant, name, row, now);
     }
 
     fn scheme(&self, who: &Principal, name: &str) -> Result<Scheme, OpError> {

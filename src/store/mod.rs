@@ -23,7 +23,7 @@ pub use audit::MAX_AUDIT_PAGE;
 pub use jobs::{Job, JobState};
 pub use subjects::{MakeCertificate, MakeScopeCertificate, ScopeErased, ScopeErasure, SubjectSecret};
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 
 use crate::crypto::aead::Algorithm;
@@ -159,7 +159,14 @@ pub struct Store<'a> {
     conn: &'a dyn SqlConn,
     /// Whether write transactions commit on their own or join the request's one.
     request: Cell<RequestTx>,
+    /// The schemes this request wrote (scheme row or data keys), so that their cached copies
+    /// are dropped before the request answers (`ops::scheme_cache`).
+    changed: RefCell<Vec<(TenantId, SchemeName)>>,
 }
+
+/// A scheme joined with its current data key, as one database row: what the scheme cache keeps
+/// (the columns of [`Store::get_scheme_with_current_key`]'s read, schema version last).
+pub type SchemeRow = Vec<SqlValue>;
 
 /// The request's write transaction (docs/audit.md, "One transaction"): once a door arms it
 /// ([`Store::join_writes`]), every write transaction of the request joins one database
@@ -180,6 +187,8 @@ const SCHEME_COLUMNS: &str = "tenant, name, algorithm, kek, policy, mask_rule, c
      min_decryption_version, rotation_period, erased_at, audit, mask_on_deny";
 /// The number of [`SCHEME_COLUMNS`]; a data key's columns follow them in joined reads.
 const SCHEME_COLUMN_COUNT: usize = 13;
+/// The columns of [`SCHEME_AND_KEY_COLUMNS`].
+const SCHEME_AND_KEY_COLUMN_COUNT: usize = SCHEME_COLUMN_COUNT + 7;
 /// The columns [`data_key_from_row`] decodes.
 const KEY_COLUMNS: &str = "version, wrapped_dek, kek_id, kek_version, state, created_at, kek";
 /// The database's schema version, appended as the last column of every read.
@@ -191,7 +200,26 @@ const SCHEME_AND_KEY_COLUMNS: &str = "s.tenant, s.name, s.algorithm, s.kek, s.po
 
 impl<'a> Store<'a> {
     pub fn new(conn: &'a dyn SqlConn) -> Self {
-        Store { conn, request: Cell::new(RequestTx::Off) }
+        Store { conn, request: Cell::new(RequestTx::Off), changed: RefCell::new(Vec::new()) }
+    }
+
+    /// Notes that this request writes scheme `name` (its row or its data keys).
+    fn note_change(&self, tenant: &TenantId, name: &SchemeName) {
+        let mut changed = self.changed.borrow_mut();
+        if !changed.iter().any(|(t, n)| t == tenant && n == name) {
+            changed.push((tenant.clone(), name.clone()));
+        }
+    }
+
+    /// Whether this request has written any scheme (then it caches no scheme: what it read may
+    /// not be committed yet).
+    pub fn wrote_schemes(&self) -> bool {
+        !self.changed.borrow().is_empty()
+    }
+
+    /// The schemes this request wrote, forgotten here.
+    pub fn take_changed_schemes(&self) -> Vec<(TenantId, SchemeName)> {
+        std::mem::take(&mut *self.changed.borrow_mut())
     }
 
     /// Arms the request's write transaction: from here on the writes of every write transaction
@@ -323,6 +351,7 @@ impl<'a> Store<'a> {
         let mask = json(&scheme.mask)?;
         let tenant = SqlValue::Text(scheme.tenant.as_str().into());
         let name = SqlValue::Text(scheme.name.as_str().into());
+        self.note_change(&scheme.tenant, &scheme.name);
         let result = self.with_schema(|| {
             self.transaction(|| {
                 self.conn.execute(
@@ -375,6 +404,7 @@ impl<'a> Store<'a> {
         let mask = json(&scheme.mask)?;
         let tenant = SqlValue::Text(scheme.tenant.as_str().into());
         let name = SqlValue::Text(scheme.name.as_str().into());
+        self.note_change(&scheme.tenant, &scheme.name);
         let result = self.with_schema(|| {
             self.transaction(|| {
                 self.lock_tenant(&tenant)?;
@@ -469,6 +499,7 @@ impl<'a> Store<'a> {
         let kek = json(kek)?;
         let t = SqlValue::Text(tenant.as_str().into());
         let n = SqlValue::Text(name.as_str().into());
+        self.note_change(tenant, name);
         self.with_schema(|| {
             self.transaction(|| {
                 let moved = self.conn.execute(
@@ -505,6 +536,7 @@ impl<'a> Store<'a> {
         let t = SqlValue::Text(tenant.as_str().into());
         let n = SqlValue::Text(name.as_str().into());
         let lock = self.conn.dialect().for_update();
+        self.note_change(tenant, name);
         let refused = self.with_schema(|| {
             self.transaction(|| {
                 let rows = self.conn.query(
@@ -582,6 +614,7 @@ impl<'a> Store<'a> {
         let n = SqlValue::Text(name.as_str().into());
         let v = SqlValue::Int(version.get().into());
         let lock = self.conn.dialect().for_update();
+        self.note_change(tenant, name);
         self.with_schema(|| {
             self.transaction(|| {
                 // The scheme row is locked first, as rotation and updates do, so that a concurrent
@@ -649,6 +682,12 @@ impl<'a> Store<'a> {
                 .map_err(|_| SqlError::Other("stored data_keys.scheme".into()))?;
             out.push((name, sql_version(r.int(1)?)?));
         }
+        if let Some(s) = scheme {
+            self.note_change(tenant, s);
+        }
+        for (name, _) in &out {
+            self.note_change(tenant, name);
+        }
         let mut done = std::collections::HashSet::new();
         for (name, _) in &out {
             if done.insert(name.clone()) {
@@ -698,6 +737,7 @@ impl<'a> Store<'a> {
         now: i64,
     ) -> Result<bool, StoreError> {
         let kek = json(kek)?;
+        self.note_change(tenant, name);
         let changed = self.with_schema(|| {
             self.transaction(|| {
                 self.conn.execute(
@@ -730,6 +770,7 @@ impl<'a> Store<'a> {
         now: i64,
     ) -> Result<(), StoreError> {
         let kek = json(kek)?;
+        self.note_change(tenant, name);
         self.with_schema(|| {
             self.transaction(|| {
                 self.conn.execute(
@@ -793,6 +834,15 @@ impl<'a> Store<'a> {
         tenant: &TenantId,
         name: &SchemeName,
     ) -> Result<Option<(Scheme, Option<DataKey>)>, StoreError> {
+        Ok(self.scheme_with_key(tenant, name, None)?.map(|(s, k, _)| (s, k)))
+    }
+
+    /// [`Store::get_scheme_with_current_key`], with the row it decoded (for the scheme cache).
+    pub fn get_scheme_row_with_current_key(
+        &self,
+        tenant: &TenantId,
+        name: &SchemeName,
+    ) -> Result<Option<(Scheme, Option<DataKey>, SchemeRow)>, StoreError> {
         self.scheme_with_key(tenant, name, None)
     }
 
@@ -804,7 +854,7 @@ impl<'a> Store<'a> {
         name: &SchemeName,
         version: KeyVersion,
     ) -> Result<Option<(Scheme, Option<DataKey>)>, StoreError> {
-        self.scheme_with_key(tenant, name, Some(version))
+        Ok(self.scheme_with_key(tenant, name, Some(version))?.map(|(s, k, _)| (s, k)))
     }
 
     fn scheme_with_key(
@@ -812,7 +862,7 @@ impl<'a> Store<'a> {
         tenant: &TenantId,
         name: &SchemeName,
         version: Option<KeyVersion>,
-    ) -> Result<Option<(Scheme, Option<DataKey>)>, StoreError> {
+    ) -> Result<Option<(Scheme, Option<DataKey>, SchemeRow)>, StoreError> {
         let which = if version.is_some() { "$3" } else { "s.current_version" };
         let sql = format!(
             "SELECT {SCHEME_AND_KEY_COLUMNS}, {SCHEMA_VERSION} FROM schemes s LEFT JOIN data_keys d \
@@ -823,14 +873,13 @@ impl<'a> Store<'a> {
         if let Some(v) = version {
             params.push(SqlValue::Int(v.get().into()));
         }
-        let rows = self.read(&sql, &params)?;
-        let Some(r) = rows.first() else { return Ok(None) };
-        let scheme = scheme_from_row(&Row(r))?;
-        let key = match r.get(SCHEME_COLUMN_COUNT) {
-            None | Some(SqlValue::Null) => None,
-            Some(_) => Some(data_key_from_row(&Row(&r[SCHEME_COLUMN_COUNT..]))?),
-        };
-        Ok(Some((scheme, key)))
+        let mut rows = self.read(&sql, &params)?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let row = rows.swap_remove(0);
+        let (scheme, key) = decode_scheme_row(&row)?;
+        Ok(Some((scheme, key, row)))
     }
 
     /// The tenant's schemes, sorted by name.
@@ -921,6 +970,21 @@ impl<'a> Store<'a> {
         )?;
         rows.first().map(|r| data_key_from_row(&Row(r))).transpose()
     }
+}
+
+/// A scheme and its data key from a [`SchemeRow`] (read now, or kept by the scheme cache):
+/// decoded and checked exactly as a read from the database is, schema version included.
+pub fn decode_scheme_row(row: &[SqlValue]) -> Result<(Scheme, Option<DataKey>), StoreError> {
+    if row.len() != SCHEME_AND_KEY_COLUMN_COUNT + 1 {
+        return Err(corrupt("scheme row"));
+    }
+    check_version(row.last())?;
+    let scheme = scheme_from_row(&Row(row))?;
+    let key = match row.get(SCHEME_COLUMN_COUNT) {
+        None | Some(SqlValue::Null) => None,
+        Some(_) => Some(data_key_from_row(&Row(&row[SCHEME_COLUMN_COUNT..]))?),
+    };
+    Ok((scheme, key))
 }
 
 /// A database schema version above this build's is an error; none recorded (NULL) is not.

@@ -20,7 +20,9 @@ SLACK = 5.0
 
 def test_a_locked_store_fails_writes_in_time_and_keeps_reading(tmp_path):
     lock_ms = 1500
-    with serving(tmp_path / "busy", *lock_flags(lock_ms)) as s:
+    # max_seals_per_key below 2^20: every protect reserves its seals exactly (a write), rather
+    # than by sampling (docs/kms.md, "Key-use limits"), so that the refusal below is certain.
+    with serving(tmp_path / "busy", *lock_flags(lock_ms), max_seals_per_key="1000000") as s:
         t = s.tenant()
         # `audit: none`: this scheme's unprotects write nothing (no audit entry), so they are reads
         name = t.create_scheme(audit="none")["name"]

@@ -202,16 +202,13 @@ pub struct ServeArgs {
     /// (`wasi:http/incoming-handler`, as Spin calls it). Both give the same answers.
     #[arg(long, env = "VEIL_ENTRY", value_enum, default_value = "lean")]
     pub entry: crate::lean::Entry,
-    /// Add `veil-debug-variable-reads: N` to every answer: how many variable reads (host calls)
-    /// the component made for that request, with `veil-debug-memory-grows` and
-    /// `veil-debug-instance` (a serial number of the instance that served it) (tests and
+    /// Add `veil-debug-variable-reads: N`, `veil-debug-memory-grows: N`,
+    /// `veil-debug-sql-statements: N` and `veil-debug-instance` to every answer: how many variable
+    /// reads (host calls), memory growths and SQL statements the component made for that request,
+    /// and a serial number of the instance that served it (tests and
     /// benchmarks; also `VEIL_DEBUG_HOST_CALLS=1`).
     #[arg(long, hide = true)]
     pub debug_host_calls: bool,
-    /// Refuse `wasi:config/store.get-all`, so that the component reads its variables one by one
-    /// (`variables.get`), as it did before it batched them (the benchmark's A/B of that lever).
-    #[arg(long, hide = true)]
-    pub debug_variables_one_by_one: bool,
     /// After each request, count the occurrences of these bytes (hex) in the instance's linear
     /// memory and say so in `veil-debug-memory-matches` (tests of the heap scrub; compiles the
     /// component with guest debugging, which is slower; also `VEIL_DEBUG_SCAN_MEMORY`).

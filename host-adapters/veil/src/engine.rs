@@ -152,8 +152,6 @@ pub fn instance_capacity(component: &Component, max_instances: u32) -> Result<u3
 /// Everything an instance of the served component shares with the others.
 pub struct HostServices {
     pub variables: ComponentVariables,
-    /// Whether `wasi:config/store.get-all` answers (`--debug-variables-one-by-one` turns it off).
-    pub variables_get_all: bool,
     pub databases: Databases,
     pub postgres: Pools,
     pub key_value: spin::key_value::KeyValueStores,
@@ -175,8 +173,8 @@ pub struct InstanceState {
     pub memory_bytes: usize,
 }
 
-/// Per-request counts for `--debug-host-calls`: variable reads (host calls) and growths of the
-/// guest's linear memory.
+/// Per-request counts for `--debug-host-calls`: variable reads (host calls), growths of the
+/// guest's linear memory, and SQL statements the guest ran (`spin:sqlite` and `spin:postgres`).
 #[derive(Debug, Default)]
 pub struct DebugCounts {
     pub variable_reads: AtomicU32,
@@ -185,6 +183,7 @@ pub struct DebugCounts {
     pub memory_matches: AtomicU32,
     /// The serial number of the instance that served the request.
     pub instance: std::sync::atomic::AtomicU64,
+    pub sql_statements: AtomicU32,
 }
 
 /// Follows the size of linear memory (instance reuse retires an instance that grew large) and
@@ -276,7 +275,11 @@ impl WasiHttpView for InstanceState {
 
 impl SpinView for InstanceState {
     fn sqlite(&mut self) -> spin::sqlite::SqliteView<'_> {
-        spin::sqlite::SqliteView { databases: &self.services.databases, table: &mut self.table }
+        spin::sqlite::SqliteView {
+            databases: &self.services.databases,
+            table: &mut self.table,
+            statements: &self.counts.sql_statements,
+        }
     }
 
     fn postgres(&mut self) -> spin::postgres::PgView<'_> {
@@ -284,13 +287,13 @@ impl SpinView for InstanceState {
             pools: &self.services.postgres,
             allowed: &self.services.allowed_hosts,
             table: &mut self.table,
+            statements: &self.counts.sql_statements,
         }
     }
 
     fn variables(&mut self) -> spin::variables::VariablesView<'_> {
         spin::variables::VariablesView {
             variables: &self.services.variables,
-            get_all: self.services.variables_get_all,
             reads: &self.counts.variable_reads,
         }
     }

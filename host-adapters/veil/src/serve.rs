@@ -596,6 +596,10 @@ impl Server {
                         HeaderValue::from(counts.variable_reads.load(Relaxed)),
                     );
                     h.insert("veil-debug-memory-grows", HeaderValue::from(counts.memory_grows.load(Relaxed)));
+                    h.insert(
+                        "veil-debug-sql-statements",
+                        HeaderValue::from(counts.sql_statements.load(Relaxed)),
+                    );
                 }
                 response
             }
@@ -938,7 +942,6 @@ pub fn prepare(args: &ServeArgs, mode: Mode) -> Result<Prepared> {
 
     let services = Arc::new(HostServices {
         variables,
-        variables_get_all: !args.debug_variables_one_by_one,
         databases,
         key_value,
         postgres: Pools::new(PgSettings {

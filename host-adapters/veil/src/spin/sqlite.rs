@@ -351,6 +351,8 @@ impl HasData for Sqlite {
 pub struct SqliteView<'a> {
     pub databases: &'a Databases,
     pub table: &'a mut ResourceTable,
+    /// Statements run, for `--debug-host-calls`.
+    pub statements: &'a std::sync::atomic::AtomicU32,
 }
 
 fn sql_error(e: &rusqlite::Error) -> Error {
@@ -470,6 +472,7 @@ impl HostConnection for SqliteView<'_> {
         statement: String,
         parameters: Vec<Value>,
     ) -> Result<QueryResult, Error> {
+        self.statements.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let entry = self.table.get_mut(&connection).map_err(|_| Error::InvalidConnection)?;
         if entry.conn.is_none() {
             return Err(Error::InvalidConnection);

@@ -1,6 +1,7 @@
 //! `fermyon:spin/variables@2.0.0` and `wasi:config/store@0.2.0-draft-2024-09-27`: the
-//! component's variables, resolved once at start-up. Both read the same values; `get-all` gives
-//! the component every variable in one call (what the component uses, once per instance).
+//! component's variables, resolved once at start-up. Both read the same values (the component
+//! reads each variable it needs with `variables.get`, once per instance; `get-all` is there for
+//! other components, as Spin offers it).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -20,8 +21,6 @@ impl HasData for Variables {
 /// What the variables interfaces need from the store.
 pub struct VariablesView<'a> {
     pub variables: &'a ComponentVariables,
-    /// Whether `get-all` answers; refused, the component reads variables one by one.
-    pub get_all: bool,
     /// Counts the calls (`get` and `get-all` of either interface) for `--debug-host-calls`.
     pub reads: &'a AtomicU32,
 }
@@ -55,9 +54,6 @@ impl ConfigHost for VariablesView<'_> {
 
     fn get_all(&mut self) -> Result<Vec<(String, String)>, ConfigError> {
         self.count();
-        if !self.get_all {
-            return Err(ConfigError::Upstream("get-all is turned off (--debug-variables-one-by-one)".into()));
-        }
         Ok(self.variables.all().map(|(name, value)| (name.to_string(), value.expose().to_string())).collect())
     }
 }

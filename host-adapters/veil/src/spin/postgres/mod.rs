@@ -37,6 +37,8 @@ pub struct PgView<'a> {
     pub pools: &'a Pools,
     pub allowed: &'a AllowedHosts,
     pub table: &'a mut ResourceTable,
+    /// Statements run, for `--debug-host-calls`.
+    pub statements: &'a std::sync::atomic::AtomicU32,
 }
 
 fn is_io(e: &tokio_postgres::Error) -> bool {
@@ -266,6 +268,7 @@ impl HostConnection for PgView<'_> {
         statement: String,
         params: Vec<ParameterValue>,
     ) -> Result<RowSet, Error> {
+        self.statements.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let lease = self.table.get_mut(&connection).map_err(|e| Error::Other(e.to_string()))?;
         match run(lease, &statement, &params, true).await? {
             Output::Rows(rows) => Ok(rows),
@@ -279,6 +282,7 @@ impl HostConnection for PgView<'_> {
         statement: String,
         params: Vec<ParameterValue>,
     ) -> Result<u64, Error> {
+        self.statements.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let lease = self.table.get_mut(&connection).map_err(|e| Error::Other(e.to_string()))?;
         match run(lease, &statement, &params, false).await? {
             Output::Count(n) => Ok(n),

@@ -68,6 +68,7 @@ struct Host {
     pools: Pools,
     allowed: AllowedHosts,
     table: ResourceTable,
+    statements: std::sync::atomic::AtomicU32,
 }
 
 impl Host {
@@ -76,11 +77,17 @@ impl Host {
             pools: Pools::new(settings),
             allowed: AllowedHosts::parse(&["postgres://*:*"]).unwrap(),
             table: ResourceTable::new(),
+            statements: Default::default(),
         }
     }
 
     fn view(&mut self) -> PgView<'_> {
-        PgView { pools: &self.pools, allowed: &self.allowed, table: &mut self.table }
+        PgView {
+            pools: &self.pools,
+            allowed: &self.allowed,
+            table: &mut self.table,
+            statements: &self.statements,
+        }
     }
 
     async fn open(&mut self) -> Result<Resource<Connection>, Error> {
@@ -464,7 +471,12 @@ fn concurrent_instances_share_the_pool() {
         let allowed = std::sync::Arc::new(AllowedHosts::parse(&["postgres://*:*"]).unwrap());
         {
             let mut table = ResourceTable::new();
-            let mut view = PgView { pools: &pools, allowed: &allowed, table: &mut table };
+            let mut view = PgView {
+                pools: &pools,
+                allowed: &allowed,
+                table: &mut table,
+                statements: &Default::default(),
+            };
             let c = view.open(pg_url()).await.unwrap();
             let b = Resource::new_borrow(c.rep());
             view.execute(b, format!("CREATE TABLE {s}.n (i int8)"), vec![]).await.unwrap();
@@ -475,7 +487,12 @@ fn concurrent_instances_share_the_pool() {
             let (pools, allowed, s) = (pools.clone(), allowed.clone(), s.clone());
             tasks.push(tokio::spawn(async move {
                 let mut table = ResourceTable::new();
-                let mut view = PgView { pools: &pools, allowed: &allowed, table: &mut table };
+                let mut view = PgView {
+                    pools: &pools,
+                    allowed: &allowed,
+                    table: &mut table,
+                    statements: &Default::default(),
+                };
                 let c = view.open(pg_url()).await.unwrap();
                 for sql in
                     ["BEGIN".to_string(), format!("INSERT INTO {s}.n VALUES ($1)"), "COMMIT".to_string()]
@@ -490,7 +507,8 @@ fn concurrent_instances_share_the_pool() {
             t.await.unwrap();
         }
         let mut table = ResourceTable::new();
-        let mut view = PgView { pools: &pools, allowed: &allowed, table: &mut table };
+        let mut view =
+            PgView { pools: &pools, allowed: &allowed, table: &mut table, statements: &Default::default() };
         let c = view.open(pg_url()).await.unwrap();
         let set =
             view.query(Resource::new_borrow(c.rep()), format!("SELECT count(*) FROM {s}.n"), vec![]).await;
