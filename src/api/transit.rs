@@ -325,7 +325,6 @@ fn str_field<'m>(m: &'m Map<String, Value>, field: &str) -> Result<Option<&'m st
 
 /// A whole number from 0 to `max`, as a JSON number or a string of digits (`null`/`""` is absent).
 fn uint_field(m: &Map<String, Value>, field: &str, max: u64) -> Result<Option<u64>, ApiError> {
-    let what = format!("a whole number from 0 to {max}");
     let n = match m.get(field) {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::String(s)) if s.is_empty() => return Ok(None),
@@ -333,7 +332,8 @@ fn uint_field(m: &Map<String, Value>, field: &str, max: u64) -> Result<Option<u6
         Some(Value::String(s)) if s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
         Some(_) => None,
     };
-    n.filter(|n| *n <= max).map(Some).ok_or_else(|| bad(field, &what))
+    // the message is written only when it is needed (this runs for every item of a batch)
+    n.filter(|n| *n <= max).map(Some).ok_or_else(|| bad(field, &format!("a whole number from 0 to {max}")))
 }
 
 /// A boolean, as JSON or as the string `true`/`false` (`null` is absent).
@@ -540,6 +540,15 @@ fn by_context<T, F>(
 where
     F: FnMut(&mut Ctx<'_>, &[usize], Option<&str>) -> Result<Vec<Result<T, ItemError>>, OpError>,
 {
+    // One context for every item (the usual case, and always the case without any): one run, in
+    // order, with no grouping.
+    if let Some(Ok(first)) = contexts.first() {
+        if contexts.iter().all(|c| matches!(c, Ok(c) if c == first)) {
+            let members: Vec<usize> = (0..n).collect();
+            let results = run(ctx, &members, first.as_deref()).map_err(not_found_is_400)?;
+            return Ok(results);
+        }
+    }
     let mut groups: Vec<(Option<String>, Vec<usize>)> = Vec::new();
     let mut index: HashMap<Option<String>, usize> = HashMap::new();
     let mut out: Vec<Option<Result<T, ItemError>>> = (0..n).map(|_| None).collect();
