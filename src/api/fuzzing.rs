@@ -68,13 +68,15 @@ pub enum BodyRoute {
     TransitRandom,
     /// `POST /v1/transit/hash`
     TransitHash,
+    /// `POST /v1/transit/keys/{name}/trim`
+    TransitTrimKey,
 }
 
 impl BodyRoute {
     /// Every route with a JSON body (`rotate`, `versions/{v}/destroy` and
     /// `subjects/{id}/erase` read none); the unit test `fuzzing_covers_every_body_route` holds
     /// this to src/api/openapi.json. New routes go last, so that a seed's first byte keeps its route.
-    pub const ALL: [BodyRoute; 27] = [
+    pub const ALL: [BodyRoute; 28] = [
         BodyRoute::CreateScheme,
         BodyRoute::Protect,
         BodyRoute::Unprotect,
@@ -102,6 +104,7 @@ impl BodyRoute {
         BodyRoute::TransitVerify,
         BodyRoute::TransitRandom,
         BodyRoute::TransitHash,
+        BodyRoute::TransitTrimKey,
     ];
 
     /// The method and path, as in docs/api.md.
@@ -134,6 +137,7 @@ impl BodyRoute {
             BodyRoute::TransitVerify => "POST /v1/transit/verify/{name}",
             BodyRoute::TransitRandom => "POST /v1/transit/random",
             BodyRoute::TransitHash => "POST /v1/transit/hash",
+            BodyRoute::TransitTrimKey => "POST /v1/transit/keys/{name}/trim",
         }
     }
 }
@@ -245,6 +249,10 @@ pub fn parse_body(route: BodyRoute, body: &[u8]) -> Result<Parsed, ApiError> {
             transit::parse_config(body)?;
             Parsed::Transit(1)
         }
+        BodyRoute::TransitTrimKey => {
+            transit::parse_trim(body)?;
+            Parsed::Transit(1)
+        }
         BodyRoute::TransitEncrypt => {
             Parsed::Transit(transit::parse_items(body, transit::ENCRYPT_FIELDS, "plaintext")?.items.len())
         }
@@ -324,6 +332,6 @@ mod tests {
         let unknown: Vec<&String> = covered.difference(&operations).collect();
         assert!(unknown.is_empty(), "BodyRoute names not in openapi.json: {unknown:?}");
         // the document's own count, so that an empty reading cannot pass
-        assert_eq!(with_body.len(), 25, "{with_body:?}");
+        assert_eq!(with_body.len(), 26, "{with_body:?}");
     }
 }

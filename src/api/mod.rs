@@ -541,6 +541,7 @@ const API_FIELDS: &[&str] = &[
     "roles",
     "expires_at",
     "mask_on_deny",
+    "context_required",
 ];
 
 fn is_api_name(s: &str) -> bool {

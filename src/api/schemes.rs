@@ -219,6 +219,7 @@ struct CreateSchemeBody {
     #[serde(default, deserialize_with = "non_null")]
     audit: Option<String>,
     mask_on_deny: Option<bool>,
+    context_required: Option<bool>,
 }
 
 /// Reads the body of `POST /v1/schemes`: its whole parsing and validation, before any operation.
@@ -260,6 +261,7 @@ pub(super) fn parse_new_scheme(body: &[u8]) -> Result<NewScheme, ApiError> {
         rotation_period,
         audit,
         mask_on_deny: b.mask_on_deny.unwrap_or(false),
+        context_required: b.context_required.unwrap_or(false),
     })
 }
 
@@ -275,6 +277,7 @@ fn scheme_view(s: &Scheme) -> Value {
         "rotation_period": s.rotation_period.map(|p| p.to_string()),
         "audit": s.audit.as_str(),
         "mask_on_deny": s.mask_on_deny,
+        "context_required": s.context_required,
         "created_at": rfc3339(s.created_at),
         "erased_at": s.erased_at.map(rfc3339),
     })

@@ -1348,10 +1348,17 @@ mod transit_routes {
         let admin = bare(&token("acme", &["admin"]));
         assert_eq!(w.transit("POST", "/v1/transit/keys/k", Some(&admin), Value::Null).0, 200);
         let good = base64::engine::general_purpose::STANDARD.encode("x");
+        // some items with a context and some without: refused whole, as Transit refuses it
+        let mixed = json!({"batch_input": [{"plaintext": good, "context": "Y3R4"}, {"plaintext": good}]});
+        let (s, v) = w.transit("POST", "/v1/transit/encrypt/k", Some(&admin), mixed);
+        assert_eq!(
+            (s, v),
+            (400, json!({"errors": ["context should be set either in all the request blocks or in none"]}))
+        );
         let body = json!({"batch_input": [
             {"plaintext": good, "reference": "a", "context": "Y3R4"},
-            {"plaintext": "!!", "reference": "secret-ref-b"},
-            {"plaintext": good},
+            {"plaintext": "!!", "reference": "secret-ref-b", "context": "Y3R4"},
+            {"plaintext": good, "context": "b3RoZXI="},
         ]});
         let (s, v) = w.transit("POST", "/v1/transit/encrypt/k", Some(&admin), body);
         assert_eq!(s, 400, "{v}");
@@ -1366,8 +1373,8 @@ mod transit_routes {
         // each item opens with its own context only
         let items = json!({"batch_input": [
             {"ciphertext": r[0]["ciphertext"], "context": "Y3R4"},
-            {"ciphertext": r[0]["ciphertext"]},
-            {"ciphertext": r[2]["ciphertext"]},
+            {"ciphertext": r[0]["ciphertext"], "context": "b3RoZXI="},
+            {"ciphertext": r[2]["ciphertext"], "context": "b3RoZXI="},
         ], "partial_failure_response_code": 207});
         let (s, v) = w.transit("POST", "/v1/transit/decrypt/k", Some(&admin), items);
         assert_eq!(s, 207, "{v}");
@@ -1390,6 +1397,9 @@ mod transit_routes {
         assert_eq!(w.transit("POST", "/v1/transit/encrypt/k", Some(&app), pt.clone()).0, 403);
         let (s, v) = w.transit("POST", "/v1/transit/encrypt/missing", Some(&admin), pt.clone());
         assert_eq!((s, v), (400, json!({"errors": ["encryption key not found"]})));
+        // no upsert: a caller who may not create keys gets Transit's answer to a token without
+        // create rights
+        assert_eq!(w.transit("POST", "/v1/transit/encrypt/missing", Some(&app), pt.clone()).0, 403);
         assert_eq!(
             w.transit("GET", "/v1/transit/keys/missing", Some(&admin), Value::Null),
             (404, json!({"errors": []}))
@@ -1466,6 +1476,136 @@ mod transit_routes {
         assert_eq!(
             v["data"]["sum"],
             json!("2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824")
+        );
+    }
+
+    const MISSING_CONTEXT: &str =
+        "missing 'context' for key derivation; the key was created using a derived \
+        key, which means additional, per-request information must be included in order to perform operations \
+        with the key";
+
+    #[test]
+    fn derived_keys_require_a_context_on_every_data_call() {
+        let mut w = world();
+        let admin = bare(&token("acme", &["admin"]));
+        let (s, v) = w.transit("POST", "/v1/transit/keys/d", Some(&admin), json!({"derived": "true"}));
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(
+            (&v["data"]["derived"], &v["data"]["kdf"], &v["data"]["convergent_encryption"], &v["warnings"]),
+            (&json!(true), &json!("hkdf_sha256"), &json!(false), &Value::Null)
+        );
+        let (_, plain) = w.transit("POST", "/v1/transit/keys/p", Some(&admin), json!({}));
+        assert!(plain["data"]["derived"] == json!(false) && plain["data"].get("kdf").is_none());
+        let pt = json!({"plaintext": "eA=="});
+        let (s, v) = w.transit("POST", "/v1/transit/encrypt/d", Some(&admin), pt.clone());
+        assert_eq!((s, v), (400, json!({"errors": [MISSING_CONTEXT]})));
+        let (s, v) = w.transit(
+            "POST",
+            "/v1/transit/encrypt/d",
+            Some(&admin),
+            json!({"plaintext": "eA==", "context": ""}),
+        );
+        assert_eq!((s, v), (400, json!({"errors": [MISSING_CONTEXT]})));
+        let (s, v) = w.transit(
+            "POST",
+            "/v1/transit/encrypt/d",
+            Some(&admin),
+            json!({"plaintext": "eA==", "context": "Yw=="}),
+        );
+        assert_eq!(s, 200, "{v}");
+        let ct = v["data"]["ciphertext"].clone();
+        // per item in a batch, after the item's own input error
+        let batch = json!({"batch_input": [{"plaintext": "!!"}, {"plaintext": "eA==", "reference": "r"}]});
+        let (s, v) = w.transit("POST", "/v1/transit/encrypt/d", Some(&admin), batch);
+        assert_eq!(s, 400, "{v}");
+        let r = &v["data"]["batch_results"];
+        assert!(r[0]["error"] != json!(MISSING_CONTEXT) && r[0]["error"].is_string(), "{v}");
+        assert_eq!((&r[1]["error"], &r[1]["reference"]), (&json!(MISSING_CONTEXT), &json!("r")));
+        assert!(r[1].get("ciphertext").is_none(), "{v}");
+        for (path, body) in [
+            ("/v1/transit/decrypt/d", json!({"ciphertext": ct})),
+            ("/v1/transit/rewrap/d", json!({"ciphertext": ct})),
+            ("/v1/transit/datakey/plaintext/d", json!({})),
+        ] {
+            let (s, v) = w.transit("POST", path, Some(&admin), body);
+            assert_eq!((s, v), (400, json!({"errors": [MISSING_CONTEXT]})), "{path}");
+        }
+        let (s, v) = w.transit(
+            "POST",
+            "/v1/transit/decrypt/d",
+            Some(&admin),
+            json!({"ciphertext": ct, "context": "Yw=="}),
+        );
+        assert_eq!((s, &v["data"]["plaintext"]), (200, &json!("eA==")), "{v}");
+        // hmac takes no context, on a derived key too
+        assert_eq!(w.transit("POST", "/v1/transit/hmac/d", Some(&admin), json!({"input": "eA=="})).0, 200);
+        // a key that does not require one encrypts without
+        assert_eq!(w.transit("POST", "/v1/transit/encrypt/p", Some(&admin), pt).0, 200);
+    }
+
+    #[test]
+    fn trim_destroys_the_versions_below_with_transits_rules() {
+        let mut w = world();
+        let admin = bare(&token("acme", &["admin"]));
+        assert_eq!(w.transit("POST", "/v1/transit/keys/k", Some(&admin), json!({})).0, 200);
+        let (_, v) = w.transit("POST", "/v1/transit/encrypt/k", Some(&admin), json!({"plaintext": "eA=="}));
+        let ct1 = v["data"]["ciphertext"].clone();
+        for _ in 0..3 {
+            assert_eq!(w.transit("POST", "/v1/transit/keys/k/rotate", Some(&admin), Value::Null).0, 200);
+        }
+        let config = |min_dec: u32, min_enc: u32| json!({"min_decryption_version": min_dec, "min_encryption_version": min_enc});
+        let (s, v) = w.transit("POST", "/v1/transit/keys/k/config", Some(&admin), config(3, 2));
+        assert_eq!(s, 400, "{v}");
+        let (s, v) = w.transit("POST", "/v1/transit/keys/k/config", Some(&admin), config(1, 5));
+        assert_eq!(s, 400, "{v}");
+        let (s, v) = w.transit("POST", "/v1/transit/keys/k/config", Some(&admin), config(3, 4));
+        assert_eq!((s, &v["data"]["min_encryption_version"]), (200, &json!(0)), "{v}");
+        let trim =
+            |w: &mut World, body: Value| w.transit("POST", "/v1/transit/keys/k/trim", Some(&admin), body);
+        let refused = |m: &str| (400, json!({"errors": [m]}));
+        assert_eq!(trim(&mut w, json!({})), refused("missing min_available_version"));
+        assert_eq!(
+            trim(&mut w, json!({"min_available_version": 0})),
+            refused("minimum available version should be positive")
+        );
+        assert_eq!(
+            trim(&mut w, json!({"min_available_version": 4})),
+            refused("minimum available version cannot be greater than minimum decryption version")
+        );
+        let (s, v) = trim(&mut w, json!({"min_available_version": "3"}));
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(
+            (&v["data"]["min_available_version"], &v["data"]["keys"].as_object().map(|k| k.len())),
+            (&json!(3), &Some(2))
+        );
+        assert_eq!(
+            trim(&mut w, json!({"min_available_version": 2})),
+            refused("minimum available version cannot be decremented")
+        );
+        assert_eq!(
+            trim(&mut w, json!({"min_available_version": 3})).0,
+            200,
+            "the same again changes nothing"
+        );
+        let (s, v) = w.transit(
+            "POST",
+            "/v1/transit/keys/k/config",
+            Some(&admin),
+            json!({"min_decryption_version": 2}),
+        );
+        assert_eq!((s, v), refused("min decryption version should not be less then min available version"));
+        let (s, _) = w.transit("POST", "/v1/transit/decrypt/k", Some(&admin), json!({"ciphertext": ct1}));
+        assert_eq!(s, 400);
+        let (s, v) = w.call("GET", "/v1/schemes/k/versions", Some(&token("acme", &["admin"])), Value::Null);
+        assert_eq!(s, 200, "{v}");
+        let states: Vec<Value> =
+            v["versions"].as_array().expect("versions").iter().map(|x| x["state"].clone()).collect();
+        assert_eq!(states, [json!("destroyed"), json!("destroyed"), json!("active"), json!("active")]);
+        // only an administrator of the key trims it
+        let app = bare(&token("acme", &["app"]));
+        assert_eq!(
+            w.transit("POST", "/v1/transit/keys/k/trim", Some(&app), json!({"min_available_version": 3})).0,
+            403
         );
     }
 

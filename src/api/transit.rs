@@ -35,6 +35,8 @@ pub(super) enum Op<'p> {
     Key(&'p str),
     RotateKey(&'p str),
     ConfigKey(&'p str),
+    /// `keys/{name}/trim`: destroys the versions below `min_available_version`.
+    TrimKey(&'p str),
     Encrypt(&'p str),
     Decrypt(&'p str),
     Rewrap(&'p str),
@@ -66,6 +68,7 @@ pub(super) fn route<'p>(config: &Config, path: &'p str) -> Result<Option<(Op<'p>
         ["keys", n] => (Op::Key(name(n).ok_or(not_found())?), "GET, POST, PUT, DELETE"),
         ["keys", n, "rotate"] => (Op::RotateKey(name(n).ok_or(not_found())?), WRITE),
         ["keys", n, "config"] => (Op::ConfigKey(name(n).ok_or(not_found())?), WRITE),
+        ["keys", n, "trim"] => (Op::TrimKey(name(n).ok_or(not_found())?), WRITE),
         ["encrypt", n] => (Op::Encrypt(name(n).ok_or(not_found())?), WRITE),
         ["decrypt", n] => (Op::Decrypt(name(n).ok_or(not_found())?), WRITE),
         ["rewrap", n] => (Op::Rewrap(name(n).ok_or(not_found())?), WRITE),
@@ -128,6 +131,7 @@ impl<'p> Op<'p> {
             Op::Key(_) => ("transit.key.create", Admin),
             Op::RotateKey(_) => ("transit.key.rotate", Admin),
             Op::ConfigKey(_) => ("transit.key.config", Admin),
+            Op::TrimKey(_) => ("transit.key.trim", Admin),
             Op::Encrypt(_) => ("transit.encrypt", Data),
             Op::Decrypt(_) => ("transit.decrypt", Data),
             Op::Rewrap(_) => ("transit.rewrap", Data),
@@ -145,6 +149,7 @@ impl<'p> Op<'p> {
             Op::Key(n)
             | Op::RotateKey(n)
             | Op::ConfigKey(n)
+            | Op::TrimKey(n)
             | Op::Encrypt(n)
             | Op::Decrypt(n)
             | Op::Rewrap(n)
@@ -263,6 +268,7 @@ pub(super) fn call(
             read_key(ctx, who, name, Vec::new())
         }
         Op::ConfigKey(name) => config_key(ctx, who, name, req.body),
+        Op::TrimKey(name) => trim_key(ctx, who, name, req.body),
         Op::Encrypt(name) => encrypt(ctx, who, name, req.body),
         Op::Decrypt(name) => decrypt(ctx, who, name, req.body),
         Op::Rewrap(name) => rewrap(ctx, who, name, req.body),
@@ -319,7 +325,6 @@ fn str_field<'m>(m: &'m Map<String, Value>, field: &str) -> Result<Option<&'m st
 
 /// A whole number from 0 to `max`, as a JSON number or a string of digits (`null`/`""` is absent).
 fn uint_field(m: &Map<String, Value>, field: &str, max: u64) -> Result<Option<u64>, ApiError> {
-    let what = format!("a whole number from 0 to {max}");
     let n = match m.get(field) {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::String(s)) if s.is_empty() => return Ok(None),
@@ -327,7 +332,8 @@ fn uint_field(m: &Map<String, Value>, field: &str, max: u64) -> Result<Option<u6
         Some(Value::String(s)) if s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
         Some(_) => None,
     };
-    n.filter(|n| *n <= max).map(Some).ok_or_else(|| bad(field, &what))
+    // the message is written only when it is needed (this runs for every item of a batch)
+    n.filter(|n| *n <= max).map(Some).ok_or_else(|| bad(field, &format!("a whole number from 0 to {max}")))
 }
 
 /// A boolean, as JSON or as the string `true`/`false` (`null` is absent).
@@ -534,6 +540,15 @@ fn by_context<T, F>(
 where
     F: FnMut(&mut Ctx<'_>, &[usize], Option<&str>) -> Result<Vec<Result<T, ItemError>>, OpError>,
 {
+    // One context for every item (the usual case, and always the case without any): one run, in
+    // order, with no grouping.
+    if let Some(Ok(first)) = contexts.first() {
+        if contexts.iter().all(|c| matches!(c, Ok(c) if c == first)) {
+            let members: Vec<usize> = (0..n).collect();
+            let results = run(ctx, &members, first.as_deref()).map_err(not_found_is_400)?;
+            return Ok(results);
+        }
+    }
     let mut groups: Vec<(Option<String>, Vec<usize>)> = Vec::new();
     let mut index: HashMap<Option<String>, usize> = HashMap::new();
     let mut out: Vec<Option<Result<T, ItemError>>> = (0..n).map(|_| None).collect();
@@ -556,6 +571,47 @@ where
         }
     }
     Ok(out.into_iter().map(|r| r.unwrap_or(Err(ItemError::DECRYPTION_FAILED))).collect())
+}
+
+/// Whether no item of the request carries a context. Transit refuses a batch in which some do and
+/// some do not (an empty context counts as none).
+fn no_context(items: &Items) -> Result<bool, ApiError> {
+    let set = |m: &Map<String, Value>| match m.get("context") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(_) => true,
+    };
+    let with = items.items.iter().filter(|m| set(m)).count();
+    if with != 0 && with != items.items.len() {
+        return Err(ApiError::new(
+            400,
+            "invalid_request",
+            "context should be set either in all the request blocks or in none",
+        ));
+    }
+    Ok(with == 0)
+}
+
+/// On a key that requires a context (`derived`), a call without one fails item by item with
+/// Transit's message, except the items that already failed on their own input (`failed(i)`),
+/// which Transit reports first. The flag comes from the operation's own read of the key (noted
+/// for its audit entry), so a call with no context costs no extra read; the refused items' work is
+/// thrown away (their ciphertexts or plaintexts never leave).
+fn require_context<T>(
+    ctx: &Ctx<'_>,
+    name: &str,
+    no_context: bool,
+    results: &mut [Result<T, ItemError>],
+    failed: impl Fn(usize) -> bool,
+) {
+    if !no_context || !ctx.audit.context_required(name) {
+        return;
+    }
+    for (i, r) in results.iter_mut().enumerate() {
+        if !failed(i) {
+            *r = Err(ItemError::CONTEXT_REQUIRED);
+        }
+    }
 }
 
 /// On the data routes Transit answers a missing key with 400 `encryption key not found`.
@@ -589,8 +645,28 @@ fn check_versions(
 
 pub(super) const ENCRYPT_FIELDS: &[&str] = &["plaintext", "context", "key_version", "nonce", "reference"];
 
+/// Transit creates a missing key on encrypt when the token may create it (an upsert); Veil does
+/// not (docs/transit.md). A caller who may not create keys gets what Transit gives a token without
+/// `create` rights on the path, 403; one who may still gets `400 encryption key not found`.
 fn encrypt(ctx: &mut Ctx<'_>, who: &Principal, name: &str, body: &[u8]) -> Result<ApiResponse, ApiError> {
+    encrypt_items(ctx, who, name, body).map_err(|e| {
+        if e.code == "scheme_not_found" && !crate::policy::may_create_schemes(who) {
+            OpError::forbidden("creating keys: Transit creates a missing key on encrypt; Veil never does")
+                .into()
+        } else {
+            e
+        }
+    })
+}
+
+fn encrypt_items(
+    ctx: &mut Ctx<'_>,
+    who: &Principal,
+    name: &str,
+    body: &[u8],
+) -> Result<ApiResponse, ApiError> {
     let items = parse_items(body, ENCRYPT_FIELDS, "plaintext")?;
+    let none = no_context(&items)?;
     let versions = check_versions(ctx, who, name, &items.items)?;
     let plaintexts: Vec<Result<Vec<u8>, ItemError>> = items
         .items
@@ -612,6 +688,8 @@ fn encrypt(ctx: &mut Ctx<'_>, who: &Principal, name: &str, body: &[u8]) -> Resul
             members.iter().map(|i| plaintexts[*i].clone()).collect();
         spelled(ctx, &values)
     })?;
+    let mut results = results;
+    require_context(ctx, name, none, &mut results, |i| plaintexts[i].is_err());
     let results = results
         .into_iter()
         .map(|r| match r {
@@ -657,11 +735,13 @@ pub(super) const DECRYPT_FIELDS: &[&str] = &["ciphertext", "context", "nonce", "
 
 fn decrypt(ctx: &mut Ctx<'_>, who: &Principal, name: &str, body: &[u8]) -> Result<ApiResponse, ApiError> {
     let items = parse_items(body, DECRYPT_FIELDS, "ciphertext")?;
+    let none = no_context(&items)?;
     let tokens = tokens_of(name, &items.items)?;
     let contexts: Vec<Result<Option<String>, ItemError>> = items.items.iter().map(context_of).collect();
-    let results = by_context(ctx, items.items.len(), &contexts, |ctx, members, c| {
+    let mut results = by_context(ctx, items.items.len(), &contexts, |ctx, members, c| {
         on_tokens(&tokens, members, |good| ops::unprotect_in(ctx, who, Some(name), good, None, c))
     })?;
+    require_context(ctx, name, none, &mut results, |i| tokens[i].is_err());
     let results = results
         .into_iter()
         .map(|r| match r {
@@ -676,13 +756,15 @@ pub(super) const REWRAP_FIELDS: &[&str] = &["ciphertext", "context", "key_versio
 
 fn rewrap(ctx: &mut Ctx<'_>, who: &Principal, name: &str, body: &[u8]) -> Result<ApiResponse, ApiError> {
     let items = parse_items(body, REWRAP_FIELDS, "ciphertext")?;
+    let none = no_context(&items)?;
     let versions = check_versions(ctx, who, name, &items.items)?;
     let tokens: Vec<Result<String, ItemError>> =
         tokens_of(name, &items.items)?.into_iter().zip(versions).map(|(t, v)| v.and(t)).collect();
     let contexts: Vec<Result<Option<String>, ItemError>> = items.items.iter().map(context_of).collect();
-    let results = by_context(ctx, items.items.len(), &contexts, |ctx, members, c| {
+    let mut results = by_context(ctx, items.items.len(), &contexts, |ctx, members, c| {
         on_tokens(&tokens, members, |good| ops::rewrap_in(ctx, who, Some(name), good, None, c))
     })?;
+    require_context(ctx, name, none, &mut results, |i| tokens[i].is_err());
     let results = results
         .into_iter()
         .map(|r| match r.map(|t| format::from_token(&t)) {
@@ -742,6 +824,14 @@ fn datakey(
     // the copy handed to protect is key material too
     values.iter_mut().flatten().for_each(zeroize::Zeroize::zeroize);
     let (version, tokens) = protected.map_err(not_found_is_400)?;
+    if context.is_none() && ctx.audit.context_required(name) {
+        ctx.audit.items(1, 1);
+        return Err(ApiError::new(
+            400,
+            ItemError::CONTEXT_REQUIRED.code,
+            ItemError::CONTEXT_REQUIRED.message,
+        ));
+    }
     ctx.audit.items(1, 0);
     let token = tokens
         .into_iter()
@@ -1026,6 +1116,8 @@ fn refuse_export(m: &Map<String, Value>) -> Result<(), ApiError> {
 /// What `POST keys/{name}` parsed to.
 pub(super) struct NewKey {
     pub(super) algorithm: Algorithm,
+    /// `derived`: every data call must carry a context (the scheme's `context_required`).
+    pub(super) derived: bool,
     pub(super) rotation_period: Option<RotationPeriod>,
     pub(super) warnings: Vec<String>,
 }
@@ -1033,7 +1125,7 @@ pub(super) struct NewKey {
 /// Reads the body of `POST keys/{name}`: its whole parsing, before any operation.
 pub(super) fn parse_new_key(body: &[u8]) -> Result<NewKey, ApiError> {
     let m = body_map(body)?;
-    let mut warnings = ignored(
+    let warnings = ignored(
         &m,
         &[
             "type",
@@ -1064,13 +1156,9 @@ pub(super) fn parse_new_key(body: &[u8]) -> Result<NewKey, ApiError> {
         ));
     }
     refuse_export(&m)?;
-    if bool_field(&m, "derived")? == Some(true) {
-        warnings.push(
-            "derived: every Veil key binds the context given with a call; Veil does not require one".into(),
-        );
-    }
+    let derived = bool_field(&m, "derived")? == Some(true);
     let rotation_period = parse_period(&m)?.flatten();
-    Ok(NewKey { algorithm, rotation_period, warnings })
+    Ok(NewKey { algorithm, derived, rotation_period, warnings })
 }
 
 fn create_key(ctx: &mut Ctx<'_>, who: &Principal, name: &str, body: &[u8]) -> Result<ApiResponse, ApiError> {
@@ -1087,6 +1175,7 @@ fn create_key(ctx: &mut Ctx<'_>, who: &Principal, name: &str, body: &[u8]) -> Re
         rotation_period: new.rotation_period,
         audit: AuditMode::All,
         mask_on_deny: false,
+        context_required: new.derived,
     };
     match ops::create_scheme(ctx, who, spec) {
         // Transit answers the creation of an existing key with that key, unchanged.
@@ -1095,9 +1184,16 @@ fn create_key(ctx: &mut Ctx<'_>, who: &Principal, name: &str, body: &[u8]) -> Re
     }
 }
 
-/// Reads the body of `POST keys/{name}/config`: its whole parsing, before any operation. Returns
-/// the change and the warnings.
-pub(super) fn parse_config(body: &[u8]) -> Result<(SchemeChange, Vec<String>), ApiError> {
+/// What `POST keys/{name}/config` parsed to: the change, `min_encryption_version` (checked
+/// against the key, never stored: Veil encrypts with the latest version only), the warnings.
+pub(super) struct ConfigInput {
+    pub(super) change: SchemeChange,
+    pub(super) min_encryption_version: Option<u64>,
+    pub(super) warnings: Vec<String>,
+}
+
+/// Reads the body of `POST keys/{name}/config`: its whole parsing, before any operation.
+pub(super) fn parse_config(body: &[u8]) -> Result<ConfigInput, ApiError> {
     let m = body_map(body)?;
     let warnings = ignored(
         &m,
@@ -1118,13 +1214,7 @@ pub(super) fn parse_config(body: &[u8]) -> Result<(SchemeChange, Vec<String>), A
             "deletion_allowed cannot be true: Veil erases a key through POST /v1/schemes/{name}/erase",
         ));
     }
-    if uint_field(&m, "min_encryption_version", u64::from(u32::MAX))?.is_some_and(|v| v != 0) {
-        return Err(ApiError::new(
-            400,
-            "invalid_request",
-            "min_encryption_version must be 0: Veil always encrypts with the latest version",
-        ));
-    }
+    let min_encryption_version = uint_field(&m, "min_encryption_version", u64::from(u32::MAX))?;
     let min = match uint_field(&m, "min_decryption_version", u64::from(u32::MAX))? {
         None | Some(0) => None,
         Some(v) => Some(KeyVersion::new(v as u32).map_err(|_| ApiError::internal())?),
@@ -1135,11 +1225,47 @@ pub(super) fn parse_config(body: &[u8]) -> Result<(SchemeChange, Vec<String>), A
         mask_on_deny: None,
         audit: None,
     };
-    Ok((change, warnings))
+    Ok(ConfigInput { change, min_encryption_version, warnings })
+}
+
+/// Checks a `min_encryption_version` against the key as Transit does (from 0 to the latest
+/// version; when not 0, not below the minimum decryption version after this change). Veil
+/// encrypts with the latest version only, which meets any such minimum, so it is not stored.
+fn check_min_encryption_version(
+    ctx: &mut Ctx<'_>,
+    who: &Principal,
+    name: &str,
+    min_encryption: u64,
+    change: &SchemeChange,
+) -> Result<(), ApiError> {
+    if min_encryption == 0 {
+        return Ok(());
+    }
+    let s = ops::get_scheme(ctx, who, name)?;
+    if min_encryption > u64::from(s.current_version.get()) {
+        return Err(ApiError::new(
+            400,
+            "key_version_not_found",
+            "cannot set min_encryption_version above the latest key version",
+        ));
+    }
+    let min_decryption = change.min_decryption_version.unwrap_or(s.min_decryption_version);
+    if min_encryption < u64::from(min_decryption.get()) {
+        return Err(ApiError::new(
+            400,
+            "invalid_request",
+            "cannot set min encryption/decryption values; min encryption version must be greater than or \
+             equal to min decryption version",
+        ));
+    }
+    Ok(())
 }
 
 fn config_key(ctx: &mut Ctx<'_>, who: &Principal, name: &str, body: &[u8]) -> Result<ApiResponse, ApiError> {
-    let (change, warnings) = parse_config(body)?;
+    let ConfigInput { change, min_encryption_version, warnings } = parse_config(body)?;
+    if let Some(v) = min_encryption_version {
+        check_min_encryption_version(ctx, who, name, v, &change)?;
+    }
     if change.min_decryption_version.is_some() || change.rotation_period.is_some() {
         match ops::update_scheme(ctx, who, name, &change) {
             Ok(_) => {}
@@ -1148,6 +1274,14 @@ fn config_key(ctx: &mut Ctx<'_>, who: &Principal, name: &str, body: &[u8]) -> Re
                     400,
                     "key_version_not_found",
                     "cannot set min_decryption_version above the latest key version",
+                ))
+            }
+            // a version at or above the asked minimum is destroyed (trimmed)
+            Err(OpError::KeyVersionDestroyed(_)) => {
+                return Err(ApiError::new(
+                    400,
+                    "key_version_destroyed",
+                    "min decryption version should not be less then min available version",
                 ))
             }
             Err(e) => return Err(e.into()),
@@ -1160,6 +1294,31 @@ fn config_key(ctx: &mut Ctx<'_>, who: &Principal, name: &str, body: &[u8]) -> Re
         }
     }
     read_key(ctx, who, name, warnings)
+}
+
+/// Reads the body of `POST keys/{name}/trim`: `min_available_version` and the warnings.
+pub(super) fn parse_trim(body: &[u8]) -> Result<(u64, Vec<String>), ApiError> {
+    let m = body_map(body)?;
+    let warnings = ignored(&m, &["min_available_version"]);
+    match uint_field(&m, "min_available_version", u64::from(u32::MAX))? {
+        Some(v) => Ok((v, warnings)),
+        None => Err(ApiError::new(400, "invalid_request", "missing min_available_version")),
+    }
+}
+
+/// `keys/{name}/trim`: destroys the versions below `min_available_version` (Veil's version
+/// destroy; docs/transit.md), with Transit's rules and messages.
+fn trim_key(ctx: &mut Ctx<'_>, who: &Principal, name: &str, body: &[u8]) -> Result<ApiResponse, ApiError> {
+    let (min_available, warnings) = parse_trim(body)?;
+    let message = match ops::schemes::trim_versions(ctx, who, name, min_available)? {
+        Ok(_) => return read_key(ctx, who, name, warnings),
+        Err(ops::schemes::TrimRefusal::Decremented) => "minimum available version cannot be decremented",
+        Err(ops::schemes::TrimRefusal::NotPositive) => "minimum available version should be positive",
+        Err(ops::schemes::TrimRefusal::AboveMinDecryption) => {
+            "minimum available version cannot be greater than minimum decryption version"
+        }
+    };
+    Err(ApiError::new(400, "invalid_request", message))
 }
 
 fn list_keys(ctx: &mut Ctx<'_>, who: &Principal) -> Result<ApiResponse, ApiError> {
@@ -1190,21 +1349,22 @@ fn read_key(
 /// A scheme as Transit shows a key. `keys` lists the versions that still decrypt (from
 /// `min_decryption_version`, not destroyed) with their creation time, as Transit does.
 fn key_view(s: &Scheme, versions: &[KeyVersionRecord]) -> Value {
+    let min_available = ops::schemes::min_available_version(versions);
     let keys: Map<String, Value> = versions
         .iter()
         .filter(|r| r.key.version >= s.min_decryption_version && r.key.state == KeyState::Active)
         .map(|r| (r.key.version.get().to_string(), json!(r.key.created_at)))
         .collect();
-    json!({
+    let mut view = json!({
         "allow_plaintext_backup": false,
         "auto_rotate_period": s.rotation_period.map_or(0, RotationPeriod::secs),
         "deletion_allowed": false,
-        "derived": false,
+        "derived": s.context_required,
         "exportable": false,
         "imported_key": false,
         "keys": keys,
         "latest_version": s.current_version.get(),
-        "min_available_version": 0,
+        "min_available_version": min_available,
         "min_decryption_version": s.min_decryption_version.get(),
         "min_encryption_version": 0,
         "name": s.name.as_str(),
@@ -1214,5 +1374,12 @@ fn key_view(s: &Scheme, versions: &[KeyVersionRecord]) -> Value {
         "supports_encryption": true,
         "supports_signing": false,
         "type": key_type(s.algorithm),
-    })
+    });
+    // Transit shows these two for derived keys only. Veil's key is HKDF-SHA256-derived from the
+    // data key; the context is bound into each ciphertext (docs/transit.md, "Context").
+    if let (true, Some(o)) = (s.context_required, view.as_object_mut()) {
+        o.insert("convergent_encryption".into(), json!(false));
+        o.insert("kdf".into(), json!("hkdf_sha256"));
+    }
+    view
 }

@@ -20,6 +20,8 @@ use crate::store::{StoreError, MAX_AUDIT_PAGE};
 #[derive(Debug, Default)]
 pub struct Note {
     schemes: Vec<(String, AuditMode)>,
+    /// The schemes read that require a context on every Transit call (`context_required`).
+    context_required: Vec<String>,
     key_versions: BTreeSet<u32>,
     items: Option<u64>,
     failed_items: Option<u64>,
@@ -30,6 +32,14 @@ impl Note {
         if !self.schemes.iter().any(|(n, _)| n == s.name.as_str()) {
             self.schemes.push((s.name.as_str().to_owned(), s.audit));
         }
+        if s.context_required && !self.context_required(s.name.as_str()) {
+            self.context_required.push(s.name.as_str().to_owned());
+        }
+    }
+    /// Whether the operation read scheme `name` and found it `context_required`: how the Transit
+    /// routes learn the flag from the operation's own scheme read, without a read of their own.
+    pub fn context_required(&self, name: &str) -> bool {
+        self.context_required.iter().any(|n| n == name)
     }
     /// A scheme named by the route (its settings unknown unless an operation reads it).
     pub fn scheme_name(&mut self, name: &str) {

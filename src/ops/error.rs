@@ -261,6 +261,14 @@ impl ItemError {
         code: "key_version_unsupported",
         message: "Veil encrypts and rewraps with the key's latest version only: key_version must be 0 or the latest",
     };
+    /// A Transit call without a context on a key that requires one (`derived`), in Transit's words.
+    pub const CONTEXT_REQUIRED: ItemError = ItemError {
+        code: "context_required",
+        message:
+            "missing 'context' for key derivation; the key was created using a derived key, which means \
+                  additional, per-request information must be included in order to perform operations with \
+                  the key",
+    };
     pub const DECRYPTION_FAILED: ItemError = ItemError {
         code: "decryption_failed",
         message: "the token does not decrypt for this tenant, subject and context",

@@ -10,7 +10,7 @@ use crate::ids::{KeyVersion, SchemeName, TenantId};
 use crate::kms::KeyContext;
 use crate::policy;
 use crate::scheme::{mask::MaskRule, AuditMode, KekRef, Operation, Policy, RotationPeriod, Scheme};
-use crate::store::{ChangeOutcome, DestroyOutcome, KeyVersionRecord, SchemeChange, StoreError};
+use crate::store::{ChangeOutcome, DestroyOutcome, KeyState, KeyVersionRecord, SchemeChange, StoreError};
 
 /// How often a rotation re-reads and retries when a concurrent rotation won (each lost race
 /// means another rotation succeeded, so N concurrent rotations need at most N attempts).
@@ -29,6 +29,8 @@ pub struct NewScheme {
     pub rotation_period: Option<RotationPeriod>,
     pub audit: AuditMode,
     pub mask_on_deny: bool,
+    /// Every Transit data call must carry a context (a Transit `derived` key).
+    pub context_required: bool,
 }
 
 /// Refuses a KEK that the operator's `kek_allow` list does not let `tenant` name, before any
@@ -92,6 +94,7 @@ pub fn create_scheme(ctx: &mut Ctx<'_>, who: &Principal, new: NewScheme) -> Resu
         rotation_period: new.rotation_period,
         audit: new.audit,
         mask_on_deny: new.mask_on_deny,
+        context_required: new.context_required,
         created_at: ctx.now,
         erased_at: None,
     };
@@ -215,6 +218,77 @@ pub fn destroy_version(
         DestroyOutcome::Active => Err(OpError::KeyVersionActive(version)),
         DestroyOutcome::AlreadyDestroyed => Err(OpError::KeyVersionDestroyed(version)),
     }
+}
+
+/// Why a Transit `trim` was refused (Transit's rules; nothing is destroyed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrimRefusal {
+    /// Below the key's current `min_available_version`.
+    Decremented,
+    /// Zero.
+    NotPositive,
+    /// Above the key's `min_decryption_version`.
+    AboveMinDecryption,
+}
+
+/// The lowest version still available when the versions below it are all destroyed (Transit's
+/// `min_available_version`), or 0 when no version below the first available one is destroyed.
+pub fn min_available_version(versions: &[KeyVersionRecord]) -> u32 {
+    let Some(first) = versions.iter().find(|r| r.key.state != KeyState::Destroyed) else {
+        return 0;
+    };
+    let below = versions.iter().filter(|r| r.key.version < first.key.version).count();
+    if below == 0 {
+        0
+    } else {
+        first.key.version.get()
+    }
+}
+
+/// Trims a scheme (Transit's `keys/{name}/trim`): destroys every version of the key below `min_available`
+/// (Veil's version destroy, `POST /v1/schemes/{name}/versions/{v}/destroy`, once per version),
+/// which must be from 1 to the key's `min_decryption_version` and not below what is already
+/// trimmed. Administering the key is needed. Returns the versions it destroyed.
+pub fn trim_versions(
+    ctx: &mut Ctx<'_>,
+    who: &Principal,
+    name: &str,
+    min_available: u64,
+) -> Result<Result<Vec<KeyVersion>, TrimRefusal>, OpError> {
+    let scheme = admin_scheme(ctx, who, name)?;
+    ctx.audit.scheme(&scheme);
+    let (_, versions) = ctx
+        .store
+        .list_key_versions(&scheme.tenant, &scheme.name)?
+        .ok_or(OpError::SchemeNotFound(scheme.name.clone()))?;
+    if min_available < u64::from(min_available_version(&versions)) {
+        return Ok(Err(TrimRefusal::Decremented));
+    }
+    if min_available == 0 {
+        return Ok(Err(TrimRefusal::NotPositive));
+    }
+    if min_available > u64::from(scheme.min_decryption_version.get()) {
+        return Ok(Err(TrimRefusal::AboveMinDecryption));
+    }
+    let mut destroyed = Vec::new();
+    for r in versions.iter().filter(|r| u64::from(r.key.version.get()) < min_available) {
+        if r.key.state == KeyState::Destroyed {
+            continue;
+        }
+        let v = r.key.version;
+        ctx.audit.version(v);
+        match ctx.store.destroy_key_version(&scheme.tenant, &scheme.name, v, &who.subject, ctx.now)? {
+            DestroyOutcome::Destroyed => destroyed.push(v),
+            DestroyOutcome::AlreadyDestroyed => {}
+            DestroyOutcome::SchemeNotFound => return Err(OpError::SchemeNotFound(scheme.name)),
+            DestroyOutcome::VersionNotFound => return Err(OpError::KeyVersionNotFound(v)),
+            // a concurrent change lowered the minimum below this version since it was read
+            DestroyOutcome::Active => return Err(OpError::Conflict),
+        }
+    }
+    let slots: Vec<_> = destroyed.iter().map(|v| (scheme.name.clone(), *v)).collect();
+    forget_cached_deks(ctx, &scheme.tenant, &slots);
+    Ok(Ok(destroyed))
 }
 
 /// Drops the DEK cache's copies of these destroyed versions (a no-op without the cache). Entries

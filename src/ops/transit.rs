@@ -1,7 +1,8 @@
 //! The operations behind the Transit-compatible `hmac` and `verify` routes (docs/transit.md):
 //! HMAC-SHA256 under a per-version key derived from the scheme's data key with its own label
 //! (`scheme-transit-hmac-key`). Encrypt, decrypt, rewrap and the key routes are Veil's own
-//! protect, unprotect, rewrap and scheme operations; only their spelling differs.
+//! protect, unprotect, rewrap and scheme operations; only their spelling differs (`trim` is
+//! [`super::schemes::trim_versions`]).
 
 use std::collections::HashMap;
 

@@ -208,6 +208,9 @@ pub struct Scheme {
     /// A caller with a `mask` role but no `unprotect` role gets each value masked by the
     /// scheme's rule (flagged `masked`) from unprotect, instead of `403 forbidden`.
     pub mask_on_deny: bool,
+    /// Every Transit encrypt, decrypt, rewrap and datakey call must carry a `context` (a key
+    /// created through Transit with `derived: true`; docs/transit.md "Context").
+    pub context_required: bool,
     pub created_at: i64,
     /// When the scheme was erased (every key version destroyed; docs/erasure.md), if it was.
     pub erased_at: Option<i64>,

@@ -73,6 +73,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/sqlite/0009_audit.sql"),
         postgres: include_str!("migrations/postgres/0009_audit.sql"),
     },
+    Migration {
+        version: 10,
+        name: "context_required",
+        sqlite: include_str!("migrations/sqlite/0010_context_required.sql"),
+        postgres: include_str!("migrations/postgres/0010_context_required.sql"),
+    },
 ];
 
 /// The newest schema version this build knows.

@@ -184,9 +184,9 @@ enum RequestTx {
 }
 
 const SCHEME_COLUMNS: &str = "tenant, name, algorithm, kek, policy, mask_rule, current_version, created_at, \
-     min_decryption_version, rotation_period, erased_at, audit, mask_on_deny";
+     min_decryption_version, rotation_period, erased_at, audit, mask_on_deny, context_required";
 /// The number of [`SCHEME_COLUMNS`]; a data key's columns follow them in joined reads.
-const SCHEME_COLUMN_COUNT: usize = 13;
+const SCHEME_COLUMN_COUNT: usize = 14;
 /// The columns of [`SCHEME_AND_KEY_COLUMNS`].
 const SCHEME_AND_KEY_COLUMN_COUNT: usize = SCHEME_COLUMN_COUNT + 7;
 /// The columns [`data_key_from_row`] decodes.
@@ -196,7 +196,7 @@ const SCHEMA_VERSION: &str = "(SELECT MAX(version) FROM veil_migrations)";
 /// [`SCHEME_COLUMNS`] of `schemes s`, then the columns of its current `data_keys d` row.
 const SCHEME_AND_KEY_COLUMNS: &str = "s.tenant, s.name, s.algorithm, s.kek, s.policy, s.mask_rule, \
      s.current_version, s.created_at, s.min_decryption_version, s.rotation_period, s.erased_at, s.audit, \
-     s.mask_on_deny, d.version, d.wrapped_dek, d.kek_id, d.kek_version, d.state, d.created_at, d.kek";
+     s.mask_on_deny, s.context_required, d.version, d.wrapped_dek, d.kek_id, d.kek_version, d.state, d.created_at, d.kek";
 
 impl<'a> Store<'a> {
     pub fn new(conn: &'a dyn SqlConn) -> Self {
@@ -362,7 +362,7 @@ impl<'a> Store<'a> {
                 self.conn.execute(
                     "INSERT INTO schemes (tenant, name, algorithm, kek, policy, mask_rule, \
                      current_version, min_decryption_version, rotation_period, created_at, updated_at, audit, \
-                     mask_on_deny) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12)",
+                     mask_on_deny, context_required) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13)",
                     &[
                         tenant.clone(),
                         name.clone(),
@@ -376,6 +376,7 @@ impl<'a> Store<'a> {
                         SqlValue::Int(now),
                         SqlValue::Text(scheme.audit.as_str().into()),
                         SqlValue::Int(i64::from(scheme.mask_on_deny)),
+                        SqlValue::Int(i64::from(scheme.context_required)),
                     ],
                 )?;
                 self.insert_key(&tenant, &name, scheme.current_version, first_key, &kek, now)
@@ -412,7 +413,7 @@ impl<'a> Store<'a> {
                     "UPDATE schemes SET algorithm = $1, kek = $2, policy = $3, mask_rule = $4, \
                      current_version = $5, min_decryption_version = $5, rotation_period = $6, \
                      created_at = $7, updated_at = $7, erased_at = NULL, erasure_id = NULL, audit = $11, \
-                     mask_on_deny = $12 \
+                     mask_on_deny = $12, context_required = $13 \
                      WHERE tenant = $8 AND name = $9 AND erased_at IS NOT NULL AND current_version = $10",
                     &[
                         SqlValue::Text(scheme.algorithm.as_str().into()),
@@ -427,6 +428,7 @@ impl<'a> Store<'a> {
                         SqlValue::Int(erased_current.get().into()),
                         SqlValue::Text(scheme.audit.as_str().into()),
                         SqlValue::Int(i64::from(scheme.mask_on_deny)),
+                        SqlValue::Int(i64::from(scheme.context_required)),
                     ],
                 )?;
                 if taken != 1 {
@@ -1075,6 +1077,11 @@ fn scheme_from_row(r: &Row<'_>) -> Result<Scheme, StoreError> {
             0 => false,
             1 => true,
             _ => return Err(corrupt("schemes.mask_on_deny")),
+        },
+        context_required: match r.int(13)? {
+            0 => false,
+            1 => true,
+            _ => return Err(corrupt("schemes.context_required")),
         },
     })
 }

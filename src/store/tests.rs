@@ -77,6 +77,7 @@ fn scheme(name: &str) -> Scheme {
         min_decryption_version: KeyVersion::FIRST,
         rotation_period: None,
         mask_on_deny: false,
+        context_required: false,
         created_at: 1_700_000_000,
         erased_at: None,
         audit: crate::scheme::AuditMode::All,
@@ -514,6 +515,30 @@ fn api_keys_and_mask_on_deny(db: &dyn SqlConn) {
     assert!(!with_key.mask_on_deny);
 }
 
+/// Migration 10: a database at version 9 (no `context_required` column) is migrated on first use
+/// and keeps its schemes, which read as `context_required: false`; the flag is stored when set.
+fn context_required_is_added_and_stored(db: &dyn SqlConn) {
+    let store = Store::new(db);
+    scheme_with_versions(&store, 2);
+    let old = store.get_scheme(&scheme("pii").tenant, &scheme("pii").name).expect("get").expect("found");
+    // back to version 9: the column gone, the migration not recorded
+    db.execute("ALTER TABLE schemes DROP COLUMN context_required", &[]).expect("drop");
+    db.execute("DELETE FROM veil_migrations WHERE version = 10", &[]).expect("forget");
+    let read = store.get_scheme(&old.tenant, &old.name).expect("migrated on first use").expect("found");
+    assert_eq!(read.current_version, v(2));
+    assert_eq!(read, old);
+    let rows = db.query("SELECT version FROM veil_migrations WHERE version = 10", &[]).expect("rows");
+    assert_eq!(rows.len(), 1);
+    let mut d = scheme("derived");
+    d.context_required = true;
+    store.create_scheme(&d, &wrapped(1), 1).expect("create");
+    assert!(store.get_scheme(&d.tenant, &d.name).expect("get").expect("found").context_required);
+    let (with_key, key) =
+        store.get_scheme_with_current_key(&d.tenant, &d.name).expect("read").expect("found");
+    assert!(with_key.context_required && key.is_some());
+    assert!(!store.get_scheme(&old.tenant, &old.name).expect("get").expect("found").context_required);
+}
+
 /// A PostgreSQL connection in a schema of its own, dropped afterwards. The server is
 /// `VEIL_TEST_PG_URL`, which scripts/test.sh sets (scripts/ensure-postgres.sh); unset or
 /// unreachable, the tests fail rather than pass without having run.
@@ -747,5 +772,6 @@ contract!(
     seal_counts_only_grow_per_version,
     audit_chains_are_gapless_and_per_tenant,
     api_keys_and_mask_on_deny,
+    context_required_is_added_and_stored,
     writes_commit_with_the_audit_entry_or_not_at_all,
 );

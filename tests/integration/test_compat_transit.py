@@ -154,6 +154,49 @@ def scenario(url: str, token: str, key: str, home: Path) -> tuple[list, dict]:
     step("bad token", lambda: hvac.Client(url=url, token="not-a-token").secrets.transit.encrypt_data(
         key, plaintext=hello))
 
+    # A derived key: every encrypt, decrypt, rewrap and datakey call must carry a context. Both
+    # servers answer a missing one with Transit's own message (also per item in a batch).
+    dk_ = key + "-d"
+    messages = facts["messages"] = []
+
+    def message(name, f):
+        e = step(name, f)
+        messages.append((name, e.errors if isinstance(e, hvac.exceptions.VaultError) else None))
+        return e
+
+    step("create derived", lambda: t.create_key(dk_, derived=True))
+    step("read derived", lambda: t.read_key(dk_))
+    message("encrypt derived without context", lambda: t.encrypt_data(dk_, plaintext=hello))
+    ctd = step("encrypt derived", lambda: t.encrypt_data(dk_, plaintext=hello, context=ctx))["data"]["ciphertext"]
+    facts["derived decrypted"] = step("decrypt derived", lambda: t.decrypt_data(
+        dk_, ciphertext=ctd, context=ctx))["data"]["plaintext"] == hello
+    step("decrypt derived with the wrong context", lambda: t.decrypt_data(dk_, ciphertext=ctd,
+                                                                          context=B64(b"customer-43")))
+    message("decrypt derived without context", lambda: t.decrypt_data(dk_, ciphertext=ctd))
+    message("rewrap derived without context", lambda: t.rewrap_data(dk_, ciphertext=ctd))
+    message("datakey derived without context", lambda: t.generate_data_key(dk_, key_type="plaintext"))
+    e = message("encrypt derived batch without context", lambda: t.encrypt_data(
+        dk_, batch_input=[{"plaintext": hello, "reference": "n"}, {"plaintext": "!!not base64"}]))
+    facts["derived batch"] = [("error" in r, r["reference"]) for r in e.json["data"]["batch_results"]]
+    facts["derived batch message"] = e.json["data"]["batch_results"][0]["error"]
+    message("encrypt with and without context", lambda: t.encrypt_data(
+        dk_, batch_input=[{"plaintext": hello, "context": ctx}, {"plaintext": hello}]))
+
+    # trim: destroys the versions below min_available_version, with Transit's rules
+    tk = key + "-tr"
+    step("create to trim", lambda: t.create_key(tk))
+    t.rotate_key(tk)
+    t.rotate_key(tk)
+    step("config min versions", lambda: t.update_key_configuration(tk, min_decryption_version=2,
+                                                                   min_encryption_version=3))
+    message("trim above min_decryption_version", lambda: t.trim_key(tk, min_version=3))
+    message("trim zero", lambda: t.trim_key(tk, min_version=0))
+    trimmed = step("trim", lambda: t.trim_key(tk, min_version=2))["data"]
+    facts["trimmed"] = (trimmed["min_available_version"], sorted(trimmed["keys"]))
+    message("trim decremented", lambda: t.trim_key(tk, min_version=1))
+    message("config below min_available_version", lambda: t.update_key_configuration(tk, min_decryption_version=1))
+    message("trim missing", lambda: c.adapter.post(f"/v1/transit/keys/{tk}/trim", json={}))
+
     # The bao CLI, as an operator types it (docs/transit.md).
     env = {**os.environ, "BAO_ADDR": url, "BAO_TOKEN": token, "HOME": str(home), "VAULT_ADDR": url}
     env.pop("BAO_NAMESPACE", None)
@@ -185,6 +228,8 @@ def test_the_same_client_script_gets_the_same_answers_from_veil_and_openbao(tena
     assert want["references"] == ["r-a", "r-bad", ""] and want["batch errors"] == [False, True, False]
     assert want["v1"] and want["decrypted"] and want["rewrapped"] and want["old refused"] and want["datakey"]
     assert want["valid"] is True and want["forged"] is False and want["latest"] == 2
+    assert want["derived decrypted"] and want["derived batch"] == [(True, "n"), (True, "")]
+    assert "missing 'context'" in want["derived batch message"] and want["trimmed"] == (2, ["2", "3"])
     for (name, *g), (wname, *w) in zip(got_shapes, want_shapes, strict=True):
         assert (name, g) == (wname, w)
 
@@ -300,3 +345,48 @@ def test_the_mount_is_configurable(start_server):
     r = requests.post(s.url + f"/v1/transit/encrypt/{key}", json={"plaintext": "eA=="},
                       headers={"X-Vault-Token": c.token}, timeout=TIMEOUT)
     assert r.status_code == 404
+
+
+def test_trim_destroys_versions_and_is_audited(tenant, transit):
+    c, key = transit
+    t = c.secrets.transit
+    ct1 = t.encrypt_data(key, plaintext=B64(b"one"))["data"]["ciphertext"]
+    t.rotate_key(key)
+    t.rotate_key(key)
+    t.update_key_configuration(key, min_decryption_version=3)
+    assert t.trim_key(key, min_version=3)["data"]["min_available_version"] == 3
+    versions = ok(tenant.as_("admin").get(f"/v1/schemes/{key}/versions"))["versions"]
+    assert [(v["version"], v["state"]) for v in versions] == [(1, "destroyed"), (2, "destroyed"), (3, "active")]
+    with pytest.raises(hvac.exceptions.InvalidRequest):
+        t.decrypt_data(key, ciphertext=ct1)
+    entries = ok(tenant.as_("admin").get("/v1/audit?operation=transit.key.trim"))["entries"]
+    assert [(e["operation"], e["outcome"]) for e in entries] == [("transit.key.trim", "ok")]
+    # only an administrator of the key may trim it
+    app = hvac.Client(url=tenant.server.url, token=veil_key(tenant, ("app",)))
+    with pytest.raises(hvac.exceptions.Forbidden):
+        app.secrets.transit.trim_key(key, min_version=3)
+
+
+def test_derived_is_context_required_and_a_missing_key_is_not_created(tenant, transit):
+    c, key = transit
+    name = new_name("t")
+    c.secrets.transit.create_key(name, derived=True)
+    assert ok(tenant.as_("admin").get(f"/v1/schemes/{name}"))["context_required"] is True
+    assert ok(tenant.as_("admin").get(f"/v1/schemes/{key}"))["context_required"] is False
+    # a native scheme may ask for it too; the Transit routes then refuse a call without a context
+    native = tenant.create_scheme(context_required=True)["name"]
+    assert c.secrets.transit.read_key(native)["data"]["derived"] is True
+    app = hvac.Client(url=tenant.server.url, token=veil_key(tenant, ("app",)))
+    with pytest.raises(hvac.exceptions.InvalidRequest) as e:
+        app.secrets.transit.encrypt_data(native, plaintext=B64(b"x"))
+    assert "missing 'context'" in e.value.errors[0]
+    ct = app.secrets.transit.encrypt_data(native, plaintext=B64(b"x"), context=B64(b"c"))["data"]["ciphertext"]
+    assert ct.startswith("vault:v1:")
+    # encrypt never creates a key: 403 for a caller who may not create keys (as Transit answers a
+    # token without create rights), 400 `encryption key not found` for one who may
+    with pytest.raises(hvac.exceptions.Forbidden):
+        app.secrets.transit.encrypt_data(new_name("t"), plaintext=B64(b"x"))
+    with pytest.raises(hvac.exceptions.InvalidRequest):
+        c.secrets.transit.encrypt_data(new_name("t"), plaintext=B64(b"x"))
+    assert raw(tenant, "LIST", "/v1/transit/keys", **{"X-Vault-Token": c.token}).json()["data"]["keys"] == sorted(
+        [key, name, native])
