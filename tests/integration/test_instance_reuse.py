@@ -11,7 +11,7 @@ from collections import defaultdict
 import requests
 
 from faults import lock_flags, write_lock
-from veilkit import VeilServer, err, item_errors, new_tenant, ok
+from veilkit import VeilServer, err, hs256, item_errors, new_tenant, ok
 
 REUSE = 2
 
@@ -116,20 +116,21 @@ def test_two_tenants_and_two_credentials_of_one_tenant_interleaved(tmp_path):
 def test_the_heap_and_stack_are_wiped_between_requests(tmp_path):
     """A marker plaintext goes through protect and unprotect on a reused instance; after each
     request, and on the next request on that instance, the marker's bytes are in the instance's
-    linear memory only where the instance keeps them on purpose. The marker is also the value of
-    an unused variable (`aws_region`), which the instance keeps for its life (the one static,
-    docs/architecture.md "Instance reuse"): so the scan is seen to find what is there."""
+    linear memory only where the instance keeps them on purpose. The marker is also the name of
+    the tenant claim (`jwt_tenant_claim`, a variable every authenticated request reads), which the
+    instance keeps for its life once read (the one static, docs/architecture.md "Instance reuse"):
+    so the scan is seen to find what is there."""
     marker = f"veil-marker-{secrets.token_hex(12)}"
-    server = VeilServer(tmp_path, raw_env={"VEIL_DEBUG_HOST_CALLS": "1"}, aws_region=marker,
+    server = VeilServer(tmp_path, raw_env={"VEIL_DEBUG_HOST_CALLS": "1"}, jwt_tenant_claim=marker,
                         extra_args=["--reuse-instances", 100, "--debug-scan-memory", marker.encode().hex()])
     try:
         t = server.tenant(new_tenant())
-        api = t.as_("admin", "app", "support")
-        r = api.get("/healthz")
+        api = server.api(hs256(t.id, ("admin", "app", "support"), **{marker: t.id}))
+        r = api.post("/v1/schemes", t.scheme_body("pii"))
+        ok(r, 201)
         instance = r.headers["veil-debug-instance"]
         baseline = int(r.headers["veil-debug-memory-matches"])
         assert baseline >= 1, "the scan does not see the variables the instance keeps"
-        ok(api.post("/v1/schemes", t.scheme_body("pii")), 201)
         r = api.post("/v1/protect", {"scheme": "pii", "values": [marker, marker + "-2"]})
         tokens = [x["value"] for x in ok(r)["results"]]
         assert r.headers["veil-debug-instance"] == instance
@@ -138,7 +139,8 @@ def test_the_heap_and_stack_are_wiped_between_requests(tmp_path):
         assert [x["value"] for x in ok(r)["results"]] == [marker, marker + "-2"]
         assert r.headers["veil-debug-instance"] == instance
         assert int(r.headers["veil-debug-memory-matches"]) == baseline, "unprotect left the marker in memory"
-        r = api.get("/healthz")
+        r = api.get("/v1/schemes/pii")
+        ok(r)
         assert r.headers["veil-debug-instance"] == instance
         assert int(r.headers["veil-debug-memory-matches"]) == baseline
     finally:

@@ -22,7 +22,7 @@ MAX_TIME = os.environ.get("SCHEMATHESIS_MAX_TIME")
 RUN_TIMEOUT = int(os.environ.get("SCHEMATHESIS_TIMEOUT", "600"))
 ROLES = ("admin", "app", "support", "analyst")
 TRANSIT_OPERATIONS = ("transitListKeys", "transitReadKey", "transitCreateKey", "transitDeleteKey", "transitRotateKey",
-                      "transitConfigKey", "transitEncrypt", "transitDecrypt", "transitRewrap", "transitDataKey",
+                      "transitConfigKey", "transitTrimKey", "transitEncrypt", "transitDecrypt", "transitRewrap", "transitDataKey",
                       "transitHmac", "transitVerify", "transitRandom", "transitHash")
 
 

@@ -168,6 +168,8 @@ CASES = {
     "transitRotateKey": lambda w: ("POST", f"/v1/transit/keys/{w.scheme}/rotate", None, transit_refused(404)),
     "transitConfigKey": lambda w: ("POST", f"/v1/transit/keys/{w.scheme}/config", {"min_decryption_version": 1},
                                    transit_refused(404)),
+    "transitTrimKey": lambda w: ("POST", f"/v1/transit/keys/{w.scheme}/trim", {"min_available_version": 1},
+                                 transit_refused(404)),
     "transitEncrypt": lambda w: ("POST", f"/v1/transit/encrypt/{w.scheme}", {"plaintext": "eA=="},
                                  transit_refused(400)),
     "transitDecrypt": lambda w: ("POST", f"/v1/transit/decrypt/{w.scheme}",

@@ -972,7 +972,7 @@ pub fn prepare(args: &ServeArgs, mode: Mode) -> Result<Prepared> {
 
 /// Bytes from hex digits (either case); `None` for anything else or an odd count.
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
+    if !hex.len().is_multiple_of(2) {
         return None;
     }
     (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()).collect()

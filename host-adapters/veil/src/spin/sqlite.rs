@@ -612,6 +612,9 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// The statement count the views of these tests add to (`--debug-host-calls`; unread here).
+    static STATEMENTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
     fn own(r: &Resource<Connection>) -> Resource<Connection> {
         Resource::new_own(r.rep())
     }
@@ -625,7 +628,7 @@ mod tests {
 
     /// Opens a connection in a table of its own (as an instance would) and runs statements.
     async fn run_all(dbs: &Databases, table: &mut ResourceTable, sql: &[&str]) -> Result<QueryResult, Error> {
-        let mut view = SqliteView { databases: dbs, table };
+        let mut view = SqliteView { databases: dbs, table, statements: &STATEMENTS };
         let c = view.open("default".to_string()).await?;
         let mut last = None;
         for s in sql {
@@ -681,7 +684,7 @@ mod tests {
         let queue = dbs.iter().next().unwrap().writers.0.clone().unwrap();
         let mut table = ResourceTable::new();
         run_all(&dbs, &mut table, &["CREATE TABLE q (i INTEGER)"]).await.unwrap();
-        let mut view = SqliteView { databases: &dbs, table: &mut table };
+        let mut view = SqliteView { databases: &dbs, table: &mut table, statements: &STATEMENTS };
         let c = view.open("default".to_string()).await.unwrap();
         // A long write, abandoned while it runs (its future dropped, as when the guest's
         // deadline passes).
