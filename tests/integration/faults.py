@@ -1,5 +1,6 @@
 """Helpers for the host and store fault tests: servers with extra `veil serve` flags, raw sockets,
-and an outside process holding the metadata store's write lock."""
+an outside process holding the metadata store's write lock, and the host's key-value file
+(`veil serve --kv-file`) read and written from outside, as anyone with access to it could."""
 from __future__ import annotations
 
 import contextlib
@@ -89,3 +90,23 @@ def lock_flags(timeout_ms: int) -> list[str]:
     if store.STORE == "postgres":
         return ["--pg-statement-timeout-ms", str(2 * timeout_ms)]
     return ["--sqlite-busy-timeout-ms", str(timeout_ms)]
+
+
+def kv_rows(path, prefix: str) -> dict[str, bytes]:
+    """The entries of the key-value store `default` in a `--kv-file` whose keys start with `prefix`."""
+    db = sqlite3.connect(path, timeout=10)
+    try:
+        return {k: bytes(v) for k, v in db.execute(
+            "SELECT key, value FROM spin_key_value WHERE store = 'default' AND key LIKE ?", (prefix + "%",))}
+    finally:
+        db.close()
+
+
+def kv_put(path, key: str, value: bytes) -> None:
+    """Writes an entry straight into a `--kv-file`'s store `default`."""
+    db = sqlite3.connect(path, timeout=10)
+    try:
+        db.execute("INSERT OR REPLACE INTO spin_key_value (store, key, value) VALUES ('default', ?, ?)", (key, value))
+        db.commit()
+    finally:
+        db.close()

@@ -6,32 +6,12 @@ import base64
 import json
 import os
 import re
-import sqlite3
 
-from faults import serving
+from faults import kv_put as put, kv_rows as rows, serving
 from veilkit import err, ok, rs256
 
 JWT_PREFIX = "veil/jwt/v2/"
 DEK_PREFIX = "veil/dek-cache/v2/"
-
-
-def rows(path, prefix: str) -> dict[str, bytes]:
-    db = sqlite3.connect(path, timeout=10)
-    try:
-        return {k: bytes(v) for k, v in db.execute(
-            "SELECT key, value FROM spin_key_value WHERE store = 'default' AND key LIKE ?", (prefix + "%",))}
-    finally:
-        db.close()
-
-
-def put(path, key: str, value: bytes) -> None:
-    """Writes an entry straight into the host's store, as anyone with access to the file could."""
-    db = sqlite3.connect(path, timeout=10)
-    try:
-        db.execute("INSERT OR REPLACE INTO spin_key_value (store, key, value) VALUES ('default', ?, ?)", (key, value))
-        db.commit()
-    finally:
-        db.close()
 
 
 def new_slot(path, prefix: str, before: dict) -> str:

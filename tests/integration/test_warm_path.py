@@ -7,10 +7,10 @@ entry before answering (same key-value store: at once); another process with its
 honours a change within the max age; forged, copied and expired entries are never accepted."""
 import base64
 import os
-import sqlite3
 import time
 
-from faults import serving
+import faults
+from faults import kv_put, serving
 from veilkit import err, item_errors, ok
 
 CACHE_KEY = base64.b64encode(os.urandom(32)).decode()
@@ -112,21 +112,7 @@ def test_another_process_honours_a_change_within_the_max_age(tmp_path):
 
 
 def kv_rows(path) -> dict[str, bytes]:
-    db = sqlite3.connect(path, timeout=10)
-    try:
-        return {k: bytes(v) for k, v in db.execute(
-            "SELECT key, value FROM spin_key_value WHERE store = 'default' AND key LIKE ?", (PREFIX + "%",))}
-    finally:
-        db.close()
-
-
-def kv_put(path, key: str, value: bytes) -> None:
-    db = sqlite3.connect(path, timeout=10)
-    try:
-        db.execute("INSERT OR REPLACE INTO spin_key_value (store, key, value) VALUES ('default', ?, ?)", (key, value))
-        db.commit()
-    finally:
-        db.close()
+    return faults.kv_rows(path, PREFIX)
 
 
 def test_forged_copied_and_expired_entries_are_never_accepted(tmp_path):
