@@ -74,6 +74,10 @@ impl Fields {
         self.0.extend_from_slice(&v.to_be_bytes());
         self
     }
+    pub(crate) fn u64(mut self, v: u64) -> Self {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
     pub(crate) fn finish(self) -> Vec<u8> {
         self.0
     }

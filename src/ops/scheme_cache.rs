@@ -24,6 +24,7 @@ use crate::crypto::aead::{AeadKey, Algorithm};
 use crate::crypto::kdf::hmac_sha256;
 use crate::crypto::rng::Csprng;
 use crate::crypto::secret::SecretKey;
+use crate::crypto::Fields;
 use crate::ids::{SchemeName, TenantId};
 use crate::kv::KeyValue;
 use crate::store::sql::SqlValue;
@@ -47,24 +48,13 @@ impl std::fmt::Debug for SchemeCache {
     }
 }
 
-fn lp(out: &mut Vec<u8>, field: &[u8]) {
-    out.extend_from_slice(&(field.len() as u64).to_be_bytes());
-    out.extend_from_slice(field);
-}
-
-fn slot(tenant: &TenantId, scheme: &SchemeName) -> Vec<u8> {
-    let mut s = Vec::with_capacity(64);
-    lp(&mut s, tenant.as_str().as_bytes());
-    lp(&mut s, scheme.as_str().as_bytes());
-    s
+/// tenant and scheme, each length-prefixed (`crypto::Fields`)
+fn slot(tenant: &TenantId, scheme: &SchemeName) -> Fields {
+    Fields::new().str(tenant.as_str()).str(scheme.as_str())
 }
 
 fn aad(tenant: &TenantId, scheme: &SchemeName, expiry: u64) -> Vec<u8> {
-    let mut a = Vec::with_capacity(96);
-    lp(&mut a, AAD_LABEL);
-    a.extend_from_slice(&slot(tenant, scheme));
-    a.extend_from_slice(&expiry.to_be_bytes());
-    a
+    Fields::new().bytes(AAD_LABEL).str(tenant.as_str()).str(scheme.as_str()).u64(expiry).finish()
 }
 
 /// The row's columns, each tagged (the layout above).
@@ -137,7 +127,7 @@ impl SchemeCache {
     }
 
     fn entry_key(&self, tenant: &TenantId, scheme: &SchemeName) -> String {
-        let mac = hmac_sha256(&self.names, &slot(tenant, scheme));
+        let mac = hmac_sha256(&self.names, &slot(tenant, scheme).finish());
         let hex: String = mac[..16].iter().map(|b| format!("{b:02x}")).collect();
         format!("{KEY_PREFIX}{hex}")
     }
